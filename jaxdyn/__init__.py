@@ -1,0 +1,13 @@
+"""jaxdyn: train populations of small networks as one compiled JAX program and measure how they learn."""
+
+from jaxdyn import _cpu_devices
+
+_cpu_devices.configure()  # must precede the first jax import; see _cpu_devices
+
+from jaxdyn.config import Config, ConfigError, load_config  # noqa: E402
+from jaxdyn.results import Results, load  # noqa: E402
+from jaxdyn.runner import Interrupted  # noqa: E402
+from jaxdyn.study import run  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "Interrupted", "Results", "load", "load_config", "run"]

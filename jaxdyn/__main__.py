@@ -1,0 +1,3 @@
+from jaxdyn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Give XLA one host device per CPU core, before jax initialises.
+
+One XLA CPU device runs a small model's step on about one core, so a
+population sharded over one device per core uses them all (2x member-steps/s
+on a 2-core machine). This is jaxdyn's one import-time side effect and it only
+touches the CPU platform: on a GPU or TPU machine the accelerator stays the
+default backend.
+
+Override with ``JAXDYN_CPU_DEVICES=N`` (``1`` turns it off), or set
+``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` yourself, which
+jaxdyn then leaves alone.
+"""
+
+import os
+import sys
+import warnings
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _core_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _FLAG in flags:
+        return
+    wanted = os.environ.get("JAXDYN_CPU_DEVICES", "")
+    try:
+        count = int(wanted) if wanted else _core_count()
+    except ValueError:
+        raise ValueError(
+            f"JAXDYN_CPU_DEVICES={wanted!r} is not an integer; set it to the number of "
+            "XLA CPU devices to use (1 turns the per-core split off)."
+        ) from None
+    if count <= 1:
+        return
+    if _backend_started():
+        warnings.warn(
+            "jax was initialised before jaxdyn was imported, so jaxdyn could not give XLA "
+            f"one CPU device per core; import jaxdyn first or set XLA_FLAGS={_FLAG}={count}.",
+            stacklevel=3,
+        )
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
+
+
+def _backend_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge._backends)
+    except Exception:  # private API moved: assume the worst only if jax is loaded
+        return True

@@ -1,0 +1,344 @@
+"""Study configuration: frozen dataclasses, TOML loading, and validation.
+
+Everything a user can get wrong is caught here, before anything compiles, with a
+message that names the field, the bad value and the fix. A config is plain data:
+``[study] [data] [model] [optim] [train]`` sections plus a ``[grid]`` of axes.
+
+Grid axes are dotted keys. Numeric optimizer hyperparameters (``optim.learning_rate``,
+``optim.momentum``, ...) become *members* of one compiled population; everything
+structural (``model.hidden``, ``model.activation``, ``optim.name``,
+``train.batch_size``, ...) makes a new *cohort*, compiled once.
+"""
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A bad config: raised before any compile, with a message meant for people."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "study"
+    # int N -> init and data seeds 0..N-1; or a list of ints; or a list of [init, data] pairs.
+    seeds: Any = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    init: str = "lecun_normal"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adam"
+    # Only the values the user set; the family's defaults fill in the rest.
+    hparams: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 6000
+    batch_size: int = 100
+    chunk_steps: int = 500  # steps per compiled chunk: the host sees the device once per chunk
+    log_every: int = 100  # train loss/accuracy are averaged over windows of this many steps
+    eval_every: int = 2  # chunks between test-set evaluations (and always at the end)
+    checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
+    member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
+
+
+@dataclass(frozen=True)
+class Config:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    grid: tuple[tuple[str, tuple], ...] = ()
+
+    def optim_hparams(self) -> dict[str, float]:
+        """Every hyperparameter of this config's optimizer family, defaults filled in."""
+        from jaxdyn.optim import FAMILIES
+
+        return {**FAMILIES[self.optim.name].defaults, **dict(self.optim.hparams)}
+
+    def seed_pairs(self) -> list[tuple[int, int]]:
+        """``(init_seed, data_seed)`` of each seed setting."""
+        seeds = self.study.seeds
+        if isinstance(seeds, int):
+            return [(s, s) for s in range(seeds)]
+        return [(s, s) if isinstance(s, int) else (s[0], s[1]) for s in seeds]
+
+
+_SECTIONS = {"study": StudyConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# Structural settings that a grid may vary: each value makes a cohort.
+COHORT_AXES = (
+    "data.name", "model.kind", "model.hidden", "model.activation", "model.init",
+    "optim.name", "train.batch_size",
+)
+
+
+def _closest(word: str, options) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(options))}"
+
+
+def _check_type(where: str, value, annotation):
+    """Coerce ``value`` to the field's type or raise a ConfigError naming the field."""
+    def bad(expected):
+        return ConfigError(f"{where} = {value!r}: expected {expected}")
+
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if annotation == tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise bad("a list of integers, e.g. [100, 100]")
+        return tuple(value)
+    return value  # Any
+
+
+def _field_types(cls) -> dict:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def from_dict(raw: Mapping) -> Config:
+    """Parse a nested dict (as from TOML) into a Config. Checks keys and types, not ranges."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
+    sections = {}
+    for key in raw:
+        if key not in (*_SECTIONS, "optim", "grid"):
+            raise ConfigError(f"unknown config section [{key}]{_closest(key, [*_SECTIONS, 'optim', 'grid'])}")
+    for name, cls in _SECTIONS.items():
+        given = raw.get(name, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{name}] must be a table, got {given!r}")
+        types = _field_types(cls)
+        values = {}
+        for key, value in given.items():
+            if key not in types:
+                raise ConfigError(f"unknown key {name}.{key}{_closest(key, types)}")
+            values[key] = _check_type(f"{name}.{key}", value, types[key])
+        sections[name] = cls(**values)
+
+    optim = dict(raw.get("optim", {}))
+    name = optim.pop("name", OptimConfig.name)
+    _check_type("optim.name", name, str)
+    hparams = tuple((k, _check_type(f"optim.{k}", v, float)) for k, v in sorted(optim.items()))
+    sections["optim"] = OptimConfig(name=name, hparams=hparams)
+
+    grid = raw.get("grid", {})
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"[grid] must be a table of axis = [values], got {grid!r}")
+    axes = []
+    for key, values in grid.items():
+        if isinstance(values, Mapping):  # a dotted TOML key such as optim.learning_rate = [...]
+            raise ConfigError(
+                f"grid axis {key!r} is a table; quote dotted axis names: \"{key}.{next(iter(values), '')}\" = [...]"
+            )
+        if not isinstance(values, (list, tuple)):
+            raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
+        axes.append((key, tuple(tuple(v) if isinstance(v, list) else v for v in values)))
+    cfg = Config(**sections, grid=tuple(axes))
+    _check_grid_keys(cfg)
+    return cfg
+
+
+def _check_grid_keys(cfg: Config) -> None:
+    from jaxdyn.optim import FAMILIES
+
+    hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names)]
+    for key, values in cfg.grid:
+        if key not in valid:
+            raise ConfigError(f"unknown grid axis {key!r}{_closest(key, valid)}")
+        if not values:
+            raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
+        section, name = key.split(".")
+        for v in values:
+            annotation = float if section == "optim" and name != "name" else _field_types(
+                OptimConfig if section == "optim" else _SECTIONS[section])[name]
+            _check_type(f"grid.\"{key}\" value", v, annotation)
+
+
+def load_config(source=None, overrides=()) -> Config:
+    """Config from a TOML path, a dict, a Config or None (the default study), plus overrides.
+
+    Args:
+      source: path to a TOML file, a nested dict, a Config, or None for the
+        packaged default study.
+      overrides: ``"section.key=value"`` strings; the value is parsed as TOML
+        (a bare word is taken as a string). Grid axes: ``grid.optim.learning_rate=[1e-3,1e-2]``.
+    """
+    if source is None:
+        source = Path(__file__).parent / "studies" / "default.toml"
+    if isinstance(source, Config):
+        raw = to_dict(source)
+    elif isinstance(source, Mapping):
+        raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in source.items()}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(raw)
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {item!r}: write section.key=value, e.g. optim.learning_rate=0.01")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # bare word: a string such as tanh
+    section, name = key.split(".", 1)
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"--set {item!r}: [{section}] is not a table")
+    raw[section] = dict(raw[section])
+    raw[section][name] = value
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of a Config, the inverse of ``from_dict``."""
+    out = {}
+    for name in _SECTIONS:
+        out[name] = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(getattr(cfg, name)).items()
+        }
+        if name == "study" and not isinstance(cfg.study.seeds, int):
+            out[name]["seeds"] = [list(s) if isinstance(s, (list, tuple)) else s for s in cfg.study.seeds]
+    out["optim"] = {"name": cfg.optim.name, **dict(cfg.optim.hparams)}
+    out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
+    return out
+
+
+def to_toml(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def validate(cfg: Config) -> None:
+    """Range checks on one cohort's config (no grid left). Raises ConfigError."""
+    from jaxdyn.data import DATASETS
+    from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
+    from jaxdyn.optim import FAMILIES
+
+    def choice(where, value, options):
+        if value not in options:
+            raise ConfigError(f"{where} = {value!r} is not known{_closest(value, options)}")
+
+    choice("data.name", cfg.data.name, DATASETS)
+    choice("model.kind", cfg.model.kind, MODELS)
+    choice("model.activation", cfg.model.activation, ACTIVATIONS)
+    choice("model.init", cfg.model.init, INITIALIZERS)
+    choice("optim.name", cfg.optim.name, FAMILIES)
+    if not cfg.model.hidden or any(w <= 0 for w in cfg.model.hidden):
+        raise ConfigError(f"model.hidden = {list(cfg.model.hidden)}: give one positive width per hidden layer, e.g. [100, 100]")
+    family = FAMILIES[cfg.optim.name]
+    for key, _ in cfg.optim.hparams:
+        if key not in family.defaults:
+            raise ConfigError(
+                f"optim.{key} is not a hyperparameter of {cfg.optim.name!r}"
+                f"{_closest(key, family.defaults)} (see `jaxdyn list`)"
+            )
+    _check_seeds(cfg.study.seeds)
+    t = cfg.train
+    n_train = DATASETS[cfg.data.name].n_train
+    for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
+        if getattr(t, name) <= 0:
+            raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
+    if t.member_group < 0:
+        raise ConfigError(f"train.member_group = {t.member_group}: must be >= 1, or 0 for automatic")
+    if t.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "
+            f"({n_train} examples); use at most {n_train}"
+        )
+    if t.steps % t.chunk_steps:
+        raise ConfigError(
+            f"train.steps = {t.steps} is not a multiple of train.chunk_steps = {t.chunk_steps}; "
+            f"set chunk_steps to a divisor of steps, e.g. {math.gcd(t.steps, t.chunk_steps)}"
+        )
+    if t.chunk_steps % t.log_every:
+        raise ConfigError(
+            f"train.chunk_steps = {t.chunk_steps} is not a multiple of train.log_every = {t.log_every}; "
+            f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}"
+        )
+
+
+def check_hparam(family_name: str, key: str, value: float) -> None:
+    """Range check of one optimizer hyperparameter value (a member's)."""
+    from jaxdyn.optim import FAMILIES
+
+    family = FAMILIES[family_name]
+    where = f"optim.{key} = {value!r}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number")
+    if key in family.positive and value <= 0:
+        raise ConfigError(f"{where}: must be > 0")
+    if key in family.unit and not 0 <= value < 1:
+        raise ConfigError(f"{where}: must lie in [0, 1)")
+    if value < 0:
+        raise ConfigError(f"{where}: must be >= 0")
+
+
+def _check_seeds(seeds) -> None:
+    hint = "use an integer N >= 1 (seeds 0..N-1), a list of seeds, or a list of [init_seed, data_seed] pairs"
+    if isinstance(seeds, bool):
+        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
+    if isinstance(seeds, int):
+        if seeds <= 0:
+            raise ConfigError(f"study.seeds = {seeds}: must be >= 1; {hint}")
+        return
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
+    for s in seeds:
+        pair = [s] if isinstance(s, int) and not isinstance(s, bool) else s
+        if (
+            not isinstance(pair, (list, tuple)) or len(pair) not in (1, 2)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in pair)
+        ):
+            raise ConfigError(f"study.seeds entry {s!r}: seeds are integers in [0, 2^31); {hint}")
+    pairs = Config(study=StudyConfig(seeds=seeds)).seed_pairs()
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"study.seeds = {seeds!r} repeats a seed setting; each must be distinct")

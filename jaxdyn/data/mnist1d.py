@@ -1,0 +1,41 @@
+"""MNIST-1D, generated offline with the ``mnist1d`` package (never downloaded)."""
+
+import random
+
+import numpy as np
+
+
+def load_mnist1d():
+    """4000 train / 1000 test signals of length 40, cached as ``.npz``.
+
+    ``make_dataset`` reseeds numpy's and Python's global generators; their states
+    are saved and restored around it so callers do not see that.
+    """
+    from jaxdyn.data import Dataset, cache_dir
+
+    path = cache_dir() / "mnist1d_4000_1000_len40.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return Dataset(*(f[k] for k in Dataset._fields))
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        args = get_dataset_args()
+        args.num_samples, args.train_split, args.final_seq_length = 5000, 0.8, 40
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    ds = Dataset(
+        x_train=raw["x"].astype(np.float32),
+        y_train=raw["y"].astype(np.int32),
+        x_test=raw["x_test"].astype(np.float32),
+        y_test=raw["y_test"].astype(np.int32),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **ds._asdict())
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    return ds

@@ -1,0 +1,152 @@
+"""A population: K members of one task as one compiled program.
+
+State is one pytree whose leaves have a leading member axis ``[K, ...]``. The
+member axis is sharded over every local device (``Mesh(devices, ("pop",))``);
+inside a device, members are stepped in groups of G (``lax.map`` over groups of
+``vmap`` over members of ``lax.scan`` over steps), because on CPU a smaller group
+keeps its params and optimizer state in cache. Members are independent, so the
+grouping changes only speed and the low bits, not the maths.
+
+A member whose loss or new state is non-finite is frozen with ``where`` (never
+multiplication) and flagged; the others are bitwise unaffected.
+"""
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdyn.tasks.supervised import MemberState
+
+AXIS = "pop"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How K members are placed: padded to ``n_devices * groups * group_size``."""
+
+    n_members: int
+    n_devices: int
+    group_size: int
+    n_padded: int
+
+    @property
+    def per_device(self) -> int:
+        return self.n_padded // self.n_devices
+
+
+def plan_layout(n_members: int, n_devices: int, member_group: int = 0, platform: str = "cpu") -> Layout:
+    """Pad K up to a multiple of ``n_devices * G``.
+
+    ``member_group = 0`` picks G = 8 on CPU (measured: 1.3x the member-steps/s of
+    one vmap over 64 members) and every member of a device elsewhere.
+    """
+    per_device = math.ceil(n_members / n_devices)
+    group = member_group or (8 if platform == "cpu" else per_device)
+    group = min(group, per_device)
+    per_device = math.ceil(per_device / group) * group
+    return Layout(n_members, n_devices, group, per_device * n_devices)
+
+
+def make_mesh(devices=None) -> Mesh:
+    return Mesh(np.array(devices if devices is not None else jax.devices()), (AXIS,))
+
+
+def pad_members(values: np.ndarray, layout: Layout) -> np.ndarray:
+    """Pad ``[K, ...]`` host values to ``[K_padded, ...]`` by repeating member 0.
+
+    Padding members train like real ones (valid values keep them finite) and are
+    dropped from the results.
+    """
+    extra = layout.n_padded - len(values)
+    return np.concatenate([values, np.repeat(values[:1], extra, axis=0)]) if extra else values
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+
+def guarded(step_fn: Callable) -> Callable:
+    """Wrap one member's ``step`` with the divergence freeze.
+
+    After the step, ``ok = alive & isfinite(loss) & all_finite(new state)``. A
+    member that is not ok keeps its old state (``where``), is marked dead and gets
+    ``diverged_at``; its metrics from then on are NaN so curves end where it died.
+    """
+
+    def step(state: MemberState, data):
+        new, metrics = step_fn(state, data)
+        ok = state.alive & jnp.isfinite(metrics["loss"]) & all_finite((new.params, new.opt_state, new.model_state))
+        kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        kept = kept._replace(
+            step=new.step,
+            alive=ok,
+            diverged_at=jnp.where(state.alive & ~ok, state.step, state.diverged_at),
+        )
+        metrics = jax.tree.map(lambda m: jnp.where(state.alive, m, jnp.nan), metrics)
+        return kept, metrics
+
+    return step
+
+
+def init_population(task, seeds, hparams: dict, mesh: Mesh) -> MemberState:
+    """Stacked, sharded member state.
+
+    Args:
+      task: provides ``init(seeds, hparams)`` for one member.
+      seeds: ``Seeds`` of int32 arrays ``[K_padded]``.
+      hparams: name -> float32 array ``[K_padded]``.
+    """
+    sharding = NamedSharding(mesh, P(AXIS))
+    return jax.jit(jax.vmap(task.init), out_shardings=sharding)(seeds, hparams)
+
+
+def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, mesh: Mesh):
+    """``chunk(state, data) -> (state, metrics)``: ``chunk_steps`` steps of every member.
+
+    ``state`` leaves ``[K, ...]`` are donated. ``metrics`` leaves are
+    ``[K, chunk_steps // log_every]``: each member's step metrics averaged over
+    windows of ``log_every`` steps.
+    """
+    step = guarded(task.step)
+
+    def member_chunk(state, data):
+        state, metrics = lax.scan(lambda s, _: step(s, data), state, None, length=chunk_steps)
+        return state, jax.tree.map(lambda m: m.reshape(-1, log_every).mean(axis=1), metrics)
+
+    group_chunk = jax.vmap(member_chunk, in_axes=(0, None))
+
+    def device_chunk(state, data):
+        n_local = jax.tree.leaves(state)[0].shape[0]
+        if group_size >= n_local:
+            return group_chunk(state, data)
+        split = lambda x: x.reshape(n_local // group_size, group_size, *x.shape[1:])
+        merge = lambda x: x.reshape(n_local, *x.shape[2:])
+        state, metrics = lax.map(lambda s: group_chunk(s, data), jax.tree.map(split, state))
+        return jax.tree.map(merge, state), jax.tree.map(merge, metrics)
+
+    sharded = jax.shard_map(
+        device_chunk, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=(P(AXIS), P(AXIS))
+    )
+    return jax.jit(sharded, donate_argnums=0)
+
+
+def make_evaluate(task, mesh: Mesh):
+    """``evaluate(state, x, y) -> metrics`` with leaves ``[K]`` (each member on all of x, y)."""
+    per_member = jax.vmap(task.evaluate, in_axes=(0, None, None))
+    sharded = jax.shard_map(
+        per_member, mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=P(AXIS)
+    )
+    return jax.jit(sharded)
+
+
+def replicate(tree, mesh: Mesh):
+    """Put host arrays on every device once (the dataset)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))

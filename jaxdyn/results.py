@@ -1,0 +1,140 @@
+"""Tidy results: the long metrics table, the member table, and the run folder.
+
+A run folder holds ``config.toml`` (resolved), ``members.csv``, ``metrics.parquet``
+and ``checkpoints/``. While a run goes on, each chunk's rows are written at once
+to ``parts/`` so that a killed run loses nothing past its last chunk; the parts
+are merged into ``metrics.parquet`` at the end.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["cohort", "member", "step", "metric", "value"]
+
+
+class MetricParts:
+    """Per-chunk parquet files of one run: ``parts/c{cohort}_{chunks_done}.parquet``."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir) / "parts"
+
+    def _files(self, cohort: int):
+        return sorted(self.dir.glob(f"c{cohort:03d}_*.parquet"))
+
+    def write(self, cohort: int, chunks_done: int, frame: pd.DataFrame) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"c{cohort:03d}_{chunks_done:06d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)  # atomic: a kill never leaves half a part
+
+    def drop_after(self, cohort: int, chunks_done: int) -> None:
+        """Forget chunks past the checkpoint a resume starts from; they will be rerun."""
+        for path in self._files(cohort):
+            if int(path.stem.split("_")[1]) > chunks_done:
+                path.unlink()
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink()
+
+    def read(self, cohort: int | None = None) -> pd.DataFrame:
+        files = self._files(cohort) if cohort is not None else sorted(self.dir.glob("c*.parquet"))
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(METRIC_COLUMNS, ["int32", "int32", "int64", "str", "float32"])})
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, prefix: str) -> pd.DataFrame:
+    """Long rows from ``{name: [K, T]}`` arrays (padding members already cut off).
+
+    Args:
+      metrics: name -> float array ``[K, T]``.
+      members: member ids ``[K]``.
+      steps: step of each column ``[T]``.
+      prefix: prepended to each metric name, e.g. ``"train_"``.
+    """
+    frames = []
+    for name, values in metrics.items():
+        values = np.asarray(values, np.float32).reshape(len(members), len(steps))
+        frames.append(pd.DataFrame({
+            "cohort": np.int32(cohort),
+            "member": np.repeat(members.astype(np.int32), len(steps)),
+            "step": np.tile(steps.astype(np.int64), len(members)),
+            "metric": prefix + name,
+            "value": values.reshape(-1),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per member: the last logged value of train loss and test loss/accuracy."""
+    wanted = {"train_loss": "final_train_loss", "test_loss": "final_test_loss",
+              "test_accuracy": "final_test_accuracy"}
+    rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step")
+    last = rows.groupby(["member", "metric"]).value.last().unstack("metric")
+    return last.rename(columns=wanted).reindex(columns=list(wanted.values()))
+
+
+@dataclass
+class Results:
+    """What a study produced: the same tables as the run folder, as pandas frames.
+
+    Attributes:
+      run_dir: the run folder.
+      members: one row per member: ids, cohort settings, seeds, hyperparameters,
+        final metrics and ``diverged_at`` (-1 if the member never diverged).
+      metrics: long table ``cohort, member, step, metric, value``.
+    """
+
+    run_dir: Path
+    members: pd.DataFrame
+    metrics: pd.DataFrame
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and std of final test accuracy over seeds, per hyperparameter setting."""
+        return summarize(self.members)
+
+
+def summarize(members: pd.DataFrame) -> pd.DataFrame:
+    fixed = {"member", "init_seed", "data_seed", "diverged_at"}
+    keys = [c for c in members.columns if not c.startswith("final_") and c not in fixed]
+    keys = [c for c in keys if c == "cohort" or members[c].nunique(dropna=False) > 1]
+    grouped = members.assign(diverged=members.diverged_at >= 0).groupby(keys, dropna=False)
+    table = grouped.agg(
+        members=("member", "size"),
+        test_accuracy_mean=("final_test_accuracy", "mean"),
+        test_accuracy_std=("final_test_accuracy", "std"),
+        diverged=("diverged", "sum"),
+    )
+    return table.reset_index()
+
+
+def load(run_dir) -> Results:
+    """Results of a finished run folder."""
+    run_dir = Path(run_dir)
+    for name in ("members.csv", "metrics.parquet"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(
+                f"{run_dir / name} is missing: the run did not finish; continue it with "
+                f"`jaxdyn run --resume {run_dir}`"
+            )
+    return Results(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
+
+
+def print_summary(members: pd.DataFrame, console=None) -> None:
+    """The end-of-study table: final test accuracy mean ± std over seeds, and members diverged."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = summarize(members)
+    out = Table(title="final test accuracy over seeds")
+    keys = [c for c in table.columns if c not in ("members", "test_accuracy_mean", "test_accuracy_std", "diverged")]
+    for col in [*keys, "members", "test accuracy", "diverged"]:
+        out.add_column(col, justify="right")
+    for _, row in table.iterrows():
+        std = 0.0 if np.isnan(row.test_accuracy_std) else row.test_accuracy_std
+        out.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
+                    str(int(row.members)), f"{row.test_accuracy_mean:.4f} ± {std:.4f}", str(int(row.diverged)))
+    (console or Console()).print(out)

@@ -1,0 +1,219 @@
+"""A study: expand the grid into cohorts x members, and build what each cohort runs.
+
+The rule for the two axes: an array can differ across members, a shape or a
+Python choice cannot. Numeric optimizer hyperparameters and seeds become members
+of one population; structural axes (``COHORT_AXES``) each make a cohort.
+"""
+
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jaxdyn.config import COHORT_AXES, Config, ConfigError, check_hparam, validate
+from jaxdyn.data import DATASETS
+from jaxdyn.models import build_model
+from jaxdyn.optim import FAMILIES
+from jaxdyn.tasks.supervised import Seeds, SupervisedTask
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One structural setting and its members.
+
+    Attributes:
+      index: position of the cohort in the study.
+      config: the study config with this cohort's structural values applied and no grid.
+      settings: the structural grid values of this cohort, e.g. ``{"model.hidden": (100,)}``.
+      members: one row per member: ``member, cohort, init_seed, data_seed`` and
+        one column per hyperparameter of the cohort's optimizer family.
+    """
+
+    index: int
+    config: Config
+    settings: dict
+    members: pd.DataFrame
+
+    @property
+    def hparam_names(self) -> list[str]:
+        return list(FAMILIES[self.config.optim.name].defaults)
+
+    def task(self) -> SupervisedTask:
+        info = DATASETS[self.config.data.name]
+        return SupervisedTask(
+            model=build_model(self.config.model, info.n_classes),
+            optimizer=FAMILIES[self.config.optim.name],
+            batch_size=self.config.train.batch_size,
+            input_shape=info.input_shape,
+        )
+
+    def member_arrays(self, pad) -> tuple[Seeds, dict]:
+        """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
+        col = lambda name, dtype: pad(self.members[name].to_numpy().astype(dtype))
+        seeds = Seeds(col("init_seed", np.int32), col("data_seed", np.int32))
+        return seeds, {h: col(h, np.float32) for h in self.hparam_names}
+
+
+def _with(cfg: Config, key: str, value) -> Config:
+    section, name = key.split(".")
+    if section == "optim" and name != "name":
+        hparams = dict(cfg.optim.hparams) | {name: float(value)}
+        return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, hparams=tuple(sorted(hparams.items()))))
+    sub = dataclasses.replace(getattr(cfg, section), **{name: value})
+    return dataclasses.replace(cfg, **{section: sub})
+
+
+def expand(cfg: Config) -> list[Cohort]:
+    """All cohorts of a study with their member tables. Validates every value.
+
+    Raises:
+      ConfigError: on any bad value, before anything compiles.
+    """
+    cohort_axes = [(k, v) for k, v in cfg.grid if k in COHORT_AXES]
+    member_axes = [(k, v) for k, v in cfg.grid if k not in COHORT_AXES]
+    base = dataclasses.replace(cfg, grid=())
+    cohorts, next_member = [], 0
+    for values in itertools.product(*(v for _, v in cohort_axes)):
+        settings = dict(zip((k for k, _ in cohort_axes), values))
+        ccfg = base
+        for key, value in settings.items():
+            ccfg = _with(ccfg, key, value)
+        validate(ccfg)
+        family = FAMILIES[ccfg.optim.name]
+        for key, _ in member_axes:
+            name = key.split(".")[1]
+            if name not in family.defaults:
+                where = f" (cohort {settings})" if settings else ""
+                raise ConfigError(
+                    f"grid axis {key!r} is not a hyperparameter of optimizer {ccfg.optim.name!r}{where}; "
+                    f"it takes {', '.join(family.defaults)}"
+                )
+        rows = []
+        defaults = ccfg.optim_hparams()
+        for point in itertools.product(*(v for _, v in member_axes)):
+            hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
+            for name, value in hparams.items():
+                check_hparam(ccfg.optim.name, name, value)
+            for init_seed, data_seed in ccfg.seed_pairs():
+                rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,
+                             "data_seed": data_seed, **hparams})
+                next_member += 1
+        cohorts.append(Cohort(len(cohorts), ccfg, settings, pd.DataFrame(rows)))
+    return cohorts
+
+
+def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True):
+    """Run a study end to end and return its ``Results``.
+
+    Args:
+      config: a TOML path, a dict, a ``Config``, or None for the default study.
+      overrides: ``"section.key=value"`` strings applied on top of ``config``.
+      out: the run folder to create (must not exist or be empty); default
+        ``runs/<study name>-<time>``.
+      resume: an existing run folder to continue. Its saved config is used; a
+        ``config``/``overrides`` that differ from it are refused with a diff.
+      progress: show a progress bar.
+
+    Raises:
+      ConfigError: bad config or run folder, before anything compiles.
+      runner.Interrupted: SIGTERM arrived; the run was checkpointed and can be resumed.
+    """
+    from jaxdyn import runner
+    from jaxdyn.config import load_config, to_toml
+    from jaxdyn.data import load_dataset
+    from jaxdyn.population import make_mesh, replicate
+    from jaxdyn.progress import StudyProgress
+    from jaxdyn.results import MetricParts, Results, print_summary
+
+    if resume is not None:
+        run_dir = Path(resume)
+        saved_path = run_dir / "config.toml"
+        if not saved_path.is_file():
+            raise ConfigError(f"--resume {run_dir}: no config.toml there; is it a jaxdyn run folder?")
+        cfg = load_config(config if config is not None else saved_path, overrides)
+        _refuse_changed(saved_path.read_text(), to_toml(cfg), run_dir)
+    else:
+        cfg = load_config(config, overrides)
+    cohorts = expand(cfg)
+    data = load_dataset(cfg.data.name)  # NaN data fails here, before any folder or compile
+    if resume is None:
+        run_dir = _make_run_dir(out, cfg.study.name)
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+    metadata = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(), "versions": _versions()}
+    mesh = make_mesh()
+    data = replicate(data, mesh)
+    parts = MetricParts(run_dir)
+    tables = []
+    bar = StudyProgress(len(cohorts)) if progress else contextlib.nullcontext()
+    with runner.StopFlag() as stop, bar:
+        for cohort in cohorts:
+            done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"
+            if done_marker.exists():
+                tables.append(pd.read_csv(done_marker))
+                continue
+            table = runner.run_cohort(cohort, data, run_dir, mesh, metadata, bar if progress else None, stop)
+            parts.dir.mkdir(parents=True, exist_ok=True)
+            table.to_csv(done_marker, index=False)
+            tables.append(pd.read_csv(done_marker))  # same dtypes as a resumed run reads
+    members = pd.concat(tables, ignore_index=True)
+    members.to_csv(run_dir / "members.csv", index=False)
+    metrics = parts.read()
+    metrics.to_parquet(run_dir / "metrics.parquet", index=False)
+    if progress:
+        print_summary(members)
+    return Results(run_dir, members, metrics)
+
+
+def _refuse_changed(saved: str, current: str, run_dir: Path) -> None:
+    if saved == current:
+        return
+    diff = "".join(difflib.unified_diff(
+        saved.splitlines(True), current.splitlines(True), f"{run_dir}/config.toml", "requested config"
+    ))
+    raise ConfigError(
+        f"refusing to resume {run_dir} with a changed config (a resume must continue the same study):\n"
+        f"{diff}Start a new run with --out instead, or resume without changes."
+    )
+
+
+def _make_run_dir(out, name: str) -> Path:
+    """Create the run folder and prove it is writable; on failure leave nothing behind."""
+    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        what = "is a file" if not run_dir.is_dir() else "is not empty"
+        raise ConfigError(f"output folder {run_dir} {what}; choose a new --out folder, or --resume {run_dir}")
+    created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        for path in created:  # innermost first
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(
+            f"output folder {run_dir} is not writable ({e.strerror or e}); choose another --out folder"
+        ) from None
+    return run_dir
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("jaxdyn", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out

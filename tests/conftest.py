@@ -1,0 +1,41 @@
+import jaxdyn  # noqa: F401  (first: gives XLA one CPU device per core before jax starts)
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdyn import population as pop
+from jaxdyn.data import load_dataset
+from jaxdyn.models import MLP
+from jaxdyn.optim import FAMILIES
+from jaxdyn.tasks.supervised import Seeds, SupervisedTask
+
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    return load_dataset("mnist1d")
+
+
+@pytest.fixture(scope="session")
+def mesh():
+    return pop.make_mesh()
+
+
+@pytest.fixture(scope="session")
+def device_data(dataset, mesh):
+    return pop.replicate(dataset, mesh)
+
+
+def make_task(family="adam", hidden=(32,), batch=32):
+    return SupervisedTask(MLP(hidden, 10), FAMILIES[family], batch, (40,))
+
+
+def member_arrays(family, init_seeds, data_seeds, **hparams):
+    """Seeds and a full hyperparameter dict for K members (K = len(init_seeds))."""
+    k = len(init_seeds)
+    seeds = Seeds(np.asarray(init_seeds, np.int32), np.asarray(data_seeds, np.int32))
+    hp = {name: np.full(k, v, np.float32) for name, v in FAMILIES[family].defaults.items()}
+    for name, values in hparams.items():
+        hp[name] = np.broadcast_to(np.asarray(values, np.float32), (k,)).copy()
+    return seeds, hp

@@ -1,0 +1,140 @@
+"""Bad input fails before compiling, names the field and the fix, and leaves no run folder."""
+
+import os
+
+import numpy as np
+import pytest
+
+import jaxdyn
+from jaxdyn import population
+from jaxdyn.config import ConfigError, load_config, to_dict, to_toml
+from jaxdyn.data import DATASETS, DatasetInfo, Dataset
+
+TINY = {
+    "study": {"name": "t", "seeds": 2},
+    "model": {"hidden": [8]},
+    "train": {"steps": 10, "batch_size": 8, "chunk_steps": 5, "log_every": 5},
+}
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Anything that reaches the population layer is a failure of these tests."""
+    def boom(*a, **k):
+        raise AssertionError("reached compilation")
+
+    monkeypatch.setattr(population, "init_population", boom)
+    monkeypatch.setattr(population, "make_train_chunk", boom)
+
+
+def with_(section, **values):
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (with_("optim", learning_rat=0.1), "did you mean 'learning_rate'"),
+    (with_("train", step=10), "unknown key train.step; did you mean 'steps'"),
+    (with_("modle"), "unknown config section [modle]; did you mean 'model'"),
+    (with_("optim", learning_rate=0.0), "optim.learning_rate = 0.0: must be > 0"),
+    (with_("optim", learning_rate=-1e-3), "optim.learning_rate = -0.001: must be > 0"),
+    (with_("optim", learning_rate=float("nan")), "optim.learning_rate = nan: must be a finite number"),
+    (with_("optim", b1=1.5), "optim.b1 = 1.5: must lie in [0, 1)"),
+    (with_("optim", momentum=0.9), "optim.momentum is not a hyperparameter of 'adam'"),
+    (with_("study", seeds=0), "study.seeds = 0: must be >= 1"),
+    (with_("study", seeds=-3), "study.seeds = -3: must be >= 1"),
+    (with_("study", seeds=[1, 1]), "repeats a seed setting"),
+    (with_("train", batch_size=5000), "train.batch_size = 5000 is larger than the mnist1d training set (4000 examples)"),
+    (with_("train", steps=12), "train.steps = 12 is not a multiple of train.chunk_steps = 5"),
+    (with_("train", steps="ten"), "train.steps = 'ten': expected an integer"),
+    (with_("model", activation="relux"), "model.activation = 'relux' is not known; did you mean 'relu'"),
+    (with_("optim", name="adamm"), "optim.name = 'adamm' is not known; did you mean 'adam'"),
+    (with_("grid", **{"optim.learning_rate": []}), "grid axis 'optim.learning_rate' is empty"),
+    (with_("grid", **{"optim.learnin_rate": [0.1]}), "did you mean 'optim.learning_rate'"),
+    (with_("grid", **{"optim.learning_rate": [1e-3, -1.0]}), "optim.learning_rate = -1.0: must be > 0"),
+    (with_("grid", **{"optim.momentum": [0.9]}), "grid axis 'optim.momentum' is not a hyperparameter of optimizer 'adam'"),
+])
+def test_bad_config_names_field_and_fix(cfg, message, tmp_path, no_compile):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        jaxdyn.run(cfg, out=out, progress=False)
+    assert message in str(err.value)
+    assert not out.exists()
+
+
+def test_large_learning_rate_is_valid_input():
+    load_config(with_("optim", learning_rate=1e4))  # diverging is a result, not an error
+
+
+def test_unwritable_output_folder(tmp_path, no_compile):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root ignores permission bits; use a file in the way instead
+        locked.chmod(0o700)
+        pytest.skip("running as root: permission bits do not block writes")
+    with pytest.raises(ConfigError, match="not writable"):
+        jaxdyn.run(TINY, out=locked / "a" / "run", progress=False)
+    assert not (locked / "a").exists()
+
+
+def test_file_blocked_output_folder(tmp_path, no_compile):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(ConfigError, match="choose another --out folder"):
+        jaxdyn.run(TINY, out=blocker / "run", progress=False)
+    with pytest.raises(ConfigError, match="is a file"):
+        jaxdyn.run(TINY, out=blocker, progress=False)
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_non_empty_output_folder(tmp_path, no_compile):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is not empty"):
+        jaxdyn.run(TINY, out=tmp_path, progress=False)
+
+
+def test_nan_data_fails_before_run_folder(tmp_path, monkeypatch, no_compile):
+    def nan_data():
+        x = np.zeros((4000, 40), np.float32)
+        x[7, 3] = np.nan
+        return Dataset(x, np.zeros(4000, np.int32), np.zeros((1000, 40), np.float32), np.zeros(1000, np.int32))
+
+    info = DATASETS["mnist1d"]
+    monkeypatch.setitem(DATASETS, "mnist1d", DatasetInfo(nan_data, info.n_train, info.n_test, info.input_shape, 10))
+    with pytest.raises(ConfigError, match="x_train holds 1 non-finite values"):
+        jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_overrides_and_round_trip():
+    cfg = load_config(TINY, ["optim.learning_rate=0.01", "model.activation=tanh",
+                             "grid.optim.b1=[0.8, 0.9]", "model.hidden=[4, 4]"])
+    assert dict(cfg.optim.hparams) == {"learning_rate": 0.01}
+    assert cfg.model.activation == "tanh" and cfg.model.hidden == (4, 4)
+    assert cfg.grid == (("optim.b1", (0.8, 0.9)),)
+    assert load_config(to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="write section.key=value"):
+        load_config(TINY, ["learning_rate=0.1"])
+
+
+def test_default_study_is_the_documented_one(tmp_path):
+    cfg = load_config()
+    assert cfg.model.hidden == (100, 100) and cfg.model.activation == "relu"
+    assert cfg.optim.name == "adam" and cfg.train.batch_size == 100 and cfg.train.steps == 6000
+    assert cfg.grid == (("optim.learning_rate", (1e-3, 3e-3, 1e-2, 3e-2)),)
+    assert cfg.seed_pairs() == [(s, s) for s in range(8)]
+    (tmp_path / "c.toml").write_text(to_toml(cfg))
+    assert load_config(tmp_path / "c.toml") == cfg
+
+
+def test_seed_forms():
+    assert load_config(with_("study", seeds=[3, 5])).seed_pairs() == [(3, 3), (5, 5)]
+    assert load_config(with_("study", seeds=[[0, 1], [1, 0]])).seed_pairs() == [(0, 1), (1, 0)]
+
+
+def test_output_folder_on_read_only_filesystem(no_compile):
+    # /proc refuses new folders even to root.
+    with pytest.raises(ConfigError, match="output folder /proc/jaxdyn_test/run is not writable"):
+        jaxdyn.run(TINY, out="/proc/jaxdyn_test/run", progress=False)

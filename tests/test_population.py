@@ -1,0 +1,167 @@
+"""The population against independent references: solo runs, other positions, other sizes."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxdyn import population as pop
+from jaxdyn.tasks.supervised import Seeds
+
+from conftest import make_task, member_arrays
+
+STEPS = 100
+
+
+def train_population(task, seeds, hparams, mesh, data, *, chunk=STEPS, chunks=1, log_every=1, group=0):
+    layout = pop.plan_layout(len(seeds.init_seed), mesh.size, group)
+    padded = jax.tree.map(lambda a: pop.pad_members(a, layout), (seeds, hparams))
+    state = pop.init_population(task, *padded, mesh)
+    train_chunk = pop.make_train_chunk(task, chunk, log_every, layout.group_size, mesh)
+    losses = []
+    for _ in range(chunks):
+        state, metrics = train_chunk(state, data)
+        losses.append(np.asarray(metrics["loss"]))
+    k = len(seeds.init_seed)
+    return jax.tree.map(lambda x: np.asarray(x)[:k], state), np.concatenate(losses, axis=1)[:k]
+
+
+def solo_run(task, seeds, hparams, data, steps=STEPS):
+    """One member, no vmap, no sharding, no freeze: plain jit(scan(task.step))."""
+    state = jax.jit(task.init)(seeds, hparams)
+    run = jax.jit(lambda s: lax.scan(lambda c, _: task.step(c, data), s, None, length=steps))
+    state, metrics = run(state)
+    return jax.tree.map(np.asarray, state), np.asarray(metrics["loss"])
+
+
+def member(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@pytest.fixture(scope="module")
+def grid_run(mesh, device_data):
+    """6 members: 2 learning rates x 3 seeds, on every device, in groups of 2."""
+    task = make_task()
+    seeds, hp = member_arrays("adam", [0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2],
+                              learning_rate=[1e-3] * 3 + [1e-2] * 3)
+    state, losses = train_population(task, seeds, hp, mesh, device_data, group=2)
+    return task, seeds, hp, state, losses
+
+
+def test_member_equals_solo_run(grid_run, device_data):
+    task, seeds, hp, state, losses = grid_run
+    for i in (0, 4):
+        solo_state, solo_losses = solo_run(task, member(seeds, i), member(hp, i), device_data)
+        np.testing.assert_allclose(losses[i], solo_losses, rtol=2e-5, atol=2e-6)
+        chex.assert_trees_all_close(member(state.params, i), solo_state.params, rtol=1e-4, atol=1e-6)
+        assert int(state.step[i]) == STEPS == int(solo_state.step)
+
+
+def test_learning_rate_changes_training(grid_run):
+    _, _, _, state, losses = grid_run
+    # Same seeds, 10x the learning rate: a different trajectory that learns faster early on.
+    assert not np.array_equal(losses[0], losses[3])
+    assert losses[3][-20:].mean() < losses[0][-20:].mean()
+
+
+def test_member_independent_of_position_and_neighbours(grid_run, mesh, device_data):
+    task, seeds, hp, state, losses = grid_run
+    order = np.array([5, 3, 0, 4, 2, 1])  # every member moves; neighbours and devices change
+    moved_state, moved_losses = train_population(
+        task, member(seeds, order), member(hp, order), mesh, device_data, group=2
+    )
+    for new, old in enumerate(order):
+        np.testing.assert_array_equal(moved_losses[new], losses[old])
+        chex.assert_trees_all_equal(member(moved_state.params, new), member(state.params, old))
+
+
+def test_member_close_across_population_sizes(grid_run, mesh, device_data):
+    task, seeds, hp, state, losses = grid_run
+    idx = np.array([0, 4])  # a population of 2 instead of 6
+    small_state, small_losses = train_population(task, member(seeds, idx), member(hp, idx), mesh, device_data)
+    np.testing.assert_allclose(small_losses, losses[idx], rtol=2e-5, atol=2e-6)
+    chex.assert_trees_all_close(small_state.params, member(state.params, idx), rtol=1e-4, atol=1e-6)
+
+
+def test_seeds_repeat_and_act_independently(mesh, device_data):
+    task = make_task()
+    # Members: (init, data) = (0,0), (0,0), (0,1), (1,0)
+    seeds, hp = member_arrays("adam", [0, 0, 0, 1], [0, 0, 1, 0])
+    layout = pop.plan_layout(4, mesh.size)
+    state0 = jax.tree.map(np.asarray, pop.init_population(task, seeds, hp, mesh))
+    # init_seed alone decides the initial params; data_seed alone decides the data key.
+    chex.assert_trees_all_equal(member(state0.params, 0), member(state0.params, 2))
+    assert not np.array_equal(state0.params["head"]["kernel"][0], state0.params["head"]["kernel"][3])
+    np.testing.assert_array_equal(state0.data_key[0], state0.data_key[3])
+    assert not np.array_equal(state0.data_key[0], state0.data_key[2])
+
+    state, losses = train_population(task, seeds, hp, mesh, device_data, chunk=20, log_every=1)
+    chex.assert_trees_all_equal(member(state.params, 0), member(state.params, 1))
+    np.testing.assert_array_equal(losses[0], losses[1])
+    for other in (2, 3):
+        assert not np.array_equal(state.params["head"]["kernel"][0], state.params["head"]["kernel"][other])
+    # Same data seed, other init: the first batch is the same data, so the first-step
+    # losses differ only through the init; same init, other data: different batches.
+    assert losses[0][0] != losses[2][0]
+    assert layout.n_padded == 4
+
+
+def test_diverging_member_is_frozen_and_others_untouched(mesh, device_data):
+    task = make_task("sgd")
+    seeds = [0, 1, 2, 3]
+    normal = member_arrays("sgd", seeds, seeds, learning_rate=[0.1, 0.1, 0.1, 0.1])
+    blowup = member_arrays("sgd", seeds, seeds, learning_rate=[0.1, 1e4, 0.1, 0.1])
+    ref_state, ref_losses = train_population(task, *normal, mesh, device_data, chunk=25, chunks=2)
+    state, losses = train_population(task, *blowup, mesh, device_data, chunk=25, chunks=2)
+
+    assert bool(state.alive[1]) is False
+    died = int(state.diverged_at[1])
+    assert 0 <= died < 50
+    # Logged up to and including the step that blew up, NaN after it.
+    assert np.all(np.isfinite(losses[1][:died])) and np.all(np.isnan(losses[1][died + 1:]))
+    assert all(np.all(np.isfinite(x[1])) for x in jax.tree.leaves(state.params))
+    assert int(state.step[1]) == 50
+    for i in (0, 2, 3):
+        assert bool(state.alive[i]) and int(state.diverged_at[i]) == -1
+        np.testing.assert_array_equal(losses[i], ref_losses[i])
+        chex.assert_trees_all_equal(member(state.params, i), member(ref_state.params, i))
+
+
+def test_frozen_member_keeps_its_last_finite_state(mesh, device_data):
+    task = make_task("sgd")
+    seeds, hp = member_arrays("sgd", [0, 1], [0, 1], learning_rate=[1e4, 0.1])
+    state, _ = train_population(task, seeds, hp, mesh, device_data, chunk=25, chunks=2)
+    died = int(state.diverged_at[0])
+    # Rerun member 0 alone for exactly `died` steps: the frozen state is that state.
+    before, _ = solo_run(task, member(seeds, 0), member(hp, 0), device_data, steps=died)
+    chex.assert_trees_all_close(member(state.params, 0), before.params, rtol=1e-4, atol=1e-3)
+
+
+def test_second_chunk_does_not_recompile(mesh, device_data):
+    traces = []
+
+    class Counting(type(make_task())):
+        def step(self, state, data):
+            traces.append(1)
+            return super().step(state, data)
+
+    base = make_task()
+    task = Counting(base.model, base.optimizer, base.batch_size, base.input_shape)
+    seeds, hp = member_arrays("adam", [0, 1], [0, 1], learning_rate=[1e-3, 3e-3])
+    state = pop.init_population(task, seeds, hp, mesh)
+    chunk = pop.make_train_chunk(task, 10, 5, 1, mesh)
+    state, _ = chunk(state, device_data)
+    n = len(traces)
+    state, _ = chunk(state, device_data)
+    state, _ = chunk(state, device_data)
+    assert n >= 1 and len(traces) == n
+
+
+def test_layout_pads_to_devices_and_groups():
+    layout = pop.plan_layout(5, 2, 2)
+    assert (layout.group_size, layout.n_padded, layout.per_device) == (2, 8, 4)
+    assert pop.plan_layout(32, 2, 0, "cpu").group_size == 8
+    assert pop.plan_layout(32, 1, 0, "gpu").group_size == 32
+    padded = pop.pad_members(np.array([3.0, 4.0, 5.0, 6.0, 7.0]), layout)
+    np.testing.assert_array_equal(padded, [3, 4, 5, 6, 7, 3, 3, 3])

@@ -1,0 +1,177 @@
+"""Whole runs: CLI end to end, outputs, SIGTERM/SIGKILL + resume bitwise, refusing changed configs."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxdyn
+from jaxdyn.checkpoint import load_state
+from jaxdyn.cli import main
+
+TINY_TOML = """
+[study]
+name = "tiny"
+seeds = 2
+[model]
+hidden = [16]
+[optim]
+name = "sgd"
+[train]
+steps = 40
+batch_size = 16
+chunk_steps = 10
+log_every = 5
+eval_every = 2
+checkpoint_every = 2
+[grid]
+"optim.learning_rate" = [0.1, 10000.0]
+"model.activation" = ["relu", "tanh"]
+"""
+
+# Long enough (20 chunks of a few tenths of a second) that a signal sent after the
+# first committed checkpoint lands well before the end.
+SLOW_TOML = """
+[study]
+name = "slow"
+seeds = 2
+[train]
+steps = 6000
+batch_size = 100
+chunk_steps = 300
+log_every = 100
+eval_every = 3
+checkpoint_every = 2
+[grid]
+"optim.learning_rate" = [1e-3, 1e-2]
+"""
+
+
+def test_cli_runs_a_tiny_study(tmp_path, capsys):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--set", "study.seeds=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "final test accuracy over seeds" in printed and "results in" in printed
+
+    res = jaxdyn.load(out)
+    m = res.members
+    assert len(m) == 2 * 2 * 3  # cohorts (activation) x learning rates x seeds
+    assert list(m.columns[:5]) == ["member", "cohort", "model.activation", "init_seed", "data_seed"]
+    assert {"learning_rate", "final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"} <= set(m.columns)
+    assert sorted(m.member) == list(range(12)) and sorted(m.cohort.unique()) == [0, 1]
+    # lr 1e4 with plain SGD blows a ReLU net up: flagged, not fatal. tanh saturates instead.
+    blown = (m.learning_rate == 1e4) & (m["model.activation"] == "relu")
+    assert (m[blown].diverged_at >= 0).all() and (m[~blown].diverged_at == -1).all()
+    assert m[blown].final_test_accuracy.notna().all()  # frozen members are still evaluated
+    assert list(res.metrics.columns) == ["cohort", "member", "step", "metric", "value"]
+    train = res.metrics[(res.metrics.metric == "train_loss") & (res.metrics.member == 0)]
+    assert list(train.step) == list(range(5, 45, 5))
+    test = res.metrics[res.metrics.metric == "test_accuracy"]
+    assert sorted(test.step.unique()) == [20, 40]
+    last = test[test.step == 40].set_index("member").value.sort_index()
+    # members.csv keeps float32 values exactly (shortest round-trip repr).
+    final = m.set_index("member").final_test_accuracy.sort_index().to_numpy().astype(np.float32)
+    np.testing.assert_array_equal(last.to_numpy(), final)
+    assert (out / "config.toml").read_text().count("seeds = 3") == 1
+    assert (out / "checkpoints" / "cohort_001").is_dir()
+
+    summary = res.summary()
+    assert len(summary) == 4 and (summary.members == 3).all()
+    assert summary[summary.learning_rate == 1e4].diverged.tolist() == [3, 0]
+    sane = summary[summary.learning_rate == 0.1]
+    expected = m[m.learning_rate == 0.1].groupby("cohort").final_test_accuracy.agg(["mean", "std"])
+    np.testing.assert_allclose(sane.test_accuracy_mean, expected["mean"])
+    np.testing.assert_allclose(sane.test_accuracy_std, expected["std"])
+
+
+def test_console_script_lists_registries():
+    out = subprocess.run(["jaxdyn", "list"], capture_output=True, text=True, check=True).stdout
+    assert "adamw" in out and "mnist1d" in out and "lecun_normal" in out
+
+
+def _start(args, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", *args, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+
+
+def _wait_for_commit(proc):
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "checkpoint committed after chunk" in line:
+            return lines
+    proc.wait()
+    raise AssertionError("run ended before a checkpoint was committed:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The uninterrupted run that interrupted-and-resumed runs must match bit for bit."""
+    tmp = tmp_path_factory.mktemp("ref")
+    (tmp / "slow.toml").write_text(SLOW_TOML)
+    proc = _start(["slow.toml", "--out", "ref"], tmp)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    return tmp / "ref"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupt_and_resume_is_bitwise(sig, reference_run, tmp_path):
+    (tmp_path / "slow.toml").write_text(SLOW_TOML)
+    proc = _start(["slow.toml", "--out", "run"], tmp_path)
+    _wait_for_commit(proc)
+    proc.send_signal(sig)
+    rest, _ = proc.communicate()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, rest
+        assert "stopped by SIGTERM; checkpoint committed" in rest
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run" / "members.csv").exists()
+
+    resumed = _start(["--resume", "run"], tmp_path)
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0, out
+    assert "resumed after chunk" in out
+
+    got, want = jaxdyn.load(tmp_path / "run"), jaxdyn.load(reference_run)
+    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
+    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
+    chex.assert_trees_all_equal(load_state(tmp_path / "run"), load_state(reference_run))
+
+
+def test_resume_refuses_changed_config(reference_run, tmp_path, capsys):
+    changed = tmp_path / "changed.toml"
+    changed.write_text(SLOW_TOML.replace("seeds = 2", "seeds = 3"))
+    assert main(["run", str(changed), "--resume", str(reference_run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "-seeds = 2" in err and "+seeds = 3" in err
+    assert main(["run", "--resume", str(reference_run), "--set", "train.steps=900", "--no-progress"]) == 2
+
+
+def test_resume_of_finished_run_changes_nothing(reference_run):
+    before = jaxdyn.load(reference_run)
+    again = jaxdyn.run(resume=reference_run, progress=False)
+    pd.testing.assert_frame_equal(again.members, before.members, check_exact=True)
+    pd.testing.assert_frame_equal(again.metrics, before.metrics, check_exact=True)
+
+
+def test_default_study_learns(tmp_path):
+    """The default study (MLP 40-100-100-10, ReLU, Adam, 4 lrs x 8 seeds, 6000 steps)."""
+    res = jaxdyn.run(out=tmp_path / "default", progress=False)
+    m = res.members
+    assert len(m) == 32 and (m.diverged_at == -1).all()
+    assert m.final_test_accuracy.mean() >= 0.55
+    by_lr = m.groupby("learning_rate").final_test_accuracy.mean()
+    assert by_lr.min() >= 0.5, by_lr
+    curve = res.metrics[res.metrics.metric == "train_loss"].groupby("step").value.mean()
+    assert curve.iloc[-1] < 0.5 * curve.iloc[0]
