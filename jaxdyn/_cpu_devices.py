@@ -6,9 +6,9 @@ on a 2-core machine). This is jaxdyn's one import-time side effect and it only
 touches the CPU platform: on a GPU or TPU machine the accelerator stays the
 default backend.
 
-Override with ``JAXDYN_CPU_DEVICES=N`` (``1`` turns it off), or set
-``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` yourself, which
-jaxdyn then leaves alone.
+Override with ``JAXDYN_CPU_DEVICES=N`` (``1`` turns it off), which wins over
+everything; or set ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``
+yourself, which jaxdyn then leaves alone.
 """
 
 import os
@@ -27,9 +27,9 @@ def _core_count() -> int:
 
 def configure() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
-    if _FLAG in flags:
-        return
     wanted = os.environ.get("JAXDYN_CPU_DEVICES", "")
+    if _FLAG in flags and not wanted:
+        return
     try:
         count = int(wanted) if wanted else _core_count()
     except ValueError:
@@ -37,16 +37,17 @@ def configure() -> None:
             f"JAXDYN_CPU_DEVICES={wanted!r} is not an integer; set it to the number of "
             "XLA CPU devices to use (1 turns the per-core split off)."
         ) from None
-    if count <= 1:
-        return
     if _backend_started():
-        warnings.warn(
-            "jax was initialised before jaxdyn was imported, so jaxdyn could not give XLA "
-            f"one CPU device per core; import jaxdyn first or set XLA_FLAGS={_FLAG}={count}.",
-            stacklevel=3,
-        )
+        if count > 1 or wanted:
+            warnings.warn(
+                "jax was initialised before jaxdyn was imported, so jaxdyn could not give XLA "
+                f"{count} CPU devices; import jaxdyn first or set XLA_FLAGS={_FLAG}={count}.",
+                stacklevel=3,
+            )
         return
-    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
+    # JAXDYN_CPU_DEVICES wins over a flag already in XLA_FLAGS (e.g. inherited from a parent).
+    kept = " ".join(f for f in flags.split() if not f.startswith(_FLAG))
+    os.environ["XLA_FLAGS"] = f"{kept} {_FLAG}={count}".strip()
 
 
 def _backend_started() -> bool:

@@ -33,12 +33,16 @@ class CohortCheckpoints:
         """Block until the save in flight is on disk; raise its error if it failed."""
         self._manager.wait_until_finished()
 
+    def restore_host(self, chunks_done: int) -> dict:
+        """The host state (and metadata) saved after ``chunks_done`` chunks."""
+        args = ocp.args.Composite(host=ocp.args.JsonRestore())
+        return self._manager.restore(chunks_done, args=args).host
+
     def restore(self, chunks_done: int, like_state):
-        """``(state, host)`` saved after ``chunks_done`` chunks, placed like ``like_state``."""
+        """The population state saved after ``chunks_done`` chunks, placed like ``like_state``."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore())
-        out = self._manager.restore(chunks_done, args=args)
-        return out.state, out.host
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        return self._manager.restore(chunks_done, args=args).state
 
     def close(self) -> None:
         try:

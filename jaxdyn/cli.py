@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         print(f"jaxdyn: error: {e}", file=sys.stderr)
         return 2
     except jaxdyn.Interrupted as e:
-        print(f"jaxdyn: {e}; continue with: jaxdyn run --resume <run folder>", file=sys.stderr)
-        return 143
+        print(f"jaxdyn: {e}; continue with: jaxdyn run --resume {e.run_dir}", file=sys.stderr)
+        return e.exit_code
     print(f"results in {results.run_dir}")
     return 0

@@ -16,33 +16,55 @@ import pandas as pd
 
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints
+from jaxdyn.config import ConfigError
 from jaxdyn.results import MetricParts, final_values, tidy
 
 
 class Interrupted(RuntimeError):
-    """SIGTERM arrived: the chunk in flight was finished and checkpointed."""
+    """SIGTERM or Ctrl-C arrived: the chunk in flight was finished and checkpointed.
+
+    ``exit_code`` is the shell convention for the signal (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class StopFlag:
-    """Set by SIGTERM; checked at chunk boundaries. A context manager that installs the handler."""
+    """Set by SIGTERM or a first Ctrl-C; checked at chunk boundaries.
+
+    A context manager that installs the handlers (main thread only). A second
+    Ctrl-C aborts at once, as usual.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = 0
+        self.signal_name = ""
+        self._previous = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, runs to the end
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handler, runs to the end
+                pass
         return self
 
     def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        log(f"{self.signal_name}: finishing the chunk in flight, then saving a checkpoint")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def log(message: str) -> None:
@@ -50,77 +72,97 @@ def log(message: str) -> None:
 
 
 def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop: StopFlag) -> pd.DataFrame:
-    """Train one cohort to the end (or from its last checkpoint); return its member table.
+    """Train one cohort to the end (or on from its last checkpoint); return its member table.
 
     Args:
       cohort: a ``study.Cohort``.
       data: the ``Dataset`` already on the devices.
       metadata: saved with each checkpoint and checked on resume (config hash, versions, ...).
-      progress: a ``Progress`` (or None).
+      progress: a ``StudyProgress``, or None.
+      stop: checked after every chunk; when set, checkpoint and raise ``Interrupted``.
     """
     t = cohort.config.train
     n_chunks = t.steps // t.chunk_steps
     layout = pop.plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
-    task = cohort.task()
-    seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
-    state = pop.init_population(task, seeds, hparams, mesh)
-    train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
-    evaluate = pop.make_evaluate(task, mesh)
-    members = cohort.members["member"].to_numpy()
     parts = MetricParts(run_dir)
     ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}")
     try:
         start = ckpt.latest() or 0
+        if start:  # refuse a changed layout before compiling anything
+            _check_resumable(ckpt.restore_host(start)["metadata"], metadata, run_dir)
+        task = cohort.task()
+        seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
+        state = pop.init_population(task, seeds, hparams, mesh)
         if start:
-            state, host = ckpt.restore(start, state)
-            _check_resumable(host["metadata"], metadata, run_dir)
+            state = ckpt.restore(start, state)
             log(f"cohort {cohort.index}: resumed after chunk {start} of {n_chunks}")
         parts.drop_after(cohort.index, start)
+        train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
+        evaluate = pop.make_evaluate(task, mesh)
         if progress is not None:
             progress.start_cohort(cohort, layout, start * t.chunk_steps)
-        pending = None
+        pending = None  # chunk whose checkpoint is being written
         for done in range(start + 1, n_chunks + 1):
             tic = time.perf_counter()
             state, metrics = train_chunk(state, data)
             metrics = jax.device_get(metrics)
-            if pending is not None:  # the save started one chunk ago is on disk by now
+            if pending is not None:  # started a chunk ago: normally on disk already
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
                 pending = None
-            first = (done - 1) * t.chunk_steps
-            steps = first + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
-            real = {k: v[: len(members)] for k, v in metrics.items()}
-            frames = [tidy(real, members, cohort.index, steps, "train_")]
+            frame = _chunk_rows(cohort, done, metrics)
             if done % t.eval_every == 0 or done == n_chunks:
-                ev = jax.device_get(evaluate(state, data.x_test, data.y_test))
-                ev = {k: v[: len(members), None] for k, v in ev.items()}
-                frames.append(tidy(ev, members, cohort.index, np.array([done * t.chunk_steps]), "test_"))
-            parts.write(cohort.index, done, pd.concat(frames, ignore_index=True))
-            alive = int(np.asarray(state.alive)[: len(members)].sum())
+                scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
+                frame = pd.concat([frame, _eval_rows(cohort, done, scores)], ignore_index=True)
+            parts.write(cohort.index, done, frame)
             if progress is not None:
-                progress.advance(t.chunk_steps, len(members) * t.chunk_steps / (time.perf_counter() - tic), alive)
+                alive = int(np.asarray(state.alive)[: len(cohort.members)].sum())
+                rate = len(cohort.members) * t.chunk_steps / (time.perf_counter() - tic)
+                progress.advance(t.chunk_steps, rate, alive)
             if done % t.checkpoint_every == 0 or done == n_chunks or stop.requested:
                 ckpt.save(done, state, {"chunks_done": done, "metadata": metadata})
                 pending = done
             if stop.requested:
                 ckpt.commit()
-                log(f"cohort {cohort.index}: stopped by SIGTERM; checkpoint committed after chunk {done}")
-                raise Interrupted(f"stopped after chunk {done} of cohort {cohort.index}")
+                log(f"cohort {cohort.index}: stopped by {stop.signal_name}; checkpoint committed after chunk {done}")
+                raise Interrupted(f"stopped after chunk {done} of cohort {cohort.index}", stop.signum)
         ckpt.commit()
         if pending is not None:
             log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
     finally:
         ckpt.close()
-    diverged_at = np.asarray(jax.device_get(state.diverged_at))[: len(members)]
+    return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
+
+
+def _chunk_rows(cohort, done: int, metrics: dict) -> pd.DataFrame:
+    """Tidy rows of one chunk's train metrics ``{name: [K_padded, windows]}``."""
+    t = cohort.config.train
+    k = len(cohort.members)
+    steps = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
+    real = {name: values[:k] for name, values in metrics.items()}
+    return tidy(real, cohort.members["member"].to_numpy(), cohort.index, steps, "train_")
+
+
+def _eval_rows(cohort, done: int, scores: dict) -> pd.DataFrame:
+    k = len(cohort.members)
+    step = np.array([done * cohort.config.train.chunk_steps])
+    real = {name: values[:k, None] for name, values in scores.items()}
+    return tidy(real, cohort.members["member"].to_numpy(), cohort.index, step, "test_")
+
+
+def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.DataFrame:
+    """The cohort's members with their settings, final metrics and ``diverged_at``."""
+    members = cohort.members["member"].to_numpy()
     finals = final_values(parts.read(cohort.index)).reindex(members)
+    settings = {k: str(list(v)) if isinstance(v, tuple) else v for k, v in cohort.settings.items()}
     table = cohort.members.copy()
-    for key, value in cohort.settings.items():
-        table.insert(2, key, str(list(value)) if isinstance(value, tuple) else value)
+    for offset, (key, value) in enumerate(settings.items()):
+        table.insert(2 + offset, key, value)
     for col in finals.columns:
         table[col] = finals[col].to_numpy()
-    table["diverged_at"] = diverged_at
+    table["diverged_at"] = diverged_at[: len(members)]
     return table
 
 
@@ -128,7 +170,7 @@ def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:
     diff = {k: (saved.get(k), v) for k, v in current.items() if k != "versions" and saved.get(k) != v}
     if diff:
         lines = "\n".join(f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
-        raise RuntimeError(
+        raise ConfigError(
             f"cannot resume {run_dir} bitwise: the run's layout changed\n{lines}\n"
             "Resume on the same number of devices (JAXDYN_CPU_DEVICES on CPU) with the same config."
         )

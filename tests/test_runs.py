@@ -97,8 +97,8 @@ def test_console_script_lists_registries():
     assert "adamw" in out and "mnist1d" in out and "lecun_normal" in out
 
 
-def _start(args, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _start(args, tmp_path, **env_vars):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
     return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", *args, "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
 
@@ -124,19 +124,26 @@ def reference_run(tmp_path_factory):
     return tmp / "ref"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupt_and_resume_is_bitwise(sig, reference_run, tmp_path):
     (tmp_path / "slow.toml").write_text(SLOW_TOML)
     proc = _start(["slow.toml", "--out", "run"], tmp_path)
     _wait_for_commit(proc)
     proc.send_signal(sig)
     rest, _ = proc.communicate()
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143, rest
-        assert "stopped by SIGTERM; checkpoint committed" in rest
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig, rest
+        assert f"stopped by {sig.name}; checkpoint committed" in rest
+        assert "continue with: jaxdyn run --resume run" in rest
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "run" / "members.csv").exists()
+
+    if sig == signal.SIGTERM:  # a resume on another device count is refused, and harmless
+        other = _start(["--resume", "run"], tmp_path, JAXDYN_CPU_DEVICES="1")
+        out, _ = other.communicate()
+        assert other.returncode == 2, out
+        assert "cannot resume" in out and "n_devices: checkpoint has 2, this run has 1" in out
 
     resumed = _start(["--resume", "run"], tmp_path)
     out, _ = resumed.communicate()
