@@ -11,11 +11,11 @@ class StudyProgress:
         self.n_cohorts = n_cohorts
         self._bar = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("{task.fields[rate]:>9,.0f} member-steps/s"),
+            TextColumn("{task.fields[rate]:,.0f} member-steps/s"),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(compact=True),
             TextColumn("alive {task.fields[alive]}/{task.fields[members]}"),
             console=console,
         )
