@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import tomli_w
+
+
+MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
 
 
 class ConfigError(ValueError):
@@ -153,7 +157,10 @@ def from_dict(raw: Mapping) -> Config:
             values[key] = _check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values)
 
-    optim = dict(raw.get("optim", {}))
+    optim = raw.get("optim", {})
+    if not isinstance(optim, Mapping):
+        raise ConfigError(f"[optim] must be a table such as name = \"adam\", got {optim!r}")
+    optim = dict(optim)
     name = optim.pop("name", OptimConfig.name)
     _check_type("optim.name", name, str)
     hparams = tuple((k, _check_type(f"optim.{k}", v, float)) for k, v in sorted(optim.items()))
@@ -170,27 +177,29 @@ def from_dict(raw: Mapping) -> Config:
             )
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
-        axes.append((key, tuple(tuple(v) if isinstance(v, list) else v for v in values)))
-    cfg = Config(**sections, grid=tuple(axes))
-    _check_grid_keys(cfg)
-    return cfg
+        axes.append((key, _grid_values(key, values)))
+    return Config(**sections, grid=tuple(axes))
 
 
-def _check_grid_keys(cfg: Config) -> None:
+def _grid_values(key: str, values) -> tuple:
+    """Check a grid axis's name and coerce its values to the field's type."""
     from jaxdyn.optim import FAMILIES
 
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names)]
-    for key, values in cfg.grid:
-        if key not in valid:
-            raise ConfigError(f"unknown grid axis {key!r}{_closest(key, valid)}")
-        if not values:
-            raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
-        section, name = key.split(".")
-        for v in values:
-            annotation = float if section == "optim" and name != "name" else _field_types(
-                OptimConfig if section == "optim" else _SECTIONS[section])[name]
-            _check_type(f"grid.\"{key}\" value", v, annotation)
+    if key not in valid:
+        raise ConfigError(f"unknown grid axis {key!r}{_closest(key, valid)}")
+    if not values:
+        raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
+    section, name = key.split(".")
+    if section == "optim":
+        annotation = str if name == "name" else float
+    else:
+        annotation = _field_types(_SECTIONS[section])[name]
+    coerced = tuple(_check_type(f"grid.\"{key}\" value", v, annotation) for v in values)
+    if len(set(coerced)) != len(coerced):
+        raise ConfigError(f"grid axis {key!r} repeats a value {list(values)}; give each value once")
+    return coerced
 
 
 def load_config(source=None, overrides=()) -> Config:
@@ -314,6 +323,13 @@ def check_hparam(family_name: str, key: str, value: float) -> None:
     where = f"optim.{key} = {value!r}"
     if not math.isfinite(value):
         raise ConfigError(f"{where}: must be a finite number")
+    # Members train in float32: judge the value they will actually get.
+    as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
+    if not math.isfinite(as_f32):
+        raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
+    if value != 0 and as_f32 == 0:
+        raise ConfigError(f"{where}: underflows to 0 in float32, which members train in; use at least 1e-38")
+    value = as_f32
     if key in family.positive and value <= 0:
         raise ConfigError(f"{where}: must be > 0")
     if key in family.unit and not 0 <= value < 1:
@@ -329,13 +345,15 @@ def _check_seeds(seeds) -> None:
     if isinstance(seeds, int):
         if seeds <= 0:
             raise ConfigError(f"study.seeds = {seeds}: must be >= 1; {hint}")
+        if seeds > MAX_MEMBERS:
+            raise ConfigError(f"study.seeds = {seeds}: at most {MAX_MEMBERS:,} seeds per setting")
         return
     if not isinstance(seeds, (list, tuple)) or not seeds:
         raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
     for s in seeds:
-        pair = [s] if isinstance(s, int) and not isinstance(s, bool) else s
+        pair = [s, s] if isinstance(s, int) and not isinstance(s, bool) else s
         if (
-            not isinstance(pair, (list, tuple)) or len(pair) not in (1, 2)
+            not isinstance(pair, (list, tuple)) or len(pair) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in pair)
         ):
             raise ConfigError(f"study.seeds entry {s!r}: seeds are integers in [0, 2^31); {hint}")

@@ -15,6 +15,27 @@ import pandas as pd
 METRIC_COLUMNS = ["cohort", "member", "step", "metric", "value"]
 
 
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename over ``path``: a kill never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
+
+
+def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate cohorts' member tables in a fixed column order: ids, cohort settings,
+    seeds, hyperparameters (the union over optimizer families), final metrics."""
+    members = pd.concat(tables, ignore_index=True)
+    first = ["member", "cohort"]
+    settings = [c for c in members.columns if "." in c]
+    seeds = ["init_seed", "data_seed"]
+    hparams = [c for c in members.columns if c not in {*first, *settings, *seeds, *FINAL_COLUMNS}]
+    return members[first + settings + seeds + hparams + FINAL_COLUMNS]
+
+
 class MetricParts:
     """Per-chunk parquet files of one run: ``parts/c{cohort}_{chunks_done}.parquet``."""
 
@@ -27,9 +48,7 @@ class MetricParts:
     def write(self, cohort: int, chunks_done: int, frame: pd.DataFrame) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"c{cohort:03d}_{chunks_done:06d}.parquet"
-        tmp = path.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)  # atomic: a kill never leaves half a part
+        write_atomic(path, lambda p: frame.to_parquet(p, index=False))
 
     def drop_after(self, cohort: int, chunks_done: int) -> None:
         """Forget chunks past the checkpoint a resume starts from; they will be rerun."""

@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import hashlib
 import itertools
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxdyn.config import COHORT_AXES, Config, ConfigError, check_hparam, validate
+from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, Config, ConfigError, check_hparam, validate
 from jaxdyn.data import DATASETS
 from jaxdyn.models import build_model
 from jaxdyn.optim import FAMILIES
@@ -95,6 +97,12 @@ def expand(cfg: Config) -> list[Cohort]:
                     f"grid axis {key!r} is not a hyperparameter of optimizer {ccfg.optim.name!r}{where}; "
                     f"it takes {', '.join(family.defaults)}"
                 )
+        n_members = len(ccfg.seed_pairs()) * math.prod(len(v) for _, v in member_axes)
+        if n_members > MAX_MEMBERS:
+            raise ConfigError(
+                f"the grid makes {n_members:,} members per cohort; at most {MAX_MEMBERS:,} fit in one "
+                "study: use fewer seeds or grid values"
+            )
         rows = []
         defaults = ccfg.optim_hparams()
         for point in itertools.product(*(v for _, v in member_axes)):
@@ -131,7 +139,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     from jaxdyn.data import load_dataset
     from jaxdyn.population import make_mesh, replicate
     from jaxdyn.progress import StudyProgress
-    from jaxdyn.results import MetricParts, Results, print_summary
+    from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
 
     if resume is not None:
         if out is not None:
@@ -145,14 +153,22 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     else:
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
-    data = load_dataset(cfg.data.name)  # NaN data fails here, before any folder or compile
+    # NaN or malformed data fails here, before any folder or compile.
+    datasets = {name: load_dataset(name) for name in dict.fromkeys(c.config.data.name for c in cohorts)}
+    import jax
+
+    run_info = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
+                "versions": _versions(), "n_devices": len(jax.devices()),
+                "platform": jax.devices()[0].platform}
     if resume is None:
         run_dir = _make_run_dir(out, cfg.study.name)
-        (run_dir / "config.toml").write_text(to_toml(cfg))
-    metadata = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(), "versions": _versions()}
+        write_atomic(run_dir / "config.toml", lambda p: p.write_text(to_toml(cfg)))
+        write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(run_info, indent=2)))
+    else:
+        _check_resume(run_dir, run_info)
     _enable_compile_cache()
     mesh = make_mesh()
-    data = replicate(data, mesh)
+    on_device = {}
     parts = MetricParts(run_dir)
     tables = []
     bar = StudyProgress(len(cohorts)) if progress else contextlib.nullcontext()
@@ -162,21 +178,47 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
             if done_marker.exists():
                 tables.append(pd.read_csv(done_marker))
                 continue
+            name = cohort.config.data.name
+            if name not in on_device:  # each dataset goes to the devices once
+                on_device[name] = replicate(datasets[name], mesh)
             try:
-                table = runner.run_cohort(cohort, data, run_dir, mesh, metadata, bar if progress else None, stop)
+                table = runner.run_cohort(cohort, on_device[name], run_dir, mesh, run_info,
+                                          bar if progress else None, stop)
             except runner.Interrupted as e:
                 e.run_dir = run_dir
                 raise
             parts.dir.mkdir(parents=True, exist_ok=True)
-            table.to_csv(done_marker, index=False)
+            write_atomic(done_marker, lambda p: table.to_csv(p, index=False))
             tables.append(pd.read_csv(done_marker))  # same dtypes as a resumed run reads
-    members = pd.concat(tables, ignore_index=True)
-    members.to_csv(run_dir / "members.csv", index=False)
+    members = member_table(tables)
+    write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = parts.read()
-    metrics.to_parquet(run_dir / "metrics.parquet", index=False)
+    write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
     if progress:
         print_summary(members)
     return Results(run_dir, members, metrics)
+
+
+def _check_resume(run_dir: Path, current: dict) -> None:
+    """Refuse a resume that cannot continue bitwise; say so when library versions changed."""
+    from jaxdyn.runner import log
+
+    _probe_writable(run_dir, created=[])
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no run.json there; is it a jaxdyn run folder?")
+    saved = json.loads(info_path.read_text())
+    if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
+        raise ConfigError(
+            f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
+            f"device(s), this process has {current['n_devices']} {current['platform']}; resume on the "
+            "same devices (JAXDYN_CPU_DEVICES sets the CPU device count)"
+        )
+    changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
+               if current["versions"].get(k) != v}
+    if changed:
+        log("library versions changed since this run started, so results may differ in the last bits: "
+            + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
 
 
 def _refuse_changed(saved: str, current: str, run_dir: Path) -> None:
@@ -198,6 +240,12 @@ def _make_run_dir(out, name: str) -> Path:
         what = "is a file" if not run_dir.is_dir() else "is not empty"
         raise ConfigError(f"output folder {run_dir} {what}; choose a new --out folder, or --resume {run_dir}")
     created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    _probe_writable(run_dir, created)
+    return run_dir
+
+
+def _probe_writable(run_dir: Path, created: list[Path]) -> None:
+    """Create ``run_dir`` and write a file in it; on failure remove the ``created`` folders."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_probe"
@@ -212,7 +260,6 @@ def _make_run_dir(out, name: str) -> Path:
         raise ConfigError(
             f"output folder {run_dir} is not writable ({e.strerror or e}); choose another --out folder"
         ) from None
-    return run_dir
 
 
 def _enable_compile_cache() -> None:

@@ -54,6 +54,13 @@ def with_(section, **values):
     (with_("grid", **{"optim.learnin_rate": [0.1]}), "did you mean 'optim.learning_rate'"),
     (with_("grid", **{"optim.learning_rate": [1e-3, -1.0]}), "optim.learning_rate = -1.0: must be > 0"),
     (with_("grid", **{"optim.momentum": [0.9]}), "grid axis 'optim.momentum' is not a hyperparameter of optimizer 'adam'"),
+    (with_("grid", **{"optim.learning_rate": [0.1, 0.1]}), "grid axis 'optim.learning_rate' repeats a value"),
+    (with_("grid", **{"model.hidden": [[8], "wide"]}), "grid.\"model.hidden\" value = 'wide': expected a list of integers"),
+    (with_("optim", learning_rate=1e-50), "optim.learning_rate = 1e-50: underflows to 0 in float32"),
+    (with_("optim", learning_rate=1e39), "optim.learning_rate = 1e+39: overflows float32"),
+    (with_("study", seeds=[[3]]), "study.seeds entry [3]"),
+    (with_("study", seeds=2**31), "at most 1,000,000 seeds"),
+    ({**TINY, "optim": "adam"}, "[optim] must be a table"),
 ])
 def test_bad_config_names_field_and_fix(cfg, message, tmp_path, no_compile):
     out = tmp_path / "run"
@@ -127,6 +134,11 @@ def test_default_study_is_the_documented_one(tmp_path):
     assert cfg.seed_pairs() == [(s, s) for s in range(8)]
     (tmp_path / "c.toml").write_text(to_toml(cfg))
     assert load_config(tmp_path / "c.toml") == cfg
+
+
+def test_grid_values_are_coerced():
+    cfg = load_config(with_("grid", **{"model.hidden": [16, [8, 8]], "optim.learning_rate": [1, 0.5]}))
+    assert dict(cfg.grid) == {"model.hidden": ((16,), (8, 8)), "optim.learning_rate": (1.0, 0.5)}
 
 
 def test_seed_forms():

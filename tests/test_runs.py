@@ -143,7 +143,7 @@ def test_interrupt_and_resume_is_bitwise(sig, reference_run, tmp_path):
         other = _start(["--resume", "run"], tmp_path, JAXDYN_CPU_DEVICES="1")
         out, _ = other.communicate()
         assert other.returncode == 2, out
-        assert "cannot resume" in out and "n_devices: checkpoint has 2, this run has 1" in out
+        assert "cannot resume" in out and "it ran on 2 cpu device(s), this process has 1 cpu" in out
 
     resumed = _start(["--resume", "run"], tmp_path)
     out, _ = resumed.communicate()
