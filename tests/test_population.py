@@ -2,6 +2,7 @@
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
@@ -165,3 +166,31 @@ def test_layout_pads_to_devices_and_groups():
     assert pop.plan_layout(32, 1, 0, "gpu").group_size == 32
     padded = pop.pad_members(np.array([3.0, 4.0, 5.0, 6.0, 7.0]), layout)
     np.testing.assert_array_equal(padded, [3, 4, 5, 6, 7, 3, 3, 3])
+
+
+def test_non_finite_state_with_finite_loss_freezes_at_exact_state(mesh, device_data):
+    """The guard also catches a state that turns non-finite while the loss is finite, and the
+    frozen member holds exactly (bitwise) its state before that step."""
+    base = make_task()
+
+    class Poisoned(type(base)):
+        def step(self, state, data):
+            new, metrics = super().step(state, data)
+            # Members with learning rate 2e-3 get a NaN weight from their 8th step (step 7) on.
+            poison = (state.step >= 7) & (state.opt_state.hyperparams["learning_rate"] == 2e-3)
+            kernel = new.params["head"]["kernel"]
+            kernel = kernel.at[0, 0].set(jnp.where(poison, jnp.nan, kernel[0, 0]))
+            new = new._replace(params={**new.params, "head": {**new.params["head"], "kernel": kernel}})
+            return new, metrics
+
+    task = Poisoned(base.model, base.optimizer, base.batch_size, base.input_shape)
+    seeds, hp = member_arrays("adam", [0, 1, 2], [0, 1, 2], learning_rate=[1e-3, 2e-3, 1e-3])
+    state, losses = train_population(task, seeds, hp, mesh, device_data, chunk=20)
+    assert not bool(state.alive[1]) and int(state.diverged_at[1]) == 7
+    assert np.all(np.isfinite(losses[1][:8])) and np.all(np.isnan(losses[1][8:]))
+    at_7, _ = train_population(base, seeds, hp, mesh, device_data, chunk=7)
+    chex.assert_trees_all_equal(member(state.params, 1), member(at_7.params, 1))
+    chex.assert_trees_all_equal(member(state.opt_state, 1), member(at_7.opt_state, 1))
+    full, _ = train_population(base, seeds, hp, mesh, device_data, chunk=20)
+    for i in (0, 2):
+        chex.assert_trees_all_equal(member(state.params, i), member(full.params, i))
