@@ -16,13 +16,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, Config, ConfigError, check_hparam, validate
-from jaxdyn.data import DATASETS
+from jaxdyn import runner
+from jaxdyn.config import (
+    COHORT_AXES, MAX_MEMBERS, Config, ConfigError, check_hparam, load_config, to_toml, validate,
+)
+from jaxdyn.data import DATASETS, cache_dir, load_dataset
 from jaxdyn.models import build_model
 from jaxdyn.optim import FAMILIES
+from jaxdyn.population import make_mesh, replicate
+from jaxdyn.progress import StudyProgress
+from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
 
 
@@ -117,7 +124,7 @@ def expand(cfg: Config) -> list[Cohort]:
     return cohorts
 
 
-def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True):
+def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True) -> Results:
     """Run a study end to end and return its ``Results``.
 
     Args:
@@ -127,36 +134,26 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         ``runs/<study name>-<time>``.
       resume: an existing run folder to continue. Its saved config is used; a
         ``config``/``overrides`` that differ from it are refused with a diff.
-      progress: show a progress bar.
+      progress: show a progress bar and the summary table.
 
     Raises:
-      ConfigError: bad config or run folder, before anything compiles.
+      ConfigError: bad config, data or run folder, before anything compiles.
       runner.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
         can be resumed (``e.run_dir``).
     """
-    from jaxdyn import runner
-    from jaxdyn.config import load_config, to_toml
-    from jaxdyn.data import load_dataset
-    from jaxdyn.population import make_mesh, replicate
-    from jaxdyn.progress import StudyProgress
-    from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
-
+    if resume is not None and out is not None:
+        raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
     if resume is not None:
-        if out is not None:
-            raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
-        run_dir = Path(resume)
-        saved_path = run_dir / "config.toml"
-        if not saved_path.is_file():
-            raise ConfigError(f"--resume {run_dir}: no config.toml there; is it a jaxdyn run folder?")
-        cfg = load_config(config if config is not None else saved_path, overrides)
-        _refuse_changed(saved_path.read_text(), to_toml(cfg), run_dir)
+        saved = Path(resume) / "config.toml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
+        cfg = load_config(config if config is not None else saved, overrides)
+        _refuse_changed(saved.read_text(), to_toml(cfg), Path(resume))
     else:
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {name: load_dataset(name) for name in dict.fromkeys(c.config.data.name for c in cohorts)}
-    import jax
-
     run_info = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
                 "versions": _versions(), "n_devices": len(jax.devices()),
                 "platform": jax.devices()[0].platform}
@@ -165,8 +162,20 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         write_atomic(run_dir / "config.toml", lambda p: p.write_text(to_toml(cfg)))
         write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(run_info, indent=2)))
     else:
+        run_dir = Path(resume)
         _check_resume(run_dir, run_info)
     _enable_compile_cache()
+    members = member_table(_run_cohorts(cohorts, datasets, run_dir, run_info, progress))
+    write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
+    metrics = MetricParts(run_dir).read()
+    write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+    if progress:
+        print_summary(members)
+    return Results(run_dir, members, metrics)
+
+
+def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: bool) -> list[pd.DataFrame]:
+    """Run the cohorts not finished yet, in turn; return every cohort's member table."""
     mesh = make_mesh()
     on_device = {}
     parts = MetricParts(run_dir)
@@ -175,34 +184,24 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     with runner.StopFlag() as stop, bar:
         for cohort in cohorts:
             done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"
-            if done_marker.exists():
-                tables.append(pd.read_csv(done_marker))
-                continue
-            name = cohort.config.data.name
-            if name not in on_device:  # each dataset goes to the devices once
-                on_device[name] = replicate(datasets[name], mesh)
-            try:
-                table = runner.run_cohort(cohort, on_device[name], run_dir, mesh, run_info,
-                                          bar if progress else None, stop)
-            except runner.Interrupted as e:
-                e.run_dir = run_dir
-                raise
-            parts.dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(done_marker, lambda p: table.to_csv(p, index=False))
-            tables.append(pd.read_csv(done_marker))  # same dtypes as a resumed run reads
-    members = member_table(tables)
-    write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
-    metrics = parts.read()
-    write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
-    if progress:
-        print_summary(members)
-    return Results(run_dir, members, metrics)
+            if not done_marker.exists():
+                name = cohort.config.data.name
+                if name not in on_device:  # each dataset goes to the devices once
+                    on_device[name] = replicate(datasets[name], mesh)
+                try:
+                    table = runner.run_cohort(cohort, on_device[name], run_dir, mesh, run_info,
+                                              bar if progress else None, stop)
+                except runner.Interrupted as e:
+                    e.run_dir = run_dir
+                    raise
+                parts.dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(done_marker, lambda p: table.to_csv(p, index=False))
+            tables.append(pd.read_csv(done_marker))  # the same dtypes whether fresh or resumed
+    return tables
 
 
 def _check_resume(run_dir: Path, current: dict) -> None:
     """Refuse a resume that cannot continue bitwise; say so when library versions changed."""
-    from jaxdyn.runner import log
-
     _probe_writable(run_dir, created=[])
     info_path = run_dir / "run.json"
     if not info_path.is_file():
@@ -217,7 +216,7 @@ def _check_resume(run_dir: Path, current: dict) -> None:
     changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
                if current["versions"].get(k) != v}
     if changed:
-        log("library versions changed since this run started, so results may differ in the last bits: "
+        runner.log("library versions changed since this run started, so results may differ in the last bits: "
             + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
 
 
@@ -265,10 +264,6 @@ def _probe_writable(run_dir: Path, created: list[Path]) -> None:
 def _enable_compile_cache() -> None:
     """Persist compiled programs under the cache folder, so a repeated study skips compiling
     (measured: a small study's wall time 4.0 s -> 1.3 s). A cache the user set is kept."""
-    import jax
-
-    from jaxdyn.data import cache_dir
-
     if jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
 
