@@ -13,7 +13,6 @@ multiplication) and flagged; the others are bitwise unaffected.
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable
 
 import jax

@@ -1,6 +1,5 @@
 import jaxdyn  # noqa: F401  (first: gives XLA one CPU device per core before jax starts)
 
-import jax
 import numpy as np
 import pytest
 

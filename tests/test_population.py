@@ -8,7 +8,6 @@ import pytest
 from jax import lax
 
 from jaxdyn import population as pop
-from jaxdyn.tasks.supervised import Seeds
 
 from conftest import make_task, member_arrays
 
