@@ -45,35 +45,36 @@ def step_flops(batch=BATCH, widths=WIDTHS) -> float:
     return 3 * fwd - 2 * batch * pairs[0][0] * pairs[0][1]
 
 
-def best_of(fn, repeats=3) -> float:
-    """Fastest wall time of ``fn()`` (which must block) over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return min(times)
+def best_times(runners: dict, rounds: int) -> dict:
+    """Best wall time of each ``runners[name]()`` (which must block) over ``rounds``
+    round-robin passes. Interleaving makes the ratios robust to the machine's drift
+    (±30% between days, ±20% within minutes here), which a one-after-another
+    measurement folds into them."""
+    best = {name: float("inf") for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            tic = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - tic)
+    return best
 
 
-def roofline(n=2048) -> dict:
-    """float32 matmul GFLOP/s: one device's dot, and one dot per device sharded on all devices."""
+def roofline_runners(n=2048) -> tuple[dict, dict]:
+    """float32 matmul: one device's dot, and one dot per device sharded on all devices.
+    Returns runners and the FLOPs each does."""
     a = jnp.ones((n, n), jnp.float32)
     single = jax.jit(lambda x: x @ x)
-    single(a).block_until_ready()
-    t_single = best_of(lambda: single(a).block_until_ready(), 5)
     mesh = pop.make_mesh()
-    d = mesh.size
-    stacked = jax.device_put(jnp.ones((d, n, n), jnp.float32), NamedSharding(mesh, P(pop.AXIS)))
+    stacked = jax.device_put(jnp.ones((mesh.size, n, n), jnp.float32), NamedSharding(mesh, P(pop.AXIS)))
     sharded = jax.jit(jax.shard_map(lambda x: x @ x, mesh=mesh, in_specs=P(pop.AXIS), out_specs=P(pop.AXIS)))
-    sharded(stacked).block_until_ready()
-    t_sharded = best_of(lambda: sharded(stacked).block_until_ready(), 5)
-    flops = 2 * n**3
-    return {"n": n, "one_device_gflops": flops / t_single / 1e9,
-            "all_devices_gflops": d * flops / t_sharded / 1e9,
-            "gflops": max(flops / t_single, d * flops / t_sharded) / 1e9}
+    runners = {"roofline_one_device": lambda: single(a).block_until_ready(),
+               "roofline_all_devices": lambda: sharded(stacked).block_until_ready()}
+    for fn in runners.values():
+        fn()
+    return runners, {"roofline_one_device": 2 * n**3, "roofline_all_devices": mesh.size * 2 * n**3}
 
 
-def matmul_only_rate(data, mesh, chunk, group=8) -> float:
+def matmul_only_runner(data, mesh, chunk, group=8):
     """Member-steps/s of the step's matmuls alone (forward and backward of a linear
     40-100-100-10 net, no activation, optimizer, sampling or guard), vmapped over
     ``group`` members per device as the population runs them: the bound that this
@@ -93,7 +94,7 @@ def matmul_only_rate(data, mesh, chunk, group=8) -> float:
 
     run = jax.jit(jax.shard_map(jax.vmap(member), mesh=mesh, in_specs=P(pop.AXIS), out_specs=P(pop.AXIS)))
     jax.block_until_ready(run(ws))
-    return n * chunk / best_of(lambda: jax.block_until_ready(run(ws)))
+    return n * chunk, lambda: jax.block_until_ready(run(ws))
 
 
 def make_task():
@@ -107,7 +108,8 @@ def member_values(k):
     return seeds, hp
 
 
-def population_rate(k, data, mesh, chunk, group=0) -> dict:
+def population_runner(k, data, mesh, chunk, group=0):
+    """A warmed-up population of K members; returns its layout and a runner of one chunk."""
     task = make_task()
     layout = pop.plan_layout(k, mesh.size, group, mesh.devices.flat[0].platform)
     seeds, hp = jax.tree.map(lambda a: pop.pad_members(a, layout), member_values(k))
@@ -121,13 +123,10 @@ def population_rate(k, data, mesh, chunk, group=0) -> dict:
         box[0], metrics = train_chunk(box[0], data)
         jax.block_until_ready(metrics)
 
-    t = best_of(one)
-    rate = k * chunk / t
-    return {"members": k, "padded": layout.n_padded, "group": layout.group_size,
-            "member_steps_per_s": rate, "gflops": rate * step_flops() / 1e9}
+    return {"members": k, "padded": layout.n_padded, "group": layout.group_size}, one
 
 
-def sequential_rate(k, data, chunk) -> float:
+def sequential_runner(k, data, chunk):
     """K solo runs one after another: jit(scan(step)) for one member, compiled once."""
     task = make_task()
     seeds, hp = member_values(k)
@@ -138,13 +137,13 @@ def sequential_rate(k, data, chunk) -> float:
 
     def all_members():
         for i in range(k):
-            state, metrics = run(init(*jax.tree.map(lambda x: x[i], (seeds, hp))))
+            state, metrics = run(init(*jax.tree.map(lambda x, i=i: x[i], (seeds, hp))))
             jax.block_until_ready(metrics)
 
-    return k * chunk / best_of(all_members, 2)
+    return all_members
 
 
-def naive_rate(ds, steps) -> float:
+def naive_runner(ds, steps):
     """A tutorial loop: numpy batches on the host, one jitted step call per step."""
     model, tx = MLP(WIDTHS[1:-1], WIDTHS[-1]), FAMILIES["adam"].make(1e-3, 0.9, 0.999, 1e-8)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, WIDTHS[0])))["params"]
@@ -169,7 +168,7 @@ def naive_rate(ds, steps) -> float:
         loss.block_until_ready()
 
     loop()
-    return steps / best_of(loop, 2)
+    return loop
 
 
 def main(argv=None):
@@ -177,6 +176,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="shorter chunks (for a smoke test)")
     parser.add_argument("--sizes", default="1,8,32,128")
     parser.add_argument("--groups", default="4,8,16,all", help="member groups tried at the largest K")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best of)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     chunk = 100 if args.quick else 500
@@ -190,42 +190,58 @@ def main(argv=None):
         "benchmark": "population_throughput",
         "workload": {"dataset": "mnist1d", "widths": WIDTHS, "optimizer": "adam", "batch": BATCH,
                      "chunk_steps": chunk, "step_mflop": step_flops() / 1e6},
+        "method": "every variant compiled first, then timed in interleaved rounds; best of rounds",
         "device": {"platform": dev.platform, "kind": dev.device_kind, "count": len(jax.devices()),
                    "host": platform.node(), "cpu": platform.processor() or platform.machine()},
         "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    result["roofline"] = roofline()
-    print(f"roofline: {result['roofline']['gflops']:.1f} GFLOP/s", flush=True)
-    result["naive_loop_member_steps_per_s"] = naive_rate(ds, 200 if args.quick else 1000)
-    print(f"naive per-step loop: {result['naive_loop_member_steps_per_s']:.0f} member-steps/s", flush=True)
-
-    rate = matmul_only_rate(data, mesh, chunk)
-    result["matmul_only"] = {"member_steps_per_s": rate, "gflops": rate * step_flops() / 1e9,
-                             "fraction_of_roofline": rate * step_flops() / 1e9 / result["roofline"]["gflops"]}
-    print(f"matmuls alone: {rate:.0f} member-steps/s, {result['matmul_only']['gflops']:.1f} GFLOP/s "
-          f"({result['matmul_only']['fraction_of_roofline']:.2f} of roofline)", flush=True)
-
-    rows = []
-    for k in sizes:
-        row = population_rate(k, data, mesh, chunk)
-        row["sequential_member_steps_per_s"] = sequential_rate(min(k, 8), data, chunk)
-        row["vs_sequential"] = row["member_steps_per_s"] / row["sequential_member_steps_per_s"]
-        row["vs_naive"] = row["member_steps_per_s"] / result["naive_loop_member_steps_per_s"]
-        row["fraction_of_roofline"] = row["gflops"] / result["roofline"]["gflops"]
-        row["fraction_of_matmul_only"] = row["member_steps_per_s"] / rate
-        rows.append(row)
-        print(f"K={k:4d}: {row['member_steps_per_s']:8.0f} member-steps/s  {row['gflops']:6.1f} GFLOP/s  "
-              f"{row['fraction_of_roofline']:.2f} of roofline  {row['vs_sequential']:.1f}x sequential  "
-              f"{row['vs_naive']:.1f}x naive", flush=True)
-    result["populations"] = rows
-
+    runners, work = roofline_runners()  # work: member-steps (or FLOPs) per call
+    runners["naive"], work["naive"] = naive_runner(ds, chunk), chunk
+    work["matmul_only"], runners["matmul_only"] = matmul_only_runner(data, mesh, chunk)
+    layouts = {}
     big = max(sizes)
-    result["member_groups"] = []
-    for g in (big if s == "all" else int(s) for s in args.groups.split(",")):
-        row = population_rate(big, data, mesh, chunk, group=g)
-        result["member_groups"].append(row)
-        print(f"K={big} group={row['group']:3d}: {row['member_steps_per_s']:8.0f} member-steps/s", flush=True)
+    groups = [big if g == "all" else int(g) for g in args.groups.split(",")]
+    for name, k, group in [*((f"population_{k}", k, 0) for k in sizes),
+                           *((f"group_{g}", big, g) for g in groups)]:
+        layouts[name], runners[name] = population_runner(k, data, mesh, chunk, group)
+        work[name] = k * chunk
+    for k in sizes:
+        n_solo = min(k, 8)  # K solo runs cost K times one: time up to 8 of them
+        runners[f"sequential_{k}"], work[f"sequential_{k}"] = sequential_runner(n_solo, data, chunk), n_solo * chunk
+    print(f"compiled {len(runners)} programs; timing {args.rounds} interleaved rounds", flush=True)
+    best = best_times(runners, args.rounds)
+    rate = {name: work[name] / best[name] for name in runners}  # per second
+
+    roof = max(rate["roofline_one_device"], rate["roofline_all_devices"]) / 1e9
+    result["roofline"] = {"gflops": roof, "one_device_gflops": rate["roofline_one_device"] / 1e9,
+                          "all_devices_gflops": rate["roofline_all_devices"] / 1e9, "n": 2048}
+    result["naive_loop_member_steps_per_s"] = rate["naive"]
+    mm = rate["matmul_only"]
+    result["matmul_only"] = {"member_steps_per_s": mm, "gflops": mm * step_flops() / 1e9,
+                             "fraction_of_roofline": mm * step_flops() / 1e9 / roof}
+    print(f"roofline {roof:.1f} GFLOP/s; naive loop {rate['naive']:.0f} member-steps/s; matmuls alone "
+          f"{mm:.0f} member-steps/s ({result['matmul_only']['fraction_of_roofline']:.2f} of roofline)")
+
+    def row(name):
+        r = {**layouts[name], "member_steps_per_s": rate[name], "gflops": rate[name] * step_flops() / 1e9}
+        r["fraction_of_roofline"] = r["gflops"] / roof
+        r["fraction_of_matmul_only"] = rate[name] / mm
+        return r
+
+    result["populations"] = []
+    for k in sizes:
+        r = row(f"population_{k}")
+        r["sequential_member_steps_per_s"] = rate[f"sequential_{k}"]
+        r["vs_sequential"] = rate[f"population_{k}"] / rate[f"sequential_{k}"]
+        r["vs_naive"] = rate[f"population_{k}"] / rate["naive"]
+        result["populations"].append(r)
+        print(f"K={k:4d}: {r['member_steps_per_s']:8.0f} member-steps/s  {r['gflops']:6.1f} GFLOP/s  "
+              f"{r['fraction_of_roofline']:.2f} of roofline  {r['vs_sequential']:.1f}x sequential  "
+              f"{r['vs_naive']:.1f}x naive")
+    result["member_groups"] = [row(f"group_{g}") for g in groups]
+    for r in result["member_groups"]:
+        print(f"K={big} group={r['group']:3d}: {r['member_steps_per_s']:8.0f} member-steps/s")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

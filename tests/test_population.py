@@ -162,6 +162,9 @@ def test_layout_pads_to_devices_and_groups():
     layout = pop.plan_layout(5, 2, 2)
     assert (layout.group_size, layout.n_padded, layout.per_device) == (2, 8, 4)
     assert pop.plan_layout(32, 2, 0, "cpu").group_size == 8
+    auto = pop.plan_layout(33, 2, 0, "cpu")  # 17 per device: 3 groups of 6, not 3 of 8
+    assert (auto.group_size, auto.n_padded) == (6, 36)
+    assert pop.plan_layout(1, 2, 0, "cpu").n_padded == 2
     assert pop.plan_layout(32, 1, 0, "gpu").group_size == 32
     padded = pop.pad_members(np.array([3.0, 4.0, 5.0, 6.0, 7.0]), layout)
     np.testing.assert_array_equal(padded, [3, 4, 5, 6, 7, 3, 3, 3])
