@@ -29,6 +29,7 @@ from jaxdyn.models import build_model
 from jaxdyn.optim import FAMILIES
 from jaxdyn.population import make_mesh, replicate
 from jaxdyn.progress import StudyProgress
+from jaxdyn.report import plot_curves
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
 
@@ -169,6 +170,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+    write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
     if progress:
         print_summary(members)
     return Results(run_dir, members, metrics)

@@ -81,6 +81,7 @@ def test_cli_runs_a_tiny_study(tmp_path, capsys):
     np.testing.assert_array_equal(last.to_numpy(), final)
     assert (out / "config.toml").read_text().count("seeds = 3") == 1
     assert (out / "checkpoints" / "cohort_001").is_dir()
+    assert (out / "curves.png").stat().st_size > 10_000
 
     summary = res.summary()
     assert len(summary) == 4 and (summary.members == 3).all()
