@@ -116,10 +116,16 @@ class Results:
         return summarize(self.members)
 
 
+def varying_settings(members: pd.DataFrame) -> list[str]:
+    """Member-table columns that tell settings apart: cohort settings and hyperparameters
+    that take more than one value (not ids, seeds or results)."""
+    fixed = {"member", "cohort", "init_seed", "data_seed", *FINAL_COLUMNS}
+    return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
+
+
 def summarize(members: pd.DataFrame) -> pd.DataFrame:
-    fixed = {"member", "init_seed", "data_seed", "diverged_at"}
-    keys = [c for c in members.columns if not c.startswith("final_") and c not in fixed]
-    keys = [c for c in keys if c == "cohort" or members[c].nunique(dropna=False) > 1]
+    """Mean ± std of final test accuracy over seeds, and members diverged, per setting."""
+    keys = ["cohort", *varying_settings(members)]
     grouped = members.assign(diverged=members.diverged_at >= 0).groupby(keys, dropna=False)
     table = grouped.agg(
         members=("member", "size"),

@@ -2,12 +2,10 @@
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from jaxdyn.results import varying_settings
 
 PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test loss", "log"),
           ("test_accuracy", "test accuracy", "linear")]
@@ -15,10 +13,7 @@ PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test
 
 def setting_labels(members: pd.DataFrame) -> pd.Series:
     """A readable label per member from the columns that vary across settings (not seeds)."""
-    fixed = {"member", "init_seed", "data_seed", "diverged_at"}
-    keys = [c for c in members.columns
-            if not c.startswith("final_") and c not in fixed and members[c].nunique(dropna=False) > 1]
-    keys = [k for k in keys if k != "cohort"] or ["cohort"]
+    keys = varying_settings(members) or ["cohort"]
 
     def label(row):
         return ", ".join(f"{k.split('.')[-1]}={row[k]:g}" if isinstance(row[k], float) else f"{k.split('.')[-1]}={row[k]}"
@@ -27,15 +22,16 @@ def setting_labels(members: pd.DataFrame) -> pd.Series:
     return members.set_index("member").apply(label, axis=1)
 
 
-def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> plt.Figure:
+def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Figure:
     """Write ``path`` (PNG): train loss, test loss and test accuracy against step.
 
     Each line is one setting: the mean over its seeds, with a band of ± one std.
     Diverged members drop out of a mean from the step they diverged (their train
-    loss is NaN from then on). Returns the figure (closed) for inspection.
+    loss is NaN from then on). Returns the figure for inspection.
     """
     labels = setting_labels(members)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), constrained_layout=True)
+    fig = Figure(figsize=(5 * len(PANELS), 4), layout="constrained")
+    axes = fig.subplots(1, len(PANELS))
     for ax, (metric, title, scale) in zip(axes, PANELS):
         rows = metrics[metrics.metric == metric].assign(setting=lambda f: f.member.map(labels))
         stats = rows.groupby(["setting", "step"]).value.agg(["mean", "std"]).reset_index()
@@ -48,5 +44,4 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> plt
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize="small", title=f"mean ± std over {members.groupby(labels.values).size().max()} seeds")
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
     return fig
