@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
                           "or --set grid.optim.learning_rate=[1e-3,1e-2] (repeatable)")
     run.add_argument("--out", help="run folder to create (default runs/<name>-<time>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (the summary table is still printed)")
     sub.add_parser("list", help="list datasets, models, activations, initialisers and optimizers")
     return parser
 

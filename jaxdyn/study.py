@@ -125,7 +125,8 @@ def expand(cfg: Config) -> list[Cohort]:
     return cohorts
 
 
-def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True) -> Results:
+def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True,
+        summary: bool = True) -> Results:
     """Run a study end to end and return its ``Results``.
 
     Args:
@@ -135,7 +136,8 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         ``runs/<study name>-<time>``.
       resume: an existing run folder to continue. Its saved config is used; a
         ``config``/``overrides`` that differ from it are refused with a diff.
-      progress: show a progress bar and the summary table.
+      progress: show a progress bar.
+      summary: print the table of final test accuracy per setting at the end.
 
     Raises:
       ConfigError: bad config, data or run folder, before anything compiles.
@@ -171,7 +173,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
     write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
-    if progress:
+    if summary:
         print_summary(members)
     return Results(run_dir, members, metrics)
 
