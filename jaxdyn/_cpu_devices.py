@@ -32,11 +32,16 @@ def configure() -> None:
         return
     try:
         count = int(wanted) if wanted else _core_count()
+        if count < 1:
+            raise ValueError
     except ValueError:
-        raise ValueError(
-            f"JAXDYN_CPU_DEVICES={wanted!r} is not an integer; set it to the number of "
-            "XLA CPU devices to use (1 turns the per-core split off)."
-        ) from None
+        # Raising here would break `import jaxdyn` (even `jaxdyn --help`) with a traceback.
+        warnings.warn(
+            f"JAXDYN_CPU_DEVICES={wanted!r} is not a whole number >= 1 (the number of XLA CPU "
+            f"devices; 1 turns the per-core split off); using one per core ({_core_count()}).",
+            stacklevel=3,
+        )
+        count, wanted = _core_count(), ""
     if _backend_started():
         if count > 1 or wanted:
             warnings.warn(

@@ -178,6 +178,12 @@ def from_dict(raw: Mapping) -> Config:
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
         axes.append((key, _grid_values(key, values)))
+        section, name = key.split(".", 1)
+        if isinstance(raw.get(section), Mapping) and name in raw[section]:
+            raise ConfigError(
+                f"{key} is set in [{section}] and is also a grid axis; keep one of them "
+                f"(--set {key}=VALUE replaces the axis, --set grid.{key}=[...] replaces the value)"
+            )
     return Config(**sections, grid=tuple(axes))
 
 
@@ -197,7 +203,9 @@ def _grid_values(key: str, values) -> tuple:
     else:
         annotation = _field_types(_SECTIONS[section])[name]
     coerced = tuple(_check_type(f"grid.\"{key}\" value", v, annotation) for v in values)
-    if len(set(coerced)) != len(coerced):
+    # Numeric values are compared as the float32 that members train with.
+    distinct = {np.float32(v) if annotation is float and math.isfinite(v) else v for v in coerced}
+    if len(distinct) != len(coerced):
         raise ConfigError(f"grid axis {key!r} repeats a value {list(values)}; give each value once")
     return coerced
 
@@ -219,12 +227,14 @@ def load_config(source=None, overrides=()) -> Config:
         raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in source.items()}
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ConfigError(f"config {str(path)!r} is a folder; give a .toml file")
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a valid UTF-8 TOML file: {e}") from None
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(raw)
@@ -241,23 +251,34 @@ def _apply_override(raw: dict, item: str) -> None:
         value = text.strip()  # bare word: a string such as tanh
     section, name = key.split(".", 1)
     raw.setdefault(section, {})
-    if not isinstance(raw[section], dict):
+    if not isinstance(raw[section], Mapping):
         raise ConfigError(f"--set {item!r}: [{section}] is not a table")
     raw[section] = dict(raw[section])
     raw[section][name] = value
+    # The override is the last word: a plain value replaces a grid axis over the
+    # same key, and a grid axis replaces a plain value.
+    if section == "grid" and "." in name:
+        axis_section, axis_name = name.split(".", 1)
+        if isinstance(raw.get(axis_section), Mapping) and axis_name in raw[axis_section]:
+            raw[axis_section] = {k: v for k, v in raw[axis_section].items() if k != axis_name}
+    elif isinstance(raw.get("grid"), Mapping) and key in raw["grid"]:
+        raw["grid"] = {k: v for k, v in raw["grid"].items() if k != key}
 
 
 def to_dict(cfg: Config) -> dict:
     """Plain nested dict of a Config, the inverse of ``from_dict``."""
+    gridded = {k for k, _ in cfg.grid}
     out = {}
     for name in _SECTIONS:
         out[name] = {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(getattr(cfg, name)).items()
+            if f"{name}.{k}" not in gridded
         }
         if name == "study" and not isinstance(cfg.study.seeds, int):
             out[name]["seeds"] = [list(s) if isinstance(s, (list, tuple)) else s for s in cfg.study.seeds]
-    out["optim"] = {"name": cfg.optim.name, **dict(cfg.optim.hparams)}
+    out["optim"] = {} if "optim.name" in gridded else {"name": cfg.optim.name}
+    out["optim"].update(cfg.optim.hparams)
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     return out
 
@@ -268,6 +289,9 @@ def to_toml(cfg: Config) -> str:
 
 def validate(cfg: Config) -> None:
     """Range checks on one cohort's config (no grid left). Raises ConfigError."""
+    if not cfg.study.name or any(c in cfg.study.name for c in "/\\") or cfg.study.name in (".", ".."):
+        raise ConfigError(f"study.name = {cfg.study.name!r}: it names the run folder, so use no path "
+                          "separators; choose the folder itself with --out")
     from jaxdyn.data import DATASETS
     from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
     from jaxdyn.optim import FAMILIES
@@ -327,8 +351,9 @@ def check_hparam(family_name: str, key: str, value: float) -> None:
     as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
     if not math.isfinite(as_f32):
         raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
-    if value != 0 and as_f32 == 0:
-        raise ConfigError(f"{where}: underflows to 0 in float32, which members train in; use at least 1e-38")
+    if value != 0 and abs(as_f32) < np.finfo(np.float32).tiny:
+        raise ConfigError(f"{where}: is below float32's smallest normal number, which members train in; "
+                          "use at least 1.2e-38")
     value = as_f32
     if key in family.positive and value <= 0:
         raise ConfigError(f"{where}: must be > 0")

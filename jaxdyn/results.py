@@ -88,11 +88,12 @@ def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, pre
 
 
 def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per member: the last logged value of train loss and test loss/accuracy."""
+    """Per member: train loss and test loss/accuracy at their last logged step (NaN stays NaN)."""
     wanted = {"train_loss": "final_train_loss", "test_loss": "final_test_loss",
               "test_accuracy": "final_test_accuracy"}
-    rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step")
-    last = rows.groupby(["member", "metric"]).value.last().unstack("metric")
+    rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step", kind="stable")
+    # tail, not last(): last() skips NaN and would report a diverged member's pre-divergence loss.
+    last = rows.groupby(["member", "metric"]).tail(1).set_index(["member", "metric"]).value.unstack("metric")
     return last.rename(columns=wanted).reindex(columns=list(wanted.values()))
 
 

@@ -151,7 +151,8 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         if not saved.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
         cfg = load_config(config if config is not None else saved, overrides)
-        _refuse_changed(saved.read_text(), to_toml(cfg), Path(resume))
+        # Compare normalised forms, so that a comment added to config.toml is no change.
+        _refuse_changed(to_toml(load_config(saved)), to_toml(cfg), Path(resume))
     else:
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
@@ -206,11 +207,16 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
 
 def _check_resume(run_dir: Path, current: dict) -> None:
     """Refuse a resume that cannot continue bitwise; say so when library versions changed."""
-    _probe_writable(run_dir, created=[])
+    _probe_writable(run_dir, created=[], fix="make it writable to resume it")
     info_path = run_dir / "run.json"
-    if not info_path.is_file():
-        raise ConfigError(f"--resume {run_dir}: no run.json there; is it a jaxdyn run folder?")
-    saved = json.loads(info_path.read_text())
+    try:
+        saved = json.loads(info_path.read_text())
+        saved["n_devices"], saved["platform"], saved["versions"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"--resume {run_dir}: run.json is missing or damaged ({type(e).__name__}: {e}); "
+            "is it a jaxdyn run folder?"
+        ) from None
     if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
         raise ConfigError(
             f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
@@ -238,7 +244,12 @@ def _refuse_changed(saved: str, current: str, run_dir: Path) -> None:
 
 def _make_run_dir(out, name: str) -> Path:
     """Create the run folder and prove it is writable; on failure leave nothing behind."""
-    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out is None:  # a fresh name: never share a folder with a run started in the same second
+        stem = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = next(p for p in (stem.with_name(f"{stem.name}-{i}") if i else stem for i in itertools.count())
+                       if not p.exists())
+    else:
+        run_dir = Path(out)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         what = "is a file" if not run_dir.is_dir() else "is not empty"
         raise ConfigError(f"output folder {run_dir} {what}; choose a new --out folder, or --resume {run_dir}")
@@ -247,7 +258,7 @@ def _make_run_dir(out, name: str) -> Path:
     return run_dir
 
 
-def _probe_writable(run_dir: Path, created: list[Path]) -> None:
+def _probe_writable(run_dir: Path, created: list[Path], fix: str = "choose another --out folder") -> None:
     """Create ``run_dir`` and write a file in it; on failure remove the ``created`` folders."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +272,7 @@ def _probe_writable(run_dir: Path, created: list[Path]) -> None:
             except OSError:
                 pass
         raise ConfigError(
-            f"output folder {run_dir} is not writable ({e.strerror or e}); choose another --out folder"
+            f"output folder {run_dir} is not writable ({e.strerror or e}); {fix}"
         ) from None
 
 

@@ -56,7 +56,10 @@ def with_(section, **values):
     (with_("grid", **{"optim.momentum": [0.9]}), "grid axis 'optim.momentum' is not a hyperparameter of optimizer 'adam'"),
     (with_("grid", **{"optim.learning_rate": [0.1, 0.1]}), "grid axis 'optim.learning_rate' repeats a value"),
     (with_("grid", **{"model.hidden": [[8], "wide"]}), "grid.\"model.hidden\" value = 'wide': expected a list of integers"),
-    (with_("optim", learning_rate=1e-50), "optim.learning_rate = 1e-50: underflows to 0 in float32"),
+    (with_("optim", learning_rate=1e-50), "optim.learning_rate = 1e-50: is below float32's smallest normal"),
+    (with_("optim", eps=1e-40), "optim.eps = 1e-40: is below float32's smallest normal"),
+    (with_("grid", **{"optim.learning_rate": [0.1, 0.10000000001]}), "repeats a value"),
+    (with_("study", name="../escape"), "study.name = '../escape': it names the run folder"),
     (with_("optim", learning_rate=1e39), "optim.learning_rate = 1e+39: overflows float32"),
     (with_("study", seeds=[[3]]), "study.seeds entry [3]"),
     (with_("study", seeds=2**31), "at most 1,000,000 seeds"),
@@ -115,6 +118,14 @@ def test_nan_data_fails_before_run_folder(tmp_path, monkeypatch, no_compile):
     assert not (tmp_path / "run").exists()
 
 
+def test_unreadable_config_files(tmp_path):
+    (tmp_path / "latin1.toml").write_bytes(b"[study]\nname = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match="not a valid UTF-8 TOML file"):
+        load_config(tmp_path / "latin1.toml")
+    with pytest.raises(ConfigError, match="is a folder; give a .toml file"):
+        load_config(tmp_path)
+
+
 def test_overrides_and_round_trip():
     cfg = load_config(TINY, ["optim.learning_rate=0.01", "model.activation=tanh",
                              "grid.optim.b1=[0.8, 0.9]", "model.hidden=[4, 4]"])
@@ -137,8 +148,23 @@ def test_default_study_is_the_documented_one(tmp_path):
 
 
 def test_grid_values_are_coerced():
-    cfg = load_config(with_("grid", **{"model.hidden": [16, [8, 8]], "optim.learning_rate": [1, 0.5]}))
+    raw = with_("grid", **{"model.hidden": [16, [8, 8]], "optim.learning_rate": [1, 0.5]})
+    del raw["model"]
+    cfg = load_config(raw)
     assert dict(cfg.grid) == {"model.hidden": ((16,), (8, 8)), "optim.learning_rate": (1.0, 0.5)}
+    assert load_config(to_dict(cfg)) == cfg  # the saved form round-trips
+
+
+def test_value_and_grid_axis_on_one_key():
+    both = with_("optim", learning_rate=0.5)
+    both["grid"] = {"optim.learning_rate": [1e-3, 1e-2]}
+    with pytest.raises(ConfigError, match="optim.learning_rate is set in \\[optim\\] and is also a grid axis"):
+        load_config(both)
+    # An override is the last word: a value replaces the axis, an axis replaces the value.
+    cfg = load_config(None, ["optim.learning_rate=0.05"])
+    assert cfg.grid == () and dict(cfg.optim.hparams) == {"learning_rate": 0.05}
+    cfg = load_config(TINY, ["model.hidden=[4]", "grid.model.hidden=[[2], [3]]"])
+    assert cfg.grid == (("model.hidden", ((2,), (3,))),)
 
 
 def test_seed_forms():

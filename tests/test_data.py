@@ -31,3 +31,15 @@ def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
     again = load_dataset("mnist1d")  # from the cache, identical
     for a, b in zip(ds, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    from jaxdyn.config import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("JAXDYN_CACHE", str(blocker))
+    import pytest
+
+    with pytest.raises(ConfigError, match="point JAXDYN_CACHE at a writable folder"):
+        load_dataset("mnist1d")

@@ -34,8 +34,16 @@ def load_mnist1d():
         x_test=raw["x_test"].astype(np.float32),
         y_test=raw["y_test"].astype(np.int32),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **ds._asdict())
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **ds._asdict())
+        tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    except OSError as e:
+        from jaxdyn.config import ConfigError
+
+        raise ConfigError(
+            f"cannot cache MNIST-1D in {path.parent} ({e.strerror or e}); point JAXDYN_CACHE at a "
+            "writable folder"
+        ) from None
     return ds

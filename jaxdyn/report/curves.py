@@ -30,7 +30,7 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
     loss is NaN from then on). Returns the figure for inspection.
     """
     labels = setting_labels(members)
-    fig = Figure(figsize=(5 * len(PANELS), 4), layout="constrained")
+    fig = Figure(figsize=(5 * len(PANELS) + 2, 4), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
     for ax, (metric, title, scale) in zip(axes, PANELS):
         rows = metrics[metrics.metric == metric].assign(setting=lambda f: f.member.map(labels))
@@ -38,10 +38,12 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
         for setting, curve in stats.groupby("setting", sort=False):
             mean, std = curve["mean"], curve["std"].fillna(0)
             lower = (mean - std).clip(lower=mean / 10) if scale == "log" else mean - std  # stay on a log axis
-            ax.plot(curve.step, mean, label=setting)
+            ax.plot(curve.step, mean, label=setting, marker="o" if len(curve) < 3 else None)
             ax.fill_between(curve.step, lower, mean + std, alpha=0.2)
         ax.set(title=title, xlabel="step", yscale=scale)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize="small", title=f"mean ± std over {members.groupby(labels.values).size().max()} seeds")
+    seeds = members.groupby(labels.values).size().max()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small",
+               title=f"mean ± std\nover {seeds} seeds")
     fig.savefig(path, dpi=110, format="png")
     return fig
