@@ -158,6 +158,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {name: load_dataset(name) for name in dict.fromkeys(c.config.data.name for c in cohorts)}
+    _check_memory(cohorts)
     run_info = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
                 "versions": _versions(), "n_devices": len(jax.devices()),
                 "platform": jax.devices()[0].platform}
@@ -203,6 +204,48 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
                 write_atomic(done_marker, lambda p: table.to_csv(p, index=False))
             tables.append(pd.read_csv(done_marker))  # the same dtypes whether fresh or resumed
     return tables
+
+
+# A chunk holds the donated state, the new state, and gradients/updates of the
+# same size: about four copies of the member state at its peak.
+WORKING_COPIES = 4
+
+
+def member_state_bytes(cohort: Cohort) -> int:
+    """Bytes of one member's state (params, optimizer state, keys, ...), from shapes alone."""
+    seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
+    hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
+    shapes = jax.eval_shape(cohort.task().init, seeds, hparams)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+
+def available_bytes() -> int:
+    """Memory the population may use: the devices' limit, or the host's available RAM on CPU."""
+    devices = jax.devices()
+    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] * len(devices)
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) * 1024
+
+
+def _check_memory(cohorts) -> None:
+    """Refuse, before any folder or compile, a cohort whose state cannot fit."""
+    from jaxdyn.population import plan_layout
+
+    free = available_bytes()
+    for cohort in cohorts:
+        per_member = member_state_bytes(cohort)
+        t = cohort.config.train
+        layout = plan_layout(len(cohort.members), len(jax.devices()), t.member_group, jax.devices()[0].platform)
+        need = layout.n_padded * per_member * WORKING_COPIES
+        if need > free:
+            raise ConfigError(
+                f"cohort {cohort.index}{f' {cohort.settings}' if cohort.settings else ''} needs about {need / 2**30:.1f} GiB "
+                f"({layout.n_padded:,} members x {per_member / 2**20:.2f} MiB of state x {WORKING_COPIES} "
+                f"working copies) but {free / 2**30:.1f} GiB is available; use fewer members or a smaller model"
+            )
 
 
 def _check_resume(run_dir: Path, current: dict) -> None:
