@@ -44,7 +44,7 @@ def plan_layout(n_members: int, n_devices: int, member_group: int = 0, platform:
     """Pad K up to a multiple of ``n_devices * G``.
 
     An explicit ``member_group`` is G exactly (capped at the members per device).
-    ``member_group = 0`` aims at G = 8 on CPU (measured: 1.4x the member-steps/s
+    ``member_group = 0`` aims at G = 8 on CPU (measured: 1.3-1.4x the member-steps/s
     of one vmap over 64 members) and every member of a device elsewhere, and
     evens the groups out so that little is padded (17 per device: 3 groups of 6).
     """

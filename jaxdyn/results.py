@@ -69,7 +69,7 @@ def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, pre
     """Long rows from ``{name: [K, T]}`` arrays (padding members already cut off).
 
     Args:
-      metrics: name -> float array ``[K, T]``.
+      metrics: name -> float array ``[K, T]`` (or ``[K]`` when T = 1).
       members: member ids ``[K]``.
       steps: step of each column ``[T]``.
       prefix: prepended to each metric name, e.g. ``"train_"``.

@@ -112,10 +112,12 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
                 pending = None
-            frame = _chunk_rows(cohort, done, metrics)
+            windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
+            frame = _rows(cohort, metrics, windows, "train_")
             if done % t.eval_every == 0 or done == n_chunks:
                 scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
-                frame = pd.concat([frame, _eval_rows(cohort, done, scores)], ignore_index=True)
+                test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
+                frame = pd.concat([frame, test], ignore_index=True)
             parts.write(cohort.index, done, frame)
             if progress is not None:
                 alive = int(np.asarray(state.alive)[: len(cohort.members)].sum())
@@ -136,20 +138,11 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
 
 
-def _chunk_rows(cohort, done: int, metrics: dict) -> pd.DataFrame:
-    """Tidy rows of one chunk's train metrics ``{name: [K_padded, windows]}``."""
-    t = cohort.config.train
+def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
+    """Tidy rows from ``{name: [K_padded, ...]}`` device results; padding members cut off."""
     k = len(cohort.members)
-    steps = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
-    real = {name: values[:k] for name, values in metrics.items()}
-    return tidy(real, cohort.members["member"].to_numpy(), cohort.index, steps, "train_")
-
-
-def _eval_rows(cohort, done: int, scores: dict) -> pd.DataFrame:
-    k = len(cohort.members)
-    step = np.array([done * cohort.config.train.chunk_steps])
-    real = {name: values[:k, None] for name, values in scores.items()}
-    return tidy(real, cohort.members["member"].to_numpy(), cohort.index, step, "test_")
+    real = {name: v[:k] for name, v in values.items()}
+    return tidy(real, cohort.members["member"].to_numpy(), cohort.index, steps, prefix)
 
 
 def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.DataFrame:
@@ -157,9 +150,7 @@ def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.Dat
     members = cohort.members["member"].to_numpy()
     finals = final_values(parts.read(cohort.index)).reindex(members)
     settings = {k: str(list(v)) if isinstance(v, tuple) else v for k, v in cohort.settings.items()}
-    table = cohort.members.copy()
-    for offset, (key, value) in enumerate(settings.items()):
-        table.insert(2 + offset, key, value)
+    table = cohort.members.assign(**settings)  # results.member_table puts columns in order
     for col in finals.columns:
         table[col] = finals[col].to_numpy()
     table["diverged_at"] = diverged_at[: len(members)]
