@@ -1,7 +1,11 @@
 """``jaxdyn run | list``: a thin shell over the Python API."""
 
 import argparse
+import logging
+import os
 import sys
+import threading
+import traceback
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +40,20 @@ def _list() -> None:
     print("cohort grid axes: " + ", ".join(COHORT_AXES) + "; member grid axes: optim.<hyperparameter>")
 
 
+def debug_enabled() -> bool:
+    """``JAXDYN_DEBUG=1`` (or any value but empty/0): print full tracebacks and library logs."""
+    return os.environ.get("JAXDYN_DEBUG", "") not in ("", "0")
+
+
+def _quiet_libraries() -> None:
+    """Keep Orbax's and asyncio's own error logs and thread tracebacks off the terminal:
+    jaxdyn reports the failure itself, in one message (JAXDYN_DEBUG=1 shows them all)."""
+    for name in ("absl", "asyncio", "orbax"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     import jaxdyn
@@ -43,14 +61,32 @@ def main(argv=None) -> int:
     if args.command == "list":
         _list()
         return 0
+    debug = debug_enabled()
+    if not debug:
+        _quiet_libraries()
+    hint = "" if debug else " (JAXDYN_DEBUG=1 shows the traceback)"
     try:
         results = jaxdyn.run(args.config, overrides=args.overrides, out=args.out,
                              resume=args.resume, progress=not args.no_progress)
-    except jaxdyn.ConfigError as e:
-        print(f"jaxdyn: error: {e}", file=sys.stderr)
-        return 2
-    except jaxdyn.Interrupted as e:
-        print(f"jaxdyn: {e}; continue with: jaxdyn run --resume {e.run_dir}", file=sys.stderr)
+    except (jaxdyn.ConfigError, jaxdyn.RunError) as e:
+        _report(debug, f"jaxdyn: error: {e}")
         return e.exit_code
+    except jaxdyn.Interrupted as e:
+        _report(debug, f"jaxdyn: {e}; continue with: jaxdyn run --resume {e.run_dir}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        _report(debug, "jaxdyn: aborted by a second Ctrl-C; the last committed checkpoint is kept "
+                       "(jaxdyn run --resume RUN continues from it)")
+        return 130
+    except Exception as e:  # noqa: BLE001 -- our bug: say so briefly, show the traceback on request
+        first_line = (str(e).splitlines() or [""])[0][:300]
+        _report(debug, f"jaxdyn: internal error: {type(e).__name__}: {first_line}{hint}; please report it")
+        return 1
     print(f"results in {results.run_dir}")
     return 0
+
+
+def _report(debug: bool, message: str) -> None:
+    if debug:
+        traceback.print_exc()
+    print(message, file=sys.stderr, flush=True)

@@ -21,12 +21,13 @@ from typing import Any, Mapping
 import numpy as np
 import tomli_w
 
+from jaxdyn.data import DATASETS
+from jaxdyn.errors import ConfigError
+from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
+from jaxdyn.optim import FAMILIES
+
 
 MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
-
-
-class ConfigError(ValueError):
-    """A bad config: raised before any compile, with a message meant for people."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ class Config:
 
     def optim_hparams(self) -> dict[str, float]:
         """Every hyperparameter of this config's optimizer family, defaults filled in."""
-        from jaxdyn.optim import FAMILIES
-
         return {**FAMILIES[self.optim.name].defaults, **dict(self.optim.hparams)}
 
     def seed_pairs(self) -> list[tuple[int, int]]:
@@ -189,8 +188,6 @@ def from_dict(raw: Mapping) -> Config:
 
 def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
-    from jaxdyn.optim import FAMILIES
-
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names)]
     if key not in valid:
@@ -292,10 +289,6 @@ def validate(cfg: Config) -> None:
     if not cfg.study.name or any(c in cfg.study.name for c in "/\\") or cfg.study.name in (".", ".."):
         raise ConfigError(f"study.name = {cfg.study.name!r}: it names the run folder, so use no path "
                           "separators; choose the folder itself with --out")
-    from jaxdyn.data import DATASETS
-    from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
-    from jaxdyn.optim import FAMILIES
-
     def choice(where, value, options):
         if value not in options:
             raise ConfigError(f"{where} = {value!r} is not known{_closest(value, options)}")
@@ -341,8 +334,6 @@ def validate(cfg: Config) -> None:
 
 def check_hparam(family_name: str, key: str, value: float) -> None:
     """Range check of one optimizer hyperparameter value (a member's)."""
-    from jaxdyn.optim import FAMILIES
-
     family = FAMILIES[family_name]
     where = f"optim.{key} = {value!r}"
     if not math.isfinite(value):

@@ -38,5 +38,11 @@ class StudyProgress:
             total=cohort.config.train.steps, completed=completed, rate=0.0, alive=k, members=k,
         )
 
+    def stop_cohort(self, reason: str) -> None:
+        """Mark the current cohort as stopped early (its bar stays short of the end)."""
+        description = self._bar.tasks[-1].description
+        self._bar.update(self._task, description=f"{description} [{reason}]")
+        self._bar.stop_task(self._task)
+
     def advance(self, steps: int, member_steps_per_s: float, alive: int) -> None:
         self._bar.update(self._task, advance=steps, rate=member_steps_per_s, alive=alive)

@@ -18,8 +18,12 @@ METRIC_COLUMNS = ["cohort", "member", "step", "metric", "value"]
 def write_atomic(path: Path, write) -> None:
     """``write(tmp_path)`` then rename over ``path``: a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
@@ -163,4 +167,11 @@ def print_summary(members: pd.DataFrame, console=None) -> None:
         std = 0.0 if np.isnan(row.test_accuracy_std) else row.test_accuracy_std
         out.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
                     str(int(row.members)), f"{row.test_accuracy_mean:.4f} ± {std:.4f}", str(int(row.diverged)))
-    (console or Console()).print(out)
+    console = console or Console()
+    console.print(out)
+    lost = table[table.diverged == table.members]
+    if len(lost):
+        console.print("Diverged entirely (every seed; a result, not an error):")
+        for _, row in lost.iterrows():
+            setting = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys)
+            console.print(f"  {setting}: {int(row.members)} of {int(row.members)} members diverged")

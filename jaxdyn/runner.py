@@ -16,7 +16,7 @@ import pandas as pd
 
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints
-from jaxdyn.config import ConfigError
+from jaxdyn.errors import ConfigError
 from jaxdyn.results import MetricParts, final_values, tidy
 
 
@@ -72,39 +72,44 @@ def log(message: str) -> None:
 
 
 def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop: StopFlag) -> pd.DataFrame:
-    """Train one cohort to the end (or on from its last checkpoint); return its member table.
+    """Train one cohort to the end (or on from its last whole checkpoint); return its member table.
+
+    A cohort whose members have all diverged stops at the end of that chunk: it
+    is evaluated, checkpointed (the frozen state) and written like a finished one.
 
     Args:
       cohort: a ``study.Cohort``.
       data: the ``Dataset`` already on the devices.
-      metadata: saved with each checkpoint and checked on resume (config hash, versions, ...).
+      metadata: saved with each checkpoint and checked on resume (config hash, devices, ...).
       progress: a ``StudyProgress``, or None.
       stop: checked after every chunk; when set, checkpoint and raise ``Interrupted``.
     """
     t = cohort.config.train
-    n_chunks = t.steps // t.chunk_steps
-    layout = pop.plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
+    n_chunks, k = t.steps // t.chunk_steps, len(cohort.members)
+    layout = pop.plan_layout(k, mesh.size, t.member_group, mesh.devices.flat[0].platform)
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
     parts = MetricParts(run_dir)
-    ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}")
+    ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
     try:
-        start = ckpt.latest() or 0
-        if start:  # refuse a changed layout before compiling anything
-            _check_resumable(ckpt.restore_host(start)["metadata"], metadata, run_dir)
         task = cohort.task()
         seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
-        state = pop.init_population(task, seeds, hparams, mesh)
-        if start:
-            state = ckpt.restore(start, state)
-            log(f"cohort {cohort.index}: resumed after chunk {start} of {n_chunks}")
-        parts.drop_after(cohort.index, start)
+        init = partial(pop.init_population, task, seeds, hparams, mesh)
+        # The layout is checked from the saved host state before anything compiles.
+        done, state = ckpt.restore_newest(lambda host: _check_resumable(host["metadata"], metadata, run_dir), init)
+        if done:
+            log(f"cohort {cohort.index}: resumed after chunk {done} of {n_chunks}")
+        else:
+            state = init()
+        parts.drop_after(cohort.index, done)
         train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
         evaluate = pop.make_evaluate(task, mesh)
         if progress is not None:
-            progress.start_cohort(cohort, layout, start * t.chunk_steps)
+            progress.start_cohort(cohort, layout, done * t.chunk_steps)
+        alive = _alive(state, k)
         pending = None  # chunk whose checkpoint is being written
-        for done in range(start + 1, n_chunks + 1):
+        while done < n_chunks and alive.any():
+            done += 1
             tic = time.perf_counter()
             state, metrics = train_chunk(state, data)
             metrics = jax.device_get(metrics)
@@ -112,18 +117,19 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
                 pending = None
+            alive = _alive(state, k)
+            last = done == n_chunks or not alive.any()
             windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
             frame = _rows(cohort, metrics, windows, "train_")
-            if done % t.eval_every == 0 or done == n_chunks:
+            if done % t.eval_every == 0 or last:
                 scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
                 test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
                 frame = pd.concat([frame, test], ignore_index=True)
             parts.write(cohort.index, done, frame)
             if progress is not None:
-                alive = int(np.asarray(state.alive)[: len(cohort.members)].sum())
-                rate = len(cohort.members) * t.chunk_steps / (time.perf_counter() - tic)
-                progress.advance(t.chunk_steps, rate, alive)
-            if done % t.checkpoint_every == 0 or done == n_chunks or stop.requested:
+                rate = k * t.chunk_steps / (time.perf_counter() - tic)
+                progress.advance(t.chunk_steps, rate, int(alive.sum()))
+            if done % t.checkpoint_every == 0 or last or stop.requested:
                 ckpt.save(done, state, {"chunks_done": done, "metadata": metadata})
                 pending = done
             if stop.requested:
@@ -133,9 +139,20 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         ckpt.commit()
         if pending is not None:
             log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
-    finally:
-        ckpt.close()
+        if done < n_chunks:
+            log(f"cohort {cohort.index}: every member has diverged; stopped after chunk {done} of {n_chunks}")
+            if progress is not None:
+                progress.stop_cohort("every member diverged")
+    except BaseException:
+        ckpt.abandon()  # the first error is the one to report, not a second from closing
+        raise
+    ckpt.close()
     return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
+
+
+def _alive(state, k: int) -> np.ndarray:
+    """Which of the ``k`` real members (padding cut off) are still training."""
+    return np.asarray(jax.device_get(state.alive))[:k]
 
 
 def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
@@ -158,7 +175,8 @@ def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.Dat
 
 
 def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:
-    diff = {k: (saved.get(k), v) for k, v in current.items() if k != "versions" and saved.get(k) != v}
+    diff = {k: (saved.get(k), v) for k, v in current.items()
+            if k not in ("versions", "env") and saved.get(k) != v}
     if diff:
         lines = "\n".join(f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(

@@ -1,34 +1,29 @@
-"""A study: expand the grid into cohorts x members, and build what each cohort runs.
+"""A study: expand the grid into cohorts x members, run the cohorts, write the results.
 
 The rule for the two axes: an array can differ across members, a shape or a
 Python choice cannot. Numeric optimizer hyperparameters and seeds become members
-of one population; structural axes (``COHORT_AXES``) each make a cohort.
+of one population; structural axes (``COHORT_AXES``) each make a cohort. The run
+folder's life (create, lock, ``run.json``, resume checks) is ``rundir``'s job.
 """
 
 import contextlib
 import dataclasses
-import difflib
-import hashlib
 import itertools
-import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import runner
-from jaxdyn.config import (
-    COHORT_AXES, MAX_MEMBERS, Config, ConfigError, check_hparam, load_config, to_toml, validate,
-)
+from jaxdyn import rundir, runner
+from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, Config, check_hparam, load_config, to_toml, validate
 from jaxdyn.data import DATASETS, cache_dir, load_dataset
+from jaxdyn.errors import ConfigError, is_disk_full
+from jaxdyn.memory import check_memory
 from jaxdyn.models import build_model
 from jaxdyn.optim import FAMILIES
-from jaxdyn.population import make_mesh, replicate
+from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.progress import StudyProgress
 from jaxdyn.report import plot_curves
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
@@ -142,6 +137,8 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
 
     Raises:
       ConfigError: bad config, data or run folder, before anything compiles.
+      RunInUse: another process holds the run folder.
+      RunError: the disk filled up, or no checkpoint of a resumed run reads back.
       runner.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
         can be resumed (``e.run_dir``).
     """
@@ -153,25 +150,31 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
         cfg = load_config(config if config is not None else saved, overrides)
         # Compare normalised forms, so that a comment added to config.toml is no change.
-        _refuse_changed(to_toml(load_config(saved)), to_toml(cfg), Path(resume))
+        rundir.refuse_changed_config(to_toml(load_config(saved)), to_toml(cfg), Path(resume))
     else:
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {name: load_dataset(name) for name in dict.fromkeys(c.config.data.name for c in cohorts)}
-    _check_memory(cohorts)
-    run_info = {"config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
-                "versions": _versions(), "n_devices": len(jax.devices()),
-                "platform": jax.devices()[0].platform}
+    check_memory(cohorts)
+    info = rundir.run_info(to_toml(cfg))
     if resume is None:
-        run_dir = _make_run_dir(out, cfg.study.name)
-        write_atomic(run_dir / "config.toml", lambda p: p.write_text(to_toml(cfg)))
-        write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(run_info, indent=2)))
+        folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
     else:
-        run_dir = Path(resume)
-        _check_resume(run_dir, run_info)
-    _enable_compile_cache()
-    members = member_table(_run_cohorts(cohorts, datasets, run_dir, run_info, progress))
+        folder = rundir.open_existing(resume, info, log=runner.log)
+    with folder as run_dir:
+        try:
+            return _run_and_write(cohorts, datasets, run_dir, info, progress, summary)
+        except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
+            if is_disk_full(e):
+                raise rundir.disk_full_error(run_dir) from e
+            raise
+
+
+def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, summary: bool) -> Results:
+    enable_compile_cache(cache_dir() / "xla")
+    layout_info = {k: v for k, v in info.items() if k != "env"}
+    members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress))
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -205,141 +208,3 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
                 write_atomic(done_marker, lambda p: table.to_csv(p, index=False))
             tables.append(pd.read_csv(done_marker))  # the same dtypes whether fresh or resumed
     return tables
-
-
-# A chunk holds the donated state, the new state, and gradients/updates of the
-# same size: about four copies of the member state at its peak.
-WORKING_COPIES = 4
-
-
-def member_state_bytes(cohort: Cohort) -> int:
-    """Bytes of one member's state (params, optimizer state, keys, ...), from shapes alone."""
-    seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
-    hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
-    shapes = jax.eval_shape(cohort.task().init, seeds, hparams)
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-
-
-def available_bytes() -> int:
-    """Memory the population may use: the devices' limit, or the host's available RAM on CPU."""
-    devices = jax.devices()
-    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return stats["bytes_limit"] * len(devices)
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):  # not Linux
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        except (OSError, ValueError, AttributeError):
-            return 2**63  # unknown: do not refuse
-
-
-def _check_memory(cohorts) -> None:
-    """Refuse, before any folder or compile, a cohort whose state cannot fit."""
-    from jaxdyn.population import plan_layout
-
-    free = available_bytes()
-    for cohort in cohorts:
-        per_member = member_state_bytes(cohort)
-        t = cohort.config.train
-        layout = plan_layout(len(cohort.members), len(jax.devices()), t.member_group, jax.devices()[0].platform)
-        need = layout.n_padded * per_member * WORKING_COPIES
-        if need > free:
-            raise ConfigError(
-                f"cohort {cohort.index}{f' {cohort.settings}' if cohort.settings else ''} needs about {need / 2**30:.1f} GiB "
-                f"({layout.n_padded:,} members x {per_member / 2**20:.2f} MiB of state x {WORKING_COPIES} "
-                f"working copies) but {free / 2**30:.1f} GiB is available; use fewer members or a smaller model"
-            )
-
-
-def _check_resume(run_dir: Path, current: dict) -> None:
-    """Refuse a resume that cannot continue bitwise; say so when library versions changed."""
-    _probe_writable(run_dir, created=[], fix="make it writable to resume it")
-    info_path = run_dir / "run.json"
-    try:
-        saved = json.loads(info_path.read_text())
-        saved["n_devices"], saved["platform"], saved["versions"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(
-            f"--resume {run_dir}: run.json is missing or damaged ({type(e).__name__}: {e}); "
-            "is it a jaxdyn run folder?"
-        ) from None
-    if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
-        raise ConfigError(
-            f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
-            f"device(s), this process has {current['n_devices']} {current['platform']}; resume on the "
-            "same devices (JAXDYN_CPU_DEVICES sets the CPU device count)"
-        )
-    changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
-               if current["versions"].get(k) != v}
-    if changed:
-        runner.log("library versions changed since this run started, so results may differ in the last bits: "
-            + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-
-
-def _refuse_changed(saved: str, current: str, run_dir: Path) -> None:
-    if saved == current:
-        return
-    diff = "".join(difflib.unified_diff(
-        saved.splitlines(True), current.splitlines(True), f"{run_dir}/config.toml", "requested config"
-    ))
-    raise ConfigError(
-        f"refusing to resume {run_dir} with a changed config (a resume must continue the same study):\n"
-        f"{diff}Start a new run with --out instead, or resume without changes."
-    )
-
-
-def _make_run_dir(out, name: str) -> Path:
-    """Create the run folder and prove it is writable; on failure leave nothing behind."""
-    if out is None:  # a fresh name: never share a folder with a run started in the same second
-        stem = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = next(p for p in (stem.with_name(f"{stem.name}-{i}") if i else stem for i in itertools.count())
-                       if not p.exists())
-    else:
-        run_dir = Path(out)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        what = "is a file" if not run_dir.is_dir() else "is not empty"
-        raise ConfigError(f"output folder {run_dir} {what}; choose a new --out folder, or --resume {run_dir}")
-    created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
-    _probe_writable(run_dir, created)
-    return run_dir
-
-
-def _probe_writable(run_dir: Path, created: list[Path], fix: str = "choose another --out folder") -> None:
-    """Create ``run_dir`` and write a file in it; on failure remove the ``created`` folders."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        for path in created:  # innermost first
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-        raise ConfigError(
-            f"output folder {run_dir} is not writable ({e.strerror or e}); {fix}"
-        ) from None
-
-
-def _enable_compile_cache() -> None:
-    """Persist compiled programs under the cache folder, so a repeated study skips compiling
-    (measured: a small study's wall time 4.0 s -> 1.3 s). A cache the user set is kept."""
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("jaxdyn", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out

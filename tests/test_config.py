@@ -179,15 +179,15 @@ def test_output_folder_on_read_only_filesystem(no_compile):
 
 
 def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
-    from jaxdyn import study
+    from jaxdyn import memory, study
 
     cohort = study.expand(load_config(TINY))[0]
     n_params = (40 * 8 + 8) + (8 * 10 + 10)
     # Adam keeps params, mu and nu; the rest is scalars: step, alive, diverged_at, 2 key
     # words, two counts (Adam's and inject_hyperparams') and 5 injected hyperparameters
     # (learning_rate, b1, b2, eps, and optax's own eps_root).
-    assert study.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 8 + 2 * 4 + 5 * 4
-    monkeypatch.setattr(study, "available_bytes", lambda: 10_000)
+    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 8 + 2 * 4 + 5 * 4
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
     with pytest.raises(ConfigError, match="cohort 0 needs about .* GiB .* use fewer members or a smaller model"):
         jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import jaxdyn
-from jaxdyn.checkpoint import load_state
+from jaxdyn.checkpoint import committed_steps, load_state
 from jaxdyn.cli import main
 
 TINY_TOML = """
@@ -183,3 +183,93 @@ def test_default_study_learns(tmp_path):
     assert by_lr.min() >= 0.5, by_lr
     curve = res.metrics[res.metrics.metric == "train_loss"].groupby("step").value.mean()
     assert curve.iloc[-1] < 0.5 * curve.iloc[0]
+
+
+def _as_interrupted(reference_run, dest):
+    """A copy of the finished reference run that looks killed after its last checkpoint."""
+    import shutil
+
+    shutil.copytree(reference_run, dest)
+    for name in ("members.csv", "metrics.parquet", "curves.png", "parts/members_c000.csv"):
+        (dest / name).unlink()
+    return dest
+
+
+def _truncate_largest(checkpoint_dir):
+    files = [p for p in checkpoint_dir.rglob("*") if p.is_file()]
+    largest = max(files, key=lambda p: p.stat().st_size)
+    with open(largest, "r+b") as f:
+        f.truncate(1000)
+    return largest
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "orbax-readback"])
+def test_damaged_newest_checkpoint_is_set_aside_and_resume_is_bitwise(manifest, reference_run, tmp_path):
+    run = _as_interrupted(reference_run, tmp_path / "run")
+    ckpts = run / "checkpoints" / "cohort_000"
+    assert committed_steps(ckpts) == [18, 20]
+    if not manifest:  # as if killed between Orbax's commit and the manifest write
+        (run / "checkpoints" / "cohort_000.manifest.json").unlink()
+    damaged_file = _truncate_largest(ckpts / "20")
+
+    proc = _start(["--resume", "run"], tmp_path)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    named = f"checkpoint {ckpts.absolute()}/20 is damaged ("
+    assert named in out and "resumed after chunk 18 of 20" in out
+    if manifest:
+        assert f"{damaged_file.absolute()} has 1,000 bytes" in out
+    assert "Traceback" not in out
+    set_aside = run / "checkpoints" / "damaged" / "cohort_000_chunk20"
+    assert set_aside.is_dir() and f"moved to {set_aside.absolute()}" in out  # kept, not deleted
+
+    got, want = jaxdyn.load(run), jaxdyn.load(reference_run)
+    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
+    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
+    chex.assert_trees_all_equal(load_state(run), load_state(reference_run))
+
+
+def test_no_checkpoint_reads_back(reference_run, tmp_path):
+    run = _as_interrupted(reference_run, tmp_path / "run")
+    for step in (18, 20):
+        _truncate_largest(run / "checkpoints" / "cohort_000" / str(step))
+    proc = _start(["--resume", "run"], tmp_path)
+    out, _ = proc.communicate()
+    assert proc.returncode == 1, out
+    assert f"no checkpoint in {(run / 'checkpoints' / 'cohort_000').absolute()} reads back whole" in out
+    assert "Start the study over with a new --out folder" in out and "Traceback" not in out
+    assert sorted(p.name for p in (run / "checkpoints" / "damaged").iterdir()) == ["cohort_000_chunk18", "cohort_000_chunk20"]
+
+
+def test_second_writer_is_refused_and_kill_9_frees_the_lock(reference_run, tmp_path):
+    (tmp_path / "slow.toml").write_text(SLOW_TOML)
+    first = _start(["slow.toml", "--out", "run"], tmp_path)
+    _wait_for_commit(first)
+    first.send_signal(signal.SIGSTOP)  # alive and holding the lock for as long as the checks take
+    for args in (["--resume", "run"], ["slow.toml", "--out", "run"]):
+        second = _start(args, tmp_path)
+        out, _ = second.communicate()
+        assert second.returncode == 2, out
+        assert f"jaxdyn: error: run is in use by process {first.pid}" in out
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+
+    resumed = _start(["--resume", "run"], tmp_path)  # the kernel dropped the dead holder's lock
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0, out
+    got, want = jaxdyn.load(tmp_path / "run"), jaxdyn.load(reference_run)
+    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
+    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
+
+
+def test_resume_under_other_xla_settings_warns(reference_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    n_devices = json.loads((run / "run.json").read_text())["n_devices"]
+    proc = _start(["--resume", "run"], tmp_path, JAXDYN_CPU_DEVICES=str(n_devices))
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert f"the XLA settings differ" in out and f"JAXDYN_CPU_DEVICES was None, now '{n_devices}'" in out

@@ -11,7 +11,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from jaxdyn.config import ConfigError
+from jaxdyn.errors import ConfigError
 
 
 class Dataset(NamedTuple):

@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 
+from jaxdyn.errors import ConfigError
+
 
 def load_mnist1d():
     """4000 train / 1000 test signals of length 40, cached as ``.npz``.
@@ -40,8 +42,6 @@ def load_mnist1d():
         np.savez(tmp, **ds._asdict())
         tmp.replace(path)  # atomic: a concurrent reader never sees half a file
     except OSError as e:
-        from jaxdyn.config import ConfigError
-
         raise ConfigError(
             f"cannot cache MNIST-1D in {path.parent} ({e.strerror or e}); point JAXDYN_CACHE at a "
             "writable folder"

@@ -1,0 +1,47 @@
+"""The errors jaxdyn reports to people, and how to tell a full disk from other failures.
+
+Every error a user can cause or meet has a class here with a message that names
+the cause, the file or field, and the fix. The CLI prints the message alone;
+``JAXDYN_DEBUG=1`` adds the traceback.
+"""
+
+import errno
+
+
+class ConfigError(ValueError):
+    """A bad config, dataset or run folder: raised before any compile. CLI exit code 2."""
+
+    exit_code = 2
+
+
+class RunError(RuntimeError):
+    """A run could not go on for a reason outside the study (disk, damaged files). Exit code 1."""
+
+    exit_code = 1
+
+
+class RunInUse(RunError):
+    """Another live process holds the run folder's lock. Exit code 2."""
+
+    exit_code = 2
+
+
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` or anything it was raised from is ENOSPC/EDQUOT.
+
+    Orbax and TensorStore report a full disk from their own threads as a plain
+    exception whose text carries the OS message, so the text is checked as well
+    as ``errno``.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc).lower() for text in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -1,0 +1,219 @@
+"""The run folder's life: create it, prove it writable, lock it, write and check ``run.json``.
+
+A run folder belongs to one live process at a time. ``open_new`` and
+``open_existing`` take an exclusive ``flock`` on ``RUN/.lock`` for the whole run;
+the kernel drops it when the process ends, however it ends, so a ``kill -9``
+never leaves a stale lock. The lock file itself stays (deleting it would let a
+third process lock a new file while a second still holds the old one).
+"""
+
+import contextlib
+import difflib
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+
+from jaxdyn.checkpoint import committed_steps
+from jaxdyn.errors import ConfigError, RunError, RunInUse
+from jaxdyn.results import write_atomic
+
+LOCK_NAME = ".lock"
+# Environment that shapes the compiled program or the device count: recorded, and
+# a resume under other values is warned about.
+ENV_RECORDED = ("XLA_FLAGS", "JAXDYN_CPU_DEVICES")
+
+
+def run_info(config_toml: str) -> dict:
+    """What ``run.json`` records: config hash, versions, devices and the XLA environment."""
+    return {
+        "config_sha256": hashlib.sha256(config_toml.encode()).hexdigest(),
+        "versions": _versions(),
+        "n_devices": len(jax.devices()),
+        "platform": jax.devices()[0].platform,
+        "env": {name: os.environ.get(name) for name in ENV_RECORDED},
+    }
+
+
+@contextlib.contextmanager
+def open_new(out, study_name: str, config_toml: str, info: dict):
+    """Create a run folder, lock it and write ``config.toml`` and ``run.json``; yield its path.
+
+    Raises:
+      ConfigError: the folder is a file, is not empty, or is not writable (any
+        folders this call created are removed again).
+      RunInUse: another process holds the folder.
+    """
+    run_dir = Path(out) if out is not None else _fresh_name(study_name)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output folder {run_dir} is a file; choose a new --out folder")
+    created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    with _locked(run_dir, created, fix="choose another --out folder"):
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            raise ConfigError(
+                f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}"
+            )
+        try:
+            write_atomic(run_dir / "config.toml", lambda p: p.write_text(config_toml))
+            write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+        except OSError as e:
+            raise ConfigError(f"cannot write to output folder {run_dir} ({e.strerror or e}); free space "
+                              "or choose another --out folder") from None
+        yield run_dir
+
+
+@contextlib.contextmanager
+def open_existing(run_dir, info: dict, log=print):
+    """Lock an existing run folder for a resume and check it can continue bitwise; yield its path.
+
+    Raises:
+      ConfigError: not writable, ``run.json`` missing or damaged, or other devices.
+      RunInUse: another process holds the folder.
+    """
+    run_dir = Path(run_dir)
+    with _locked(run_dir, [], fix="make it writable to resume it"):
+        _check_resume(run_dir, info, log)
+        yield run_dir
+
+
+def refuse_changed_config(saved: str, current: str, run_dir: Path) -> None:
+    """Raise a ConfigError with a diff when a resume asks for another config."""
+    if saved == current:
+        return
+    diff = "".join(difflib.unified_diff(
+        saved.splitlines(True), current.splitlines(True), f"{run_dir}/config.toml", "requested config"
+    ))
+    raise ConfigError(
+        f"refusing to resume {run_dir} with a changed config (a resume must continue the same study):\n"
+        f"{diff}Start a new run with --out instead, or resume without changes."
+    )
+
+
+def disk_full_error(run_dir: Path) -> RunError:
+    """The message for a run stopped by a full disk: cause, folder, last checkpoint, fix."""
+    last = last_checkpoint(run_dir)
+    where = (f"The last complete checkpoint is {last}; earlier checkpoints are untouched."
+             if last else "No checkpoint was completed yet, so a resume starts the unfinished cohort over.")
+    return RunError(
+        f"no space left on device while writing {run_dir}. {where}\n"
+        f"Free space on that disk, then continue with: jaxdyn run --resume {run_dir}"
+    )
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest committed checkpoint folder of the run's last cohort that has one."""
+    for cohort_dir in sorted((Path(run_dir) / "checkpoints").glob("cohort_*"), reverse=True):
+        steps = committed_steps(cohort_dir)
+        if steps:
+            return cohort_dir / str(steps[-1])
+    return None
+
+
+class _Lock:
+    """An exclusive, non-blocking ``flock`` on one file, held until ``release``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "a+")  # O_CLOEXEC: child processes do not inherit it
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip()
+            self._file.close()
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise RunInUse(
+                f"{path.parent} is in use by {who}; wait for it to finish or stop it "
+                "(it saves on SIGTERM), or choose another folder"
+            ) from None
+        self._file.truncate(0)
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path, created: list[Path], fix: str):
+    """Create ``run_dir`` and take its lock (which proves it writable); release on exit.
+
+    On a write failure the ``created`` folders are removed again, innermost first.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(run_dir / LOCK_NAME)
+    except OSError as e:
+        for path in created:
+            try:
+                (path / LOCK_NAME).unlink(missing_ok=True)
+                path.rmdir()
+            except OSError:
+                pass
+        raise ConfigError(f"output folder {run_dir} is not writable ({e.strerror or e}); {fix}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _check_resume(run_dir: Path, current: dict, log) -> None:
+    """Refuse a resume that cannot continue bitwise; warn when versions or XLA settings changed."""
+    try:
+        saved = json.loads((run_dir / "run.json").read_text())
+        saved["n_devices"], saved["platform"], saved["versions"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"--resume {run_dir}: run.json is missing or damaged ({type(e).__name__}: {e}); "
+            "is it a jaxdyn run folder?"
+        ) from None
+    if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
+        raise ConfigError(
+            f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
+            f"device(s), this process has {current['n_devices']} {current['platform']}; resume on the "
+            "same devices (JAXDYN_CPU_DEVICES sets the CPU device count)"
+        )
+    changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
+               if current["versions"].get(k) != v}
+    if changed:
+        log("library versions changed since this run started, so results may differ in the last bits: "
+            + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    saved_env = saved.get("env")
+    if isinstance(saved_env, dict):
+        env_changed = {k: (saved_env.get(k), v) for k, v in current["env"].items() if saved_env.get(k) != v}
+        if env_changed:
+            log("the XLA settings differ from those the run started with, so results may differ in the "
+                "last bits: " + "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in env_changed.items()))
+
+
+def _fresh_name(study_name: str) -> Path:
+    """``runs/<name>-<time>``, never shared with a run started in the same second: the
+    first process to create a name owns it (``mkdir`` is atomic)."""
+    stem = Path("runs") / f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in itertools.count():
+        path = stem.with_name(f"{stem.name}-{i}") if i else stem
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError:  # unwritable: open_new reports it
+            return path
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("jaxdyn", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
