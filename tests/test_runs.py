@@ -272,4 +272,4 @@ def test_resume_under_other_xla_settings_warns(reference_run, tmp_path):
     proc = _start(["--resume", "run"], tmp_path, JAXDYN_CPU_DEVICES=str(n_devices))
     out, _ = proc.communicate()
     assert proc.returncode == 0, out
-    assert f"the XLA settings differ" in out and f"JAXDYN_CPU_DEVICES was None, now '{n_devices}'" in out
+    assert "the XLA settings differ" in out and f"JAXDYN_CPU_DEVICES was None, now '{n_devices}'" in out

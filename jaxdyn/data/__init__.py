@@ -4,43 +4,11 @@ A dataset is loaded on the host once, checked, and put on the device once; each
 member then gathers its own minibatches by index inside the compiled loop.
 """
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, NamedTuple
-
 import numpy as np
 
+from jaxdyn.data.dataset import Dataset, DatasetInfo, cache_dir
+from jaxdyn.data.mnist1d import load_mnist1d
 from jaxdyn.errors import ConfigError
-
-
-class Dataset(NamedTuple):
-    """Arrays of one dataset: ``x_*`` float32 ``[N, ...]``, ``y_*`` int32 ``[N]``."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What validation needs to know about a dataset before loading it."""
-
-    load: Callable[[], Dataset]
-    n_train: int
-    n_test: int
-    input_shape: tuple[int, ...]
-    n_classes: int
-    doc: str = ""
-
-
-def cache_dir() -> Path:
-    """Where generated datasets are cached: ``$JAXDYN_CACHE`` or ``~/.cache/jaxdyn``."""
-    return Path(os.environ.get("JAXDYN_CACHE") or Path.home() / ".cache" / "jaxdyn")
-
-
-from jaxdyn.data.mnist1d import load_mnist1d  # noqa: E402  (needs cache_dir above)
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist1d": DatasetInfo(
@@ -68,3 +36,6 @@ def load_dataset(name: str) -> Dataset:
             "to regenerate it."
         )
     return ds
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetInfo", "cache_dir", "load_dataset"]

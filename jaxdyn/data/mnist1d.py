@@ -4,6 +4,7 @@ import random
 
 import numpy as np
 
+from jaxdyn.data.dataset import Dataset, cache_dir
 from jaxdyn.errors import ConfigError
 
 
@@ -13,8 +14,6 @@ def load_mnist1d():
     ``make_dataset`` reseeds numpy's and Python's global generators; their states
     are saved and restored around it so callers do not see that.
     """
-    from jaxdyn.data import Dataset, cache_dir
-
     path = cache_dir() / "mnist1d_4000_1000_len40.npz"
     if path.exists():
         with np.load(path) as f:
