@@ -41,7 +41,7 @@ class StudyProgress:
     def stop_cohort(self, reason: str) -> None:
         """Mark the current cohort as stopped early (its bar stays short of the end)."""
         description = self._bar.tasks[-1].description
-        self._bar.update(self._task, description=f"{description} [{reason}]")
+        self._bar.update(self._task, description=f"{description} ({reason})")
         self._bar.stop_task(self._task)
 
     def advance(self, steps: int, member_steps_per_s: float, alive: int) -> None:

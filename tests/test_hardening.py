@@ -266,3 +266,22 @@ def test_run_json_records_the_xla_environment(tmp_path):
     assert info["env"] == {"XLA_FLAGS": os.environ.get("XLA_FLAGS"),
                            "JAXDYN_CPU_DEVICES": os.environ.get("JAXDYN_CPU_DEVICES")}
     assert "--xla_force_host_platform_device_count" in info["env"]["XLA_FLAGS"]
+
+
+def test_progress_bar_marks_a_stopped_cohort():
+    import io
+    import types
+
+    from rich.console import Console
+
+    from jaxdyn.progress import StudyProgress
+
+    sink = io.StringIO()
+    cohort = types.SimpleNamespace(index=0, settings={"model.activation": "relu"}, members=_members(1),
+                                   config=types.SimpleNamespace(train=types.SimpleNamespace(steps=1000)))
+    with StudyProgress(1, console=Console(file=sink, width=200)) as bar:
+        bar.start_cohort(cohort, None, 0)
+        bar.advance(500, 10.0, 0)
+        bar.stop_cohort("every member diverged")
+    assert "cohort 1/1 model.activation=relu (every member diverged)" in sink.getvalue()
+    assert "step 500/1000" in sink.getvalue() and "alive 0/2" in sink.getvalue()
