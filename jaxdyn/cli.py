@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
-    from jaxdyn.config import COHORT_AXES
+    from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS
     from jaxdyn.data import DATASETS
     from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
     from jaxdyn.optim import FAMILIES
@@ -37,7 +37,11 @@ def _list() -> None:
     for name, fam in FAMILIES.items():
         hp = ", ".join(f"{k}={v:g}" for k, v in fam.defaults.items())
         print(f"  {name:<9} {fam.doc}; member hyperparameters: {hp}")
-    print("cohort grid axes: " + ", ".join(COHORT_AXES) + "; member grid axes: optim.<hyperparameter>")
+    print("other member hyperparameters (grid axes, --set keys, members.csv columns):")
+    for key, hp in MEMBER_HPARAMS.items():
+        print(f"  {key:<21} {hp.describe()}")
+    print("cohort grid axes: " + ", ".join(COHORT_AXES))
+    print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
 
 
 def debug_enabled() -> bool:

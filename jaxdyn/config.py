@@ -21,10 +21,18 @@ from typing import Any, Mapping
 import numpy as np
 import tomli_w
 
+from jaxdyn import losses
 from jaxdyn.data import DATASETS
 from jaxdyn.errors import ConfigError
+from jaxdyn.hparams import HParam
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.tasks import supervised
+
+# Every member hyperparameter outside the optimizer families, gathered from the
+# components that declare them: "section.name" -> HParam. Members carry them as
+# arrays under their bare name (``l2``, ``grad_clip``, ...).
+MEMBER_HPARAMS: dict[str, HParam] = {**losses.HPARAMS, **supervised.HPARAMS}
 
 
 MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
@@ -48,6 +56,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (100, 100)
     activation: str = "relu"
     init: str = "lecun_normal"
+    init_scale: float = 1.0  # member hyperparameter: multiplier on every initial weight
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,15 @@ class TrainConfig:
     eval_every: int = 2  # chunks between test-set evaluations (and always at the end)
     checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
     member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
+    grad_clip: float = 0.0  # member hyperparameter: per-member global-norm clip, 0 = off
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "cross_entropy"
+    l1: float = 0.0  # member hyperparameters: penalties on weights, and label smoothing
+    l2: float = 0.0
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,7 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
@@ -80,6 +99,12 @@ class Config:
     def optim_hparams(self) -> dict[str, float]:
         """Every hyperparameter of this config's optimizer family, defaults filled in."""
         return {**FAMILIES[self.optim.name].defaults, **dict(self.optim.hparams)}
+
+    def member_hparams(self) -> dict[str, float]:
+        """Every member hyperparameter of this config by bare name: optimizer, loss, model, train."""
+        others = {key.split(".")[1]: getattr(getattr(self, key.split(".")[0]), key.split(".")[1])
+                  for key in MEMBER_HPARAMS}
+        return {**self.optim_hparams(), **others}
 
     def seed_pairs(self) -> list[tuple[int, int]]:
         """``(init_seed, data_seed)`` of each seed setting."""
@@ -89,7 +114,9 @@ class Config:
         return [(s, s) if isinstance(s, int) else (s[0], s[1]) for s in seeds]
 
 
-_SECTIONS = {"study": StudyConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS = {"study": StudyConfig, "data": DataConfig, "model": ModelConfig, "loss": LossConfig,
+             "train": TrainConfig}
+LOSSES = ("cross_entropy",)
 # Structural settings that a grid may vary: each value makes a cohort.
 COHORT_AXES = (
     "data.name", "model.kind", "model.hidden", "model.activation", "model.init",
@@ -189,7 +216,7 @@ def from_dict(raw: Mapping) -> Config:
 def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names)]
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *MEMBER_HPARAMS]
     if key not in valid:
         raise ConfigError(f"unknown grid axis {key!r}{_closest(key, valid)}")
     if not values:
@@ -298,6 +325,9 @@ def validate(cfg: Config) -> None:
     choice("model.activation", cfg.model.activation, ACTIVATIONS)
     choice("model.init", cfg.model.init, INITIALIZERS)
     choice("optim.name", cfg.optim.name, FAMILIES)
+    choice("loss.name", cfg.loss.name, LOSSES)
+    for key in MEMBER_HPARAMS:
+        check_member_value(key, getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]))
     if not cfg.model.hidden or any(w <= 0 for w in cfg.model.hidden):
         raise ConfigError(f"model.hidden = {list(cfg.model.hidden)}: give one positive width per hidden layer, e.g. [100, 100]")
     family = FAMILIES[cfg.optim.name]
@@ -332,20 +362,33 @@ def validate(cfg: Config) -> None:
         )
 
 
-def check_hparam(family_name: str, key: str, value: float) -> None:
-    """Range check of one optimizer hyperparameter value (a member's)."""
-    family = FAMILIES[family_name]
-    where = f"optim.{key} = {value!r}"
+def check_member_value(key: str, value: float) -> None:
+    """Range check of one declared member hyperparameter (``"loss.l2"``, ...) value."""
+    where = f"{key} = {value!r}"
+    _check_float32(where, value)
+    problem = MEMBER_HPARAMS[key].problem(float(np.float32(value)))
+    if problem:
+        raise ConfigError(f"{where}: {problem} ({MEMBER_HPARAMS[key].doc})")
+
+
+def _check_float32(where: str, value: float) -> None:
+    """Finite, and representable as the float32 members train in."""
     if not math.isfinite(value):
         raise ConfigError(f"{where}: must be a finite number")
-    # Members train in float32: judge the value they will actually get.
     as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
     if not math.isfinite(as_f32):
         raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
     if value != 0 and abs(as_f32) < np.finfo(np.float32).tiny:
         raise ConfigError(f"{where}: is below float32's smallest normal number, which members train in; "
                           "use at least 1.2e-38")
-    value = as_f32
+
+
+def check_hparam(family_name: str, key: str, value: float) -> None:
+    """Range check of one optimizer hyperparameter value (a member's)."""
+    family = FAMILIES[family_name]
+    where = f"optim.{key} = {value!r}"
+    _check_float32(where, value)
+    value = float(np.float32(value))  # members train in float32: judge the value they will get
     if key in family.positive and value <= 0:
         raise ConfigError(f"{where}: must be > 0")
     if key in family.unit and not 0 <= value < 1:

@@ -31,13 +31,17 @@ FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "
 
 def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate cohorts' member tables in a fixed column order: ids, cohort settings,
-    seeds, hyperparameters (the union over optimizer families), final metrics."""
+    seeds, optimizer hyperparameters (the union over families), the other member
+    hyperparameters (loss, model, train), final metrics."""
     members = pd.concat(tables, ignore_index=True)
     first = ["member", "cohort"]
     settings = [c for c in members.columns if "." in c]
     seeds = ["init_seed", "data_seed"]
-    hparams = [c for c in members.columns if c not in {*first, *settings, *seeds, *FINAL_COLUMNS}]
-    return members[first + settings + seeds + hparams + FINAL_COLUMNS]
+    from jaxdyn.config import MEMBER_HPARAMS
+
+    others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
+    optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *FINAL_COLUMNS}]
+    return members[first + settings + seeds + optim + others + FINAL_COLUMNS]
 
 
 class MetricParts:

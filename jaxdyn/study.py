@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
-from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, Config, check_hparam, load_config, to_toml, validate
+from jaxdyn.config import (
+    COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, Config, check_hparam, check_member_value, load_config, to_toml,
+    validate,
+)
 from jaxdyn.data import DATASETS, cache_dir, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
@@ -49,7 +52,7 @@ class Cohort:
 
     @property
     def hparam_names(self) -> list[str]:
-        return list(FAMILIES[self.config.optim.name].defaults)
+        return list(self.config.member_hparams())
 
     def task(self) -> SupervisedTask:
         info = DATASETS[self.config.data.name]
@@ -95,7 +98,7 @@ def expand(cfg: Config) -> list[Cohort]:
         family = FAMILIES[ccfg.optim.name]
         for key, _ in member_axes:
             name = key.split(".")[1]
-            if name not in family.defaults:
+            if key not in MEMBER_HPARAMS and name not in family.defaults:
                 where = f" (cohort {settings})" if settings else ""
                 raise ConfigError(
                     f"grid axis {key!r} is not a hyperparameter of optimizer {ccfg.optim.name!r}{where}; "
@@ -108,11 +111,16 @@ def expand(cfg: Config) -> list[Cohort]:
                 "study: use fewer seeds or grid values"
             )
         rows = []
-        defaults = ccfg.optim_hparams()
+        for name, value in ccfg.optim_hparams().items():
+            check_hparam(ccfg.optim.name, name, value)
+        defaults = ccfg.member_hparams()
         for point in itertools.product(*(v for _, v in member_axes)):
+            for key, value in zip((k for k, _ in member_axes), point):
+                if key in MEMBER_HPARAMS:
+                    check_member_value(key, value)
+                else:
+                    check_hparam(ccfg.optim.name, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
-            for name, value in hparams.items():
-                check_hparam(ccfg.optim.name, name, value)
             for init_seed, data_seed in ccfg.seed_pairs():
                 rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,
                              "data_seed": data_seed, **hparams})

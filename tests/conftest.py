@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from jaxdyn import population as pop
+from jaxdyn.config import MEMBER_HPARAMS
 from jaxdyn.data import load_dataset
 from jaxdyn.models import MLP
 from jaxdyn.optim import FAMILIES
@@ -34,7 +35,8 @@ def member_arrays(family, init_seeds, data_seeds, **hparams):
     """Seeds and a full hyperparameter dict for K members (K = len(init_seeds))."""
     k = len(init_seeds)
     seeds = Seeds(np.asarray(init_seeds, np.int32), np.asarray(data_seeds, np.int32))
-    hp = {name: np.full(k, v, np.float32) for name, v in FAMILIES[family].defaults.items()}
+    defaults = {**FAMILIES[family].defaults, **{key.split(".")[1]: h.default for key, h in MEMBER_HPARAMS.items()}}
+    hp = {name: np.full(k, v, np.float32) for name, v in defaults.items()}
     for name, values in hparams.items():
         hp[name] = np.broadcast_to(np.asarray(values, np.float32), (k,)).copy()
     return seeds, hp

@@ -14,7 +14,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxdyn.data import Dataset
+from jaxdyn.hparams import HParam
+from jaxdyn.losses import cross_entropy, is_weight, weight_penalty
 from jaxdyn.optim import OptimizerFamily
+
+HPARAMS = {
+    "model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)"),
+    "train.grad_clip": HParam(
+        0.0, doc="clip each member's gradient to this global norm (its own, never the population's); 0 = off"),
+}
 
 
 class MemberState(NamedTuple):
@@ -23,6 +31,7 @@ class MemberState(NamedTuple):
     params: Any
     model_state: Any  # non-trained variables such as BatchNorm statistics; {} if none
     opt_state: Any
+    hparams: dict  # name -> float32 []: every member hyperparameter, the one source of truth
     step: jax.Array  # int32 []: optimisation steps taken
     data_key: jax.Array  # uint32 [2]: raw key data (checkpoint-safe), from data_seed
     alive: jax.Array  # bool []: False once the member diverged and was frozen
@@ -52,17 +61,20 @@ class SupervisedTask:
     input_shape: tuple[int, ...]
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
-        """One member's state from its seeds and hyperparameters (scalars)."""
+        """One member's state from its seeds and hyperparameters (name -> scalar)."""
         init_key = jax.random.PRNGKey(seeds.init_seed)
         dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
         variables = self.model.init(init_key, dummy, train=False)
-        params = variables["params"]
+        scale = hparams["init_scale"]
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, w: w * scale if is_weight(path) else w, variables["params"])
         model_state = {k: v for k, v in variables.items() if k != "params"}
         opt_state = self.optimizer.transform(hparams).init(params)
         return MemberState(
             params=params,
             model_state=model_state,
             opt_state=opt_state,
+            hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
             step=jnp.zeros((), jnp.int32),
             data_key=jax.random.PRNGKey(seeds.data_seed),
             alive=jnp.ones((), bool),
@@ -71,25 +83,54 @@ class SupervisedTask:
 
     def loss_and_metrics(self, params, model_state, x, y):
         logits = self.model.apply({"params": params, **model_state}, x, train=False)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        accuracy = (logits.argmax(-1) == y).mean()
-        return loss, {"loss": loss, "accuracy": accuracy}
+        scores = _scores(logits, y)
+        return scores["loss"], scores
 
     def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
-        """One optimisation step of one member on a minibatch of ``data``'s training set."""
+        """One optimisation step of one member on a minibatch of ``data``'s training set.
+
+        The objective is the (label-smoothed) cross-entropy plus the weight
+        penalties; the ``loss`` metric is the plain cross-entropy, comparable
+        across members whatever their penalties.
+        """
+        hp = state.hparams
         key = jax.random.fold_in(state.data_key, state.step)
         idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
         x, y = data.x_train[idx], data.y_train[idx]
-        grads, metrics = jax.grad(self.loss_and_metrics, has_aux=True)(
-            state.params, state.model_state, x, y
-        )
-        # The optimizer reads this member's hyperparameters from opt_state; the
-        # placeholder values given here only shape the (unused) init.
+
+        def objective(params):
+            logits = self.model.apply({"params": params, **state.model_state}, x, train=False)
+            loss = cross_entropy(logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
+            return loss, _scores(logits, y)
+
+        grads, metrics = jax.grad(objective, has_aux=True)(state.params)
+        grads = _clip_global_norm(grads, hp["grad_clip"])
+        # The optimizer reads this member's numbers from state.hparams (copied into
+        # inject_hyperparams' state); the placeholder values here only shape the init.
+        opt_state = state.opt_state._replace(
+            hyperparams={**state.opt_state.hyperparams, **{k: hp[k] for k in self.optimizer.defaults}})
         tx = self.optimizer.transform(self.optimizer.defaults)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Loss and accuracy of one member on the whole of ``x, y``."""
         return self.loss_and_metrics(state.params, state.model_state, x, y)[1]
+
+
+def _scores(logits: jax.Array, y: jax.Array) -> dict:
+    """Plain cross-entropy and accuracy of a batch."""
+    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
+            "accuracy": (logits.argmax(-1) == y).mean()}
+
+
+def _clip_global_norm(grads, threshold: jax.Array):
+    """Scale ``grads`` to global norm ``threshold`` when larger; ``threshold = 0`` is off.
+
+    One member's own norm (this runs inside the vmap), unlike clipping the stacked
+    population tree, which would couple the members.
+    """
+    norm = optax.tree.norm(grads)
+    factor = jnp.where((threshold > 0) & (norm > threshold), threshold / norm, 1.0)
+    return jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)

@@ -1,0 +1,37 @@
+"""Losses of a classifier and the weight penalties, with their member hyperparameters.
+
+Everything here works on ONE member's arrays; the coefficients are that member's
+(traced) scalars.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdyn.hparams import HParam
+
+HPARAMS = {
+    "loss.l1": HParam(0.0, doc="L1 penalty l1 * sum|w| on weights (kernels), not biases or norm scales"),
+    "loss.l2": HParam(0.0, doc="L2 penalty (l2 / 2) * sum w^2 on weights (kernels), not biases or norm scales"),
+    "loss.label_smoothing": HParam(
+        0.0, high=1.0, doc="mix the one-hot target with uniform: (1 - a) * onehot + a / classes"),
+}
+
+
+def is_weight(path) -> bool:
+    """Weights are the ``kernel`` leaves; biases and norm scales are left alone."""
+    return getattr(path[-1], "key", None) == "kernel"
+
+
+def weight_penalty(params, l1: jax.Array, l2: jax.Array) -> jax.Array:
+    """``l1 * sum|w| + (l2 / 2) * sum w^2`` over the weights, so one SGD step adds ``lr * l2 * w``."""
+    weights = [w for path, w in jax.tree_util.tree_leaves_with_path(params) if is_weight(path)]
+    abs_sum = sum(jnp.abs(w).sum() for w in weights)
+    sq_sum = sum(jnp.square(w).sum() for w in weights)
+    return l1 * abs_sum + 0.5 * l2 * sq_sum
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy against labels smoothed by ``smoothing`` (Szegedy et al. 2016)."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
