@@ -78,12 +78,19 @@ class CohortCheckpoints:
         """
         manifest = self._read_manifest()
         steps = committed_steps(self.dir)
+        set_aside = sorted((self.dir.parent / "damaged").glob(f"{self.dir.name}_chunk*"))
+        if not steps and set_aside:  # an earlier resume found none whole: never restart silently
+            raise RunError(
+                f"every checkpoint of {self.dir} was set aside as damaged ({', '.join(p.name for p in set_aside)} "
+                f"in {set_aside[0].parent}); start the study over with a new --out folder"
+            )
         target, failures = None, []
         for step in reversed(steps):
             try:
                 self._verify(step, manifest.get(str(step)))
                 host = self._manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
-            except Exception as e:  # noqa: BLE001 -- any failure to read back means damaged
+            except Exception as e:  # noqa: BLE001 -- a failure to read back means damaged...
+                _reraise_if_not_damage(e)  # ...unless it is about this machine, not the files
                 failures.append(self._set_aside(step, e))
                 continue
             check_host(host)
@@ -93,6 +100,7 @@ class CohortCheckpoints:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
                 return step, self._manager.restore(step, args=args).state
             except Exception as e:  # noqa: BLE001
+                _reraise_if_not_damage(e)
                 failures.append(self._set_aside(step, e))
         if failures:
             raise RunError(
@@ -181,6 +189,20 @@ class CohortCheckpoints:
         summary = f"checkpoint {source} is damaged ({reason}); moved to {target}"
         self._log(f"{summary}; trying an older one")
         return summary
+
+
+_NOT_DAMAGE = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "out of memory", "Permission denied")
+
+
+def _reraise_if_not_damage(error: Exception) -> None:
+    """Memory, permission and full-disk failures say nothing about the checkpoint: raise them."""
+    chain, e = [], error
+    while e is not None and len(chain) < 20:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, (MemoryError, PermissionError)) or any(t in str(e)[:2000] for t in _NOT_DAMAGE):
+            raise error
 
 
 def _reason(error: BaseException) -> str:

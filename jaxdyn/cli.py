@@ -79,8 +79,8 @@ def main(argv=None) -> int:
         _report(debug, f"jaxdyn: {e}; continue with: jaxdyn run --resume {e.run_dir}")
         return e.exit_code
     except KeyboardInterrupt:
-        _report(debug, "jaxdyn: aborted by a second Ctrl-C; the last committed checkpoint is kept "
-                       "(jaxdyn run --resume RUN continues from it)")
+        _report(debug, "jaxdyn: aborted by Ctrl-C; committed checkpoints are kept, and if a run folder "
+                       "was made, jaxdyn run --resume RUN_DIR continues from its last one")
         return 130
     except Exception as e:  # noqa: BLE001 -- our bug: say so briefly, show the traceback on request
         first_line = (str(e).splitlines() or [""])[0][:300]

@@ -53,6 +53,10 @@ def open_new(out, study_name: str, config_toml: str, info: dict):
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output folder {run_dir} is a file; choose a new --out folder")
     created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+    if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists() and any(run_dir.iterdir()):
+        raise ConfigError(  # checked before locking too, so that no .lock is left in someone's folder
+            f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}"
+        )
     with _locked(run_dir, created, fix="choose another --out folder"):
         if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             raise ConfigError(

@@ -111,12 +111,12 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         while done < n_chunks and alive.any():
             done += 1
             tic = time.perf_counter()
-            state, metrics = train_chunk(state, data)
-            metrics = jax.device_get(metrics)
-            if pending is not None:  # started a chunk ago: normally on disk already
+            state, metrics = train_chunk(state, data)  # dispatched: runs while the host goes on
+            if pending is not None:  # record the last save's manifest while this chunk computes
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
                 pending = None
+            metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
             windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)

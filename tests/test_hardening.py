@@ -121,6 +121,10 @@ def test_plots_skip_what_cannot_be_drawn_and_say_so(tmp_path):
         assert any("nothing to draw" in t.get_text() for t in ax.texts)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == [f"learning_rate={lr:g} (nothing to draw)" for lr in (1, 0.1, 0.01)]
+    # Finite float32 losses near its maximum: their mean overflows float32, not float64.
+    metrics["value"] = np.float32(2e38)
+    fig = plot_curves(members, metrics.astype({"value": np.float32}), tmp_path / "huge.png")
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [2e38] * 3, rtol=1e-6)
     # No rows at all (a run stopped before its first chunk was written).
     plot_curves(members, metrics.iloc[:0], tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
@@ -144,6 +148,12 @@ def test_a_locked_folder_is_refused_with_the_holder(tmp_path):
     assert len(res.members) == 1
     with pytest.raises(jaxdyn.ConfigError, match="is not empty"):
         jaxdyn.run(TINY, out=out, progress=False)
+    someones = tmp_path / "someones"
+    someones.mkdir()
+    (someones / "notes.txt").write_text("mine")
+    with pytest.raises(jaxdyn.ConfigError, match="is not empty"):
+        jaxdyn.run(TINY, out=someones, progress=False)
+    assert [p.name for p in someones.iterdir()] == ["notes.txt"]  # no .lock left behind
 
 
 def test_injected_disk_full_gives_one_short_message(tmp_path, monkeypatch, capsys):

@@ -239,6 +239,10 @@ def test_no_checkpoint_reads_back(reference_run, tmp_path):
     assert f"no checkpoint in {(run / 'checkpoints' / 'cohort_000').absolute()} reads back whole" in out
     assert "Start the study over with a new --out folder" in out and "Traceback" not in out
     assert sorted(p.name for p in (run / "checkpoints" / "damaged").iterdir()) == ["cohort_000_chunk18", "cohort_000_chunk20"]
+    again = _start(["--resume", "run"], tmp_path)  # never a silent restart from scratch
+    out, _ = again.communicate()
+    assert again.returncode == 1 and "every checkpoint of" in out and "was set aside as damaged" in out, out
+    assert len(list((run / "parts").glob("c000_*.parquet"))) == 20  # nothing dropped
 
 
 def test_second_writer_is_refused_and_kill_9_frees_the_lock(reference_run, tmp_path):

@@ -42,9 +42,11 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
     drawn_anywhere = set()
     for ax, (metric, title, scale) in zip(axes, PANELS):
         values = metrics.loc[metrics.metric == metric, ["member", "step", "value"]]
+        values = values.assign(value=values.value.astype(np.float64))  # float32 means of huge losses overflow
         drawable = np.isfinite(values.value) & ((values.value > 0) if scale == "log" else True)
         rows = values[drawable].assign(setting=lambda f: f.member.map(labels))
         stats = rows.groupby(["setting", "step"]).value.agg(["mean", "std"]).reset_index()
+        stats = stats[np.isfinite(stats["mean"])]
         curves = dict(tuple(stats.groupby("setting", sort=False)))
         for setting in settings:
             if setting not in curves:
