@@ -13,7 +13,6 @@ Only ratios within one run are meaningful. Writes benchmarks/results/<device>-<t
 """
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -30,8 +29,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxdyn import population as pop
 from jaxdyn.data import load_dataset
 from jaxdyn.models import MLP
+from jaxdyn.config import MEMBER_HPARAMS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
+from timing import best_times, write_result  # noqa: E402  (benchmarks/timing.py)
 
 WIDTHS = (40, 100, 100, 10)
 BATCH = 100
@@ -43,20 +44,6 @@ def step_flops(batch=BATCH, widths=WIDTHS) -> float:
     pairs = list(zip(widths[:-1], widths[1:]))
     fwd = sum(2 * batch * i * o for i, o in pairs)
     return 3 * fwd - 2 * batch * pairs[0][0] * pairs[0][1]
-
-
-def best_times(runners: dict, rounds: int) -> dict:
-    """Best wall time of each ``runners[name]()`` (which must block) over ``rounds``
-    round-robin passes. Interleaving makes the ratios robust to the machine's drift
-    (±30% between days, ±20% within minutes here), which a one-after-another
-    measurement folds into them."""
-    best = {name: float("inf") for name in runners}
-    for _ in range(rounds):
-        for name, fn in runners.items():
-            tic = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - tic)
-    return best
 
 
 def roofline_runners(n=2048) -> tuple[dict, dict]:
@@ -102,9 +89,10 @@ def make_task():
 
 
 def member_values(k):
-    seeds = Seeds(np.arange(k, dtype=np.int32), np.arange(k, dtype=np.int32))
+    seeds = Seeds(*(np.arange(k, dtype=np.int32) for _ in Seeds._fields))
     lrs = np.array([1e-3, 3e-3, 1e-2, 3e-2], np.float32)[np.arange(k) % 4]
-    hp = {n: np.full(k, v, np.float32) for n, v in FAMILIES["adam"].defaults.items()} | {"learning_rate": lrs}
+    defaults = FAMILIES["adam"].defaults | {key.split(".")[1]: h.default for key, h in MEMBER_HPARAMS.items()}
+    hp = {n: np.full(k, v, np.float32) for n, v in defaults.items()} | {"learning_rate": lrs}
     return seeds, hp
 
 
@@ -243,11 +231,7 @@ def main(argv=None):
     for r in result["member_groups"]:
         print(f"K={big} group={r['group']:3d}: {r['member_steps_per_s']:8.0f} member-steps/s")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"population_throughput-{dev.platform}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_result(args.out, "population_throughput", dev.platform, result)
     return result
 
 

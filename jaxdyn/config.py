@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,18 +22,18 @@ from typing import Any, Mapping
 import numpy as np
 import tomli_w
 
-from jaxdyn import losses
+from jaxdyn import losses, models
 from jaxdyn.data import DATASETS
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
-from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
+from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.tasks import supervised
 
 # Every member hyperparameter outside the optimizer families, gathered from the
 # components that declare them: "section.name" -> HParam. Members carry them as
 # arrays under their bare name (``l2``, ``grad_clip``, ...).
-MEMBER_HPARAMS: dict[str, HParam] = {**losses.HPARAMS, **supervised.HPARAMS}
+MEMBER_HPARAMS: dict[str, HParam] = {**losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS}
 
 
 MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
@@ -41,7 +42,8 @@ MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short 
 @dataclass(frozen=True)
 class StudyConfig:
     name: str = "study"
-    # int N -> init and data seeds 0..N-1; or a list of ints; or a list of [init, data] pairs.
+    # int N -> seeds 0..N-1; or a list of ints; or a list of [init, data] pairs or
+    # [init, data, dropout] triples (the dropout seed defaults to the init seed).
     seeds: Any = 1
 
 
@@ -49,14 +51,6 @@ class StudyConfig:
 class DataConfig:
     name: str = "mnist1d"
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    kind: str = "mlp"
-    hidden: tuple[int, ...] = (100, 100)
-    activation: str = "relu"
-    init: str = "lecun_normal"
-    init_scale: float = 1.0  # member hyperparameter: multiplier on every initial weight
 
 
 @dataclass(frozen=True)
@@ -90,7 +84,7 @@ class LossConfig:
 class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=MODELS["mlp"].config)  # the kind's own config dataclass
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,25 +96,51 @@ class Config:
 
     def member_hparams(self) -> dict[str, float]:
         """Every member hyperparameter of this config by bare name: optimizer, loss, model, train."""
-        others = {key.split(".")[1]: getattr(getattr(self, key.split(".")[0]), key.split(".")[1])
-                  for key in MEMBER_HPARAMS}
+        others = {}
+        for key in MEMBER_HPARAMS:  # a model kind has only the member fields it declares
+            section, name = key.split(".")
+            if hasattr(getattr(self, section), name):
+                others[name] = getattr(getattr(self, section), name)
         return {**self.optim_hparams(), **others}
+
+    def seed_sets(self) -> list[tuple[int, int, int]]:
+        """``(init_seed, data_seed, dropout_seed)`` of each seed setting."""
+        seeds = self.study.seeds
+        if isinstance(seeds, int):
+            return [(s, s, s) for s in range(seeds)]
+        out = []
+        for s in seeds:
+            s = [s, s] if isinstance(s, int) else list(s)
+            out.append((s[0], s[1], s[2] if len(s) == 3 else s[0]))
+        return out
 
     def seed_pairs(self) -> list[tuple[int, int]]:
         """``(init_seed, data_seed)`` of each seed setting."""
-        seeds = self.study.seeds
-        if isinstance(seeds, int):
-            return [(s, s) for s in range(seeds)]
-        return [(s, s) if isinstance(s, int) else (s[0], s[1]) for s in seeds]
+        return [(i, d) for i, d, _ in self.seed_sets()]
 
 
-_SECTIONS = {"study": StudyConfig, "data": DataConfig, "model": ModelConfig, "loss": LossConfig,
-             "train": TrainConfig}
+_SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 LOSSES = ("cross_entropy",)
-# Structural settings that a grid may vary: each value makes a cohort.
+
+
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _model_fields() -> dict[str, Any]:
+    """Every field of every model kind -> its type (the first kind that declares it)."""
+    fields = {}
+    for spec in MODELS.values():
+        for name, annotation in _field_types(spec.config).items():
+            fields.setdefault(name, annotation)
+    return fields
+
+
+# Structural settings that a grid may vary: each value makes a cohort. Derived from
+# the declarations: every model field that is not a member hyperparameter.
 COHORT_AXES = (
-    "data.name", "model.kind", "model.hidden", "model.activation", "model.init",
-    "optim.name", "train.batch_size",
+    "data.name", "loss.name", "optim.name", "train.batch_size",
+    *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 
 
@@ -146,6 +166,10 @@ def _check_type(where: str, value, annotation):
         if not isinstance(value, str):
             raise bad("a string")
         return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
     if annotation == tuple[int, ...]:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
@@ -157,20 +181,15 @@ def _check_type(where: str, value, annotation):
     return value  # Any
 
 
-def _field_types(cls) -> dict:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
 def from_dict(raw: Mapping) -> Config:
     """Parse a nested dict (as from TOML) into a Config. Checks keys and types, not ranges."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
     sections = {}
     for key in raw:
-        if key not in (*_SECTIONS, "optim", "grid"):
-            raise ConfigError(f"unknown config section [{key}]{_closest(key, [*_SECTIONS, 'optim', 'grid'])}")
+        if key not in (*_SECTIONS, "model", "optim", "grid"):
+            raise ConfigError(
+                f"unknown config section [{key}]{_closest(key, [*_SECTIONS, 'model', 'optim', 'grid'])}")
     for name, cls in _SECTIONS.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
@@ -182,6 +201,7 @@ def from_dict(raw: Mapping) -> Config:
                 raise ConfigError(f"unknown key {name}.{key}{_closest(key, types)}")
             values[key] = _check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values)
+    sections["model"] = model_from_dict(raw.get("model", {}))
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -213,6 +233,32 @@ def from_dict(raw: Mapping) -> Config:
     return Config(**sections, grid=tuple(axes))
 
 
+def model_from_dict(given) -> Any:
+    """The ``[model]`` table as its kind's config dataclass; a field the kind lacks is an error."""
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"[model] must be a table, got {given!r}")
+    kind = given.get("kind", "mlp")
+    if kind not in MODELS:
+        raise ConfigError(f"model.kind = {kind!r} is not known{_closest(str(kind), MODELS)}")
+    types = _field_types(MODELS[kind].config)
+    values = {}
+    for key, value in given.items():
+        if key not in types:
+            others = [k for k, spec in MODELS.items() if key in _field_types(spec.config)]
+            where = f" (it belongs to model kind {', '.join(others)})" if others else ""
+            raise ConfigError(
+                f"model.{key} is not a field of model kind {kind!r}{where}; {kind!r} takes: "
+                f"{', '.join(k for k in types if k != 'kind')}"
+            )
+        values[key] = _frozen(_check_type(f"model.{key}", value, types[key]))
+    return MODELS[kind].config(**values)
+
+
+def _frozen(value):
+    """A TOML list as a tuple: model configs are hashed and compared."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
 def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
@@ -224,9 +270,11 @@ def _grid_values(key: str, values) -> tuple:
     section, name = key.split(".")
     if section == "optim":
         annotation = str if name == "name" else float
+    elif section == "model":
+        annotation = _model_fields()[name]
     else:
         annotation = _field_types(_SECTIONS[section])[name]
-    coerced = tuple(_check_type(f"grid.\"{key}\" value", v, annotation) for v in values)
+    coerced = tuple(_frozen(_check_type(f"grid.\"{key}\" value", v, annotation)) for v in values)
     # Numeric values are compared as the float32 that members train with.
     distinct = {np.float32(v) if annotation is float and math.isfinite(v) else v for v in coerced}
     if len(distinct) != len(coerced):
@@ -293,7 +341,7 @@ def to_dict(cfg: Config) -> dict:
     """Plain nested dict of a Config, the inverse of ``from_dict``."""
     gridded = {k for k, _ in cfg.grid}
     out = {}
-    for name in _SECTIONS:
+    for name in ("study", "data", "model", "loss", "train"):
         out[name] = {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(getattr(cfg, name)).items()
@@ -321,15 +369,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{where} = {value!r} is not known{_closest(value, options)}")
 
     choice("data.name", cfg.data.name, DATASETS)
-    choice("model.kind", cfg.model.kind, MODELS)
-    choice("model.activation", cfg.model.activation, ACTIVATIONS)
-    choice("model.init", cfg.model.init, INITIALIZERS)
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("loss.name", cfg.loss.name, LOSSES)
     for key in MEMBER_HPARAMS:
-        check_member_value(key, getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]))
-    if not cfg.model.hidden or any(w <= 0 for w in cfg.model.hidden):
-        raise ConfigError(f"model.hidden = {list(cfg.model.hidden)}: give one positive width per hidden layer, e.g. [100, 100]")
+        section, name = key.split(".")
+        if hasattr(getattr(cfg, section), name):
+            check_member_value(key, getattr(getattr(cfg, section), name))
+    MODELS[cfg.model.kind].check(cfg.model, DATASETS[cfg.data.name].input_shape)
     family = FAMILIES[cfg.optim.name]
     for key, _ in cfg.optim.hparams:
         if key not in family.defaults:
@@ -398,7 +444,8 @@ def check_hparam(family_name: str, key: str, value: float) -> None:
 
 
 def _check_seeds(seeds) -> None:
-    hint = "use an integer N >= 1 (seeds 0..N-1), a list of seeds, or a list of [init_seed, data_seed] pairs"
+    hint = ("use an integer N >= 1 (seeds 0..N-1), a list of seeds, or a list of [init_seed, data_seed] "
+            "pairs or [init_seed, data_seed, dropout_seed] triples")
     if isinstance(seeds, bool):
         raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
     if isinstance(seeds, int):
@@ -412,10 +459,10 @@ def _check_seeds(seeds) -> None:
     for s in seeds:
         pair = [s, s] if isinstance(s, int) and not isinstance(s, bool) else s
         if (
-            not isinstance(pair, (list, tuple)) or len(pair) != 2
+            not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3)
             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in pair)
         ):
             raise ConfigError(f"study.seeds entry {s!r}: seeds are integers in [0, 2^31); {hint}")
-    pairs = Config(study=StudyConfig(seeds=seeds)).seed_pairs()
-    if len(set(pairs)) != len(pairs):
+    sets = Config(study=StudyConfig(seeds=seeds)).seed_sets()
+    if len(set(sets)) != len(sets):
         raise ConfigError(f"study.seeds = {seeds!r} repeats a seed setting; each must be distinct")

@@ -5,6 +5,7 @@ the cause, the file or field, and the fix. The CLI prints the message alone;
 ``JAXDYN_DEBUG=1`` adds the traceback.
 """
 
+import difflib
 import errno
 
 
@@ -24,6 +25,12 @@ class RunInUse(RunError):
     """Another live process holds the run folder's lock. Exit code 2."""
 
     exit_code = 2
+
+
+def closest(word: str, options) -> str:
+    """A hint for a misspelt name: the closest valid one, or the list of valid ones."""
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(map(str, options)))}"
 
 
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")

@@ -36,7 +36,7 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     members = pd.concat(tables, ignore_index=True)
     first = ["member", "cohort"]
     settings = [c for c in members.columns if "." in c]
-    seeds = ["init_seed", "data_seed"]
+    seeds = ["init_seed", "data_seed", "dropout_seed"]
     from jaxdyn.config import MEMBER_HPARAMS
 
     others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
@@ -128,7 +128,7 @@ class Results:
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
     that take more than one value (not ids, seeds or results)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", *FINAL_COLUMNS}
+    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
 

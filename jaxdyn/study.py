@@ -24,7 +24,7 @@ from jaxdyn.config import (
 from jaxdyn.data import DATASETS, cache_dir, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
-from jaxdyn.models import build_model
+from jaxdyn.models import MODELS, build_model
 from jaxdyn.optim import FAMILIES
 from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.progress import StudyProgress
@@ -41,8 +41,8 @@ class Cohort:
       index: position of the cohort in the study.
       config: the study config with this cohort's structural values applied and no grid.
       settings: the structural grid values of this cohort, e.g. ``{"model.hidden": (100,)}``.
-      members: one row per member: ``member, cohort, init_seed, data_seed`` and
-        one column per hyperparameter of the cohort's optimizer family.
+      members: one row per member: ``member, cohort, init_seed, data_seed, dropout_seed``
+        and one column per member hyperparameter (optimizer family, loss, model, train).
     """
 
     index: int
@@ -56,8 +56,10 @@ class Cohort:
 
     def task(self) -> SupervisedTask:
         info = DATASETS[self.config.data.name]
+        # Dropout is compiled in only when some member uses it, so the default path draws no masks.
+        use_dropout = bool((self.members.get("dropout", pd.Series([0.0])) > 0).any())
         return SupervisedTask(
-            model=build_model(self.config.model, info.n_classes),
+            model=build_model(self.config.model, info.input_shape, info.n_classes, use_dropout),
             optimizer=FAMILIES[self.config.optim.name],
             batch_size=self.config.train.batch_size,
             input_shape=info.input_shape,
@@ -66,7 +68,7 @@ class Cohort:
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
         col = lambda name, dtype: pad(self.members[name].to_numpy().astype(dtype))
-        seeds = Seeds(col("init_seed", np.int32), col("data_seed", np.int32))
+        seeds = Seeds(*(col(name, np.int32) for name in Seeds._fields))
         return seeds, {h: col(h, np.float32) for h in self.hparam_names}
 
 
@@ -75,7 +77,17 @@ def _with(cfg: Config, key: str, value) -> Config:
     if section == "optim" and name != "name":
         hparams = dict(cfg.optim.hparams) | {name: float(value)}
         return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, hparams=tuple(sorted(hparams.items()))))
-    sub = dataclasses.replace(getattr(cfg, section), **{name: value})
+    if section == "model" and name == "kind":  # a new kind keeps the fields it shares with the old
+        shared = {k: v for k, v in dataclasses.asdict(cfg.model).items()
+                  if k != "kind" and k in {f.name for f in dataclasses.fields(MODELS[value].config)}}
+        return dataclasses.replace(cfg, model=MODELS[value].config(**shared))
+    try:
+        sub = dataclasses.replace(getattr(cfg, section), **{name: value})
+    except TypeError:  # a field of another model kind
+        raise ConfigError(
+            f"grid axis {key!r} is not a field of model kind {cfg.model.kind!r}; it takes: "
+            f"{', '.join(f.name for f in dataclasses.fields(cfg.model) if f.name != 'kind')}"
+        ) from None
     return dataclasses.replace(cfg, **{section: sub})
 
 
@@ -96,15 +108,21 @@ def expand(cfg: Config) -> list[Cohort]:
             ccfg = _with(ccfg, key, value)
         validate(ccfg)
         family = FAMILIES[ccfg.optim.name]
+        defaults = ccfg.member_hparams()
         for key, _ in member_axes:
             name = key.split(".")[1]
+            if key in MEMBER_HPARAMS and name not in defaults:
+                raise ConfigError(
+                    f"grid axis {key!r} is not a field of model kind {ccfg.model.kind!r}; it takes: "
+                    f"{', '.join(f.name for f in dataclasses.fields(ccfg.model) if f.name != 'kind')}"
+                )
             if key not in MEMBER_HPARAMS and name not in family.defaults:
                 where = f" (cohort {settings})" if settings else ""
                 raise ConfigError(
                     f"grid axis {key!r} is not a hyperparameter of optimizer {ccfg.optim.name!r}{where}; "
                     f"it takes {', '.join(family.defaults)}"
                 )
-        n_members = len(ccfg.seed_pairs()) * math.prod(len(v) for _, v in member_axes)
+        n_members = len(ccfg.seed_sets()) * math.prod(len(v) for _, v in member_axes)
         if n_members > MAX_MEMBERS:
             raise ConfigError(
                 f"the grid makes {n_members:,} members per cohort; at most {MAX_MEMBERS:,} fit in one "
@@ -113,7 +131,6 @@ def expand(cfg: Config) -> list[Cohort]:
         rows = []
         for name, value in ccfg.optim_hparams().items():
             check_hparam(ccfg.optim.name, name, value)
-        defaults = ccfg.member_hparams()
         for point in itertools.product(*(v for _, v in member_axes)):
             for key, value in zip((k for k, _ in member_axes), point):
                 if key in MEMBER_HPARAMS:
@@ -121,9 +138,9 @@ def expand(cfg: Config) -> list[Cohort]:
                 else:
                     check_hparam(ccfg.optim.name, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
-            for init_seed, data_seed in ccfg.seed_pairs():
+            for init_seed, data_seed, dropout_seed in ccfg.seed_sets():
                 rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,
-                             "data_seed": data_seed, **hparams})
+                             "data_seed": data_seed, "dropout_seed": dropout_seed, **hparams})
                 next_member += 1
         cohorts.append(Cohort(len(cohorts), ccfg, settings, pd.DataFrame(rows)))
     return cohorts

@@ -31,10 +31,11 @@ def make_task(family="adam", hidden=(32,), batch=32):
     return SupervisedTask(MLP(hidden, 10), FAMILIES[family], batch, (40,))
 
 
-def member_arrays(family, init_seeds, data_seeds, **hparams):
+def member_arrays(family, init_seeds, data_seeds, dropout_seeds=None, **hparams):
     """Seeds and a full hyperparameter dict for K members (K = len(init_seeds))."""
     k = len(init_seeds)
-    seeds = Seeds(np.asarray(init_seeds, np.int32), np.asarray(data_seeds, np.int32))
+    dropout_seeds = init_seeds if dropout_seeds is None else dropout_seeds
+    seeds = Seeds(*(np.asarray(s, np.int32) for s in (init_seeds, data_seeds, dropout_seeds)))
     defaults = {**FAMILIES[family].defaults, **{key.split(".")[1]: h.default for key, h in MEMBER_HPARAMS.items()}}
     hp = {name: np.full(k, v, np.float32) for name, v in defaults.items()}
     for name, values in hparams.items():

@@ -1,19 +1,66 @@
-"""Model registry: name -> builder from the model config section and the dataset's shape."""
+"""Model registry: kind -> (config fields, module builder, shape check).
 
-from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS
-from jaxdyn.models.mlp import MLP
+Every model is a flax.linen module with no training logic, called as
+``module.apply(variables, x, train=..., hparams=...)`` on ``x [B, *input_shape]``
+and returning ``[B, n_out]``. It reads the member hyperparameters it uses
+(``dropout``, ``leaky_slope``) from ``hparams``, keeps BatchNorm statistics in
+``batch_stats``, draws dropout masks from the ``dropout`` RNG stream, and sows
+each layer's output under the layer's own name (``layers.sow_layer``:
+``intermediates["hidden_0"] = (h,)``), which costs nothing unless the caller
+collects ``intermediates``.
+
+Adding a model is one module (its config dataclass beside it) plus one entry here.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from jaxdyn.hparams import HParam
+from jaxdyn.models.cnn import CNN, CNNConfig
+from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
+from jaxdyn.models.linear import Linear, LinearConfig
+from jaxdyn.models.mlp import MLP, MLPConfig
+from jaxdyn.models.rnn import RNN, RNNConfig
 
 
-def _mlp(cfg, n_out):
-    return MLP(hidden=tuple(cfg.hidden), n_out=n_out, activation=cfg.activation, kernel_init=cfg.init)
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model kind.
+
+    Attributes:
+      config: frozen dataclass of the kind's fields, each with a default; its ``kind``
+        field names the kind.
+      build: ``(config, input_shape, n_out, use_dropout) -> nn.Module``. ``use_dropout``
+        is False when every member's rate is 0, so the default path draws no masks.
+      check: ``(config, input_shape) -> None``; raises ``ConfigError`` naming the field
+        (choices, sizes, a conv stack that shrinks to nothing) before anything compiles.
+      doc: one line for ``jaxdyn list``.
+    """
+
+    config: type
+    build: Callable
+    check: Callable
+    doc: str
 
 
-MODELS = {"mlp": _mlp}
+# Member hyperparameters a model may read; a kind has those of its config fields.
+HPARAMS = {
+    "model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)"),
+    "model.dropout": HParam(0.0, high=1.0, doc="dropout rate after each hidden layer, this member's own masks"),
+    "model.leaky_slope": HParam(0.01, doc="negative slope of leaky_relu"),
+}
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(MLPConfig, MLP.from_config, MLPConfig.check, MLP.__doc__.splitlines()[0]),
+    "cnn": ModelSpec(CNNConfig, CNN.from_config, CNNConfig.check, CNN.__doc__.splitlines()[0]),
+    "linear": ModelSpec(LinearConfig, Linear.from_config, LinearConfig.check, Linear.__doc__.splitlines()[0]),
+    "rnn": ModelSpec(RNNConfig, RNN.from_config, RNNConfig.check, RNN.__doc__.splitlines()[0]),
+}
 
 
-def build_model(cfg, n_out):
-    """Flax module for ``cfg`` (a ``ModelConfig``) with ``n_out`` outputs."""
-    return MODELS[cfg.kind](cfg, n_out)
+def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False):
+    """Flax module for ``cfg`` (a kind's config dataclass) with ``n_out`` outputs."""
+    return MODELS[cfg.kind].build(cfg, input_shape, n_out, use_dropout)
 
 
-__all__ = ["ACTIVATIONS", "INITIALIZERS", "MLP", "MODELS", "build_model"]
+__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "build_model"]

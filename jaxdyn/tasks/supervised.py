@@ -19,7 +19,6 @@ from jaxdyn.losses import cross_entropy, is_weight, weight_penalty
 from jaxdyn.optim import OptimizerFamily
 
 HPARAMS = {
-    "model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)"),
     "train.grad_clip": HParam(
         0.0, doc="clip each member's gradient to this global norm (its own, never the population's); 0 = off"),
 }
@@ -34,6 +33,7 @@ class MemberState(NamedTuple):
     hparams: dict  # name -> float32 []: every member hyperparameter, the one source of truth
     step: jax.Array  # int32 []: optimisation steps taken
     data_key: jax.Array  # uint32 [2]: raw key data (checkpoint-safe), from data_seed
+    dropout_key: jax.Array  # uint32 [2]: from dropout_seed; folded with the step for each mask
     alive: jax.Array  # bool []: False once the member diverged and was frozen
     diverged_at: jax.Array  # int32 []: step at which it diverged, -1 while alive
 
@@ -41,6 +41,7 @@ class MemberState(NamedTuple):
 class Seeds(NamedTuple):
     init_seed: jax.Array  # int32 []
     data_seed: jax.Array  # int32 []
+    dropout_seed: jax.Array  # int32 []
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,12 @@ class SupervisedTask:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
         init_key = jax.random.PRNGKey(seeds.init_seed)
         dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
-        variables = self.model.init(init_key, dummy, train=False)
+        variables = self.model.init(init_key, dummy, train=False, hparams=hparams)
         scale = hparams["init_scale"]
         params = jax.tree_util.tree_map_with_path(
             lambda path, w: w * scale if is_weight(path) else w, variables["params"])
-        model_state = {k: v for k, v in variables.items() if k != "params"}
+        # Init collects every collection, sown intermediates too: keep only real state.
+        model_state = {k: v for k, v in variables.items() if k not in ("params", "intermediates")}
         opt_state = self.optimizer.transform(hparams).init(params)
         return MemberState(
             params=params,
@@ -77,12 +79,14 @@ class SupervisedTask:
             hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
             step=jnp.zeros((), jnp.int32),
             data_key=jax.random.PRNGKey(seeds.data_seed),
+            dropout_key=jax.random.PRNGKey(seeds.dropout_seed),
             alive=jnp.ones((), bool),
             diverged_at=jnp.full((), -1, jnp.int32),
         )
 
-    def loss_and_metrics(self, params, model_state, x, y):
-        logits = self.model.apply({"params": params, **model_state}, x, train=False)
+    def loss_and_metrics(self, params, model_state, x, y, hparams):
+        """Evaluation mode: running BatchNorm statistics, no dropout."""
+        logits = self.model.apply({"params": params, **model_state}, x, train=False, hparams=hparams)
         scores = _scores(logits, y)
         return scores["loss"], scores
 
@@ -98,12 +102,18 @@ class SupervisedTask:
         idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
         x, y = data.x_train[idx], data.y_train[idx]
 
-        def objective(params):
-            logits = self.model.apply({"params": params, **state.model_state}, x, train=False)
-            loss = cross_entropy(logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
-            return loss, _scores(logits, y)
+        rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
 
-        grads, metrics = jax.grad(objective, has_aux=True)(state.params)
+        def objective(params):
+            # Train mode: BatchNorm normalises with this batch and updates this member's
+            # running statistics; dropout draws this member's masks for this step.
+            logits, model_state = self.model.apply(
+                {"params": params, **state.model_state}, x, train=True, hparams=hp, rngs=rngs,
+                mutable=list(state.model_state))
+            loss = cross_entropy(logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
+            return loss, (_scores(logits, y), model_state)
+
+        grads, (metrics, model_state) = jax.grad(objective, has_aux=True)(state.params)
         grads = _clip_global_norm(grads, hp["grad_clip"])
         # The optimizer reads this member's numbers from state.hparams (copied into
         # inject_hyperparams' state); the placeholder values here only shape the init.
@@ -112,11 +122,12 @@ class SupervisedTask:
         tx = self.optimizer.transform(self.optimizer.defaults)
         updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+        new = state._replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
+        return new, metrics
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Loss and accuracy of one member on the whole of ``x, y``."""
-        return self.loss_and_metrics(state.params, state.model_state, x, y)[1]
+        return self.loss_and_metrics(state.params, state.model_state, x, y, state.hparams)[1]
 
 
 def _scores(logits: jax.Array, y: jax.Array) -> dict:

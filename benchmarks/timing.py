@@ -1,0 +1,29 @@
+"""What every benchmark script shares: interleaved best-of timing and the JSON record."""
+
+import json
+import time
+from pathlib import Path
+
+
+def best_times(runners: dict, rounds: int) -> dict:
+    """Best wall time of each ``runners[name]()`` (which must block) over ``rounds``
+    round-robin passes. Interleaving makes the ratios robust to the machine's drift
+    (±30% between days, ±20% within minutes here), which a one-after-another
+    measurement folds into them."""
+    best = {name: float("inf") for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            tic = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - tic)
+    return best
+
+
+def write_result(out_dir, name: str, platform: str, result: dict) -> Path:
+    """Write ``result`` as ``<out_dir>/<name>-<platform>-<time>.json`` and say where."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{platform}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path
