@@ -23,6 +23,7 @@ import numpy as np
 import tomli_w
 
 from jaxdyn import losses, models
+from jaxdyn.losses import LOSSES
 from jaxdyn.data import DATASETS
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
@@ -120,7 +121,6 @@ class Config:
 
 
 _SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
-LOSSES = ("cross_entropy",)
 
 
 def _field_types(cls) -> dict:

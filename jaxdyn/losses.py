@@ -31,7 +31,28 @@ def weight_penalty(params, l1: jax.Array, l2: jax.Array) -> jax.Array:
     return l1 * abs_sum + 0.5 * l2 * sq_sum
 
 
+def _targets(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+    """One-hot targets ``[B, C]`` smoothed by ``smoothing`` (Szegedy et al. 2016)."""
+    return optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy against labels smoothed by ``smoothing`` (Szegedy et al. 2016)."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-    return optax.softmax_cross_entropy(logits, targets).mean()
+    """Mean softmax cross-entropy against smoothed one-hot labels."""
+    return optax.softmax_cross_entropy(logits, _targets(logits, labels, smoothing)).mean()
+
+
+def mse(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+    """``½ · mean over examples of Σ_outputs (output − onehot)²``: the squared loss of the
+    edge-of-stability papers (Cohen et al. 2021), whose sharpness this scaling fixes."""
+    return 0.5 * jnp.square(logits - _targets(logits, labels, smoothing)).sum(-1).mean()
+
+
+def bce(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+    """Sigmoid binary cross-entropy of every output against the one-hot target, summed over
+    outputs and averaged over examples (each class a yes/no question)."""
+    return optax.sigmoid_binary_cross_entropy(logits, _targets(logits, labels, smoothing)).sum(-1).mean()
+
+
+# The training objective, by ``loss.name`` (structural: a cohort axis). The reported
+# ``loss`` metric is always the plain cross-entropy, so runs compare across objectives.
+LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "bce": bce}

@@ -38,11 +38,19 @@ def _momentum(learning_rate, momentum):
     return optax.sgd(learning_rate, momentum=momentum)
 
 
+def _nesterov(learning_rate, momentum):
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
 FAMILIES: dict[str, OptimizerFamily] = {
     "sgd": OptimizerFamily(optax.sgd, {"learning_rate": 0.1}, doc="plain SGD"),
     "momentum": OptimizerFamily(
         _momentum, {"learning_rate": 0.1, "momentum": 0.9}, unit=("momentum",),
         doc="SGD with heavy-ball momentum (Polyak 1964)",
+    ),
+    "nesterov": OptimizerFamily(
+        _nesterov, {"learning_rate": 0.1, "momentum": 0.9}, unit=("momentum",),
+        doc="SGD with Nesterov momentum (Nesterov 1983; Sutskever et al. 2013)",
     ),
     "adagrad": OptimizerFamily(
         optax.adagrad, {"learning_rate": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-7},

@@ -63,6 +63,7 @@ class Cohort:
             optimizer=FAMILIES[self.config.optim.name],
             batch_size=self.config.train.batch_size,
             input_shape=info.input_shape,
+            loss=self.config.loss.name,
         )
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:

@@ -136,3 +136,30 @@ def test_bad_member_values_fail_before_compiling(override, message):
     with pytest.raises(jaxdyn.ConfigError) as err:
         expand(load_config(None, [override]))
     assert message in str(err.value)
+
+
+def test_mse_and_bce_are_their_formulas():
+    from jaxdyn.losses import bce, mse
+
+    logits = jnp.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
+    y = jnp.array([0, 2])
+    onehot = np.eye(3)[np.asarray(y)]
+    np.testing.assert_allclose(mse(logits, y, 0.0), 0.5 * ((np.asarray(logits) - onehot) ** 2).sum(1).mean(),
+                               rtol=1e-6)
+    p = 1 / (1 + np.exp(-np.asarray(logits)))
+    expected = -(onehot * np.log(p) + (1 - onehot) * np.log(1 - p)).sum(1).mean()
+    np.testing.assert_allclose(bce(logits, y, 0.0), expected, rtol=1e-5)
+    smoothed = (1 - 0.3) * onehot + 0.3 / 3
+    np.testing.assert_allclose(mse(logits, y, 0.3), 0.5 * ((np.asarray(logits) - smoothed) ** 2).sum(1).mean(),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_other_objectives_train_and_report_cross_entropy(loss, tmp_path):
+    cfg = {"study": {"seeds": 2}, "model": {"hidden": [32]}, "loss": {"name": loss},
+           "optim": {"learning_rate": 1e-2},
+           "train": {"steps": 300, "batch_size": 64, "chunk_steps": 300, "log_every": 50}}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    assert (res.members.final_test_accuracy > 0.3).all()
+    train = res.metrics[res.metrics.metric == "train_loss"].groupby("step").value.mean()
+    assert train.iloc[-1] < train.iloc[0]  # the reported loss is cross-entropy, and it falls

@@ -21,6 +21,8 @@ CASES = {
     "sgd": ({"learning_rate": 0.05}, lambda h: optax.sgd(h["learning_rate"])),
     "momentum": ({"learning_rate": 0.02, "momentum": 0.7},
                  lambda h: optax.sgd(h["learning_rate"], momentum=h["momentum"])),
+    "nesterov": ({"learning_rate": 0.02, "momentum": 0.7},
+                 lambda h: optax.sgd(h["learning_rate"], momentum=h["momentum"], nesterov=True)),
     "adagrad": ({"learning_rate": 0.05, "initial_accumulator_value": 0.2, "eps": 1e-6},
                 lambda h: optax.adagrad(h["learning_rate"], h["initial_accumulator_value"], h["eps"])),
     "rmsprop": ({"learning_rate": 3e-3, "decay": 0.8, "eps": 1e-6},

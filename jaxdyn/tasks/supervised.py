@@ -15,7 +15,7 @@ import optax
 
 from jaxdyn.data import Dataset
 from jaxdyn.hparams import HParam
-from jaxdyn.losses import cross_entropy, is_weight, weight_penalty
+from jaxdyn.losses import LOSSES, is_weight, weight_penalty
 from jaxdyn.optim import OptimizerFamily
 
 HPARAMS = {
@@ -54,12 +54,14 @@ class SupervisedTask:
       batch_size: examples per step, drawn uniformly with replacement from the
         training set by each member's own data key.
       input_shape: shape of one example.
+      loss: the objective's name in ``losses.LOSSES`` (the ``loss`` metric is always plain cross-entropy).
     """
 
     model: nn.Module
     optimizer: OptimizerFamily
     batch_size: int
     input_shape: tuple[int, ...]
+    loss: str = "cross_entropy"
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -110,7 +112,7 @@ class SupervisedTask:
             logits, model_state = self.model.apply(
                 {"params": params, **state.model_state}, x, train=True, hparams=hp, rngs=rngs,
                 mutable=list(state.model_state))
-            loss = cross_entropy(logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
+            loss = LOSSES[self.loss](logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
             return loss, (_scores(logits, y), model_state)
 
         grads, (metrics, model_state) = jax.grad(objective, has_aux=True)(state.params)
