@@ -36,7 +36,7 @@ def main(argv=None) -> list[dict]:
         acc = res.members.final_test_accuracy
         rows.append({"model": model, "mean": acc.mean(), "std": acc.std(), "seeds": len(acc),
                      "published": PUBLISHED[model], "wall_s": wall,
-                     "within_2_std": abs(acc.mean() - PUBLISHED[model]) <= 2 * max(acc.std(), 1e-3)})
+                     "within_2_std": bool(abs(acc.mean() - PUBLISHED[model]) <= 2 * max(acc.std(), 1e-3))})
     print(f"\n{'model':<8} {'jaxdyn (mean ± std)':>20} {'published':>10} {'match':>6} {'wall time':>10}")
     for r in rows:
         print(f"{r['model']:<8} {r['mean']:>12.3f} ± {r['std']:.3f} {r['published']:>10.2f} "
