@@ -24,19 +24,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
+    import dataclasses
+
     from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS
+    from jaxdyn.losses import LOSSES
     from jaxdyn.data import DATASETS
     from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
     from jaxdyn.optim import FAMILIES
 
     print("datasets:     " + ", ".join(f"{k} ({v.doc})" for k, v in DATASETS.items()))
-    print("models:       " + ", ".join(MODELS))
     print("activations:  " + ", ".join(ACTIVATIONS))
     print("initialisers: " + ", ".join(INITIALIZERS))
     print("optimizers:")
     for name, fam in FAMILIES.items():
         hp = ", ".join(f"{k}={v:g}" for k, v in fam.defaults.items())
         print(f"  {name:<9} {fam.doc}; member hyperparameters: {hp}")
+    from jaxdyn.schedules import SCHEDULES
+
+    print("schedules (optim.schedule; step counts structural, their numbers members):")
+    for name, sched in SCHEDULES.items():
+        numbers = ", ".join(f"{k}={h.default:g}" for k, h in sched.hparams.items())
+        print(f"  {name:<14} {sched.doc}" + (f"; member numbers: {numbers}" if numbers else ""))
+    print("models (model.kind) and their fields:")
+    for name, spec in MODELS.items():
+        fields = ", ".join(f.name for f in dataclasses.fields(spec.config) if f.name != "kind")
+        print(f"  {name:<7} {spec.doc}\n          fields: {fields}")
+    print("losses (loss.name): " + ", ".join(LOSSES))
     print("other member hyperparameters (grid axes, --set keys, members.csv columns):")
     for key, hp in MEMBER_HPARAMS.items():
         print(f"  {key:<21} {hp.describe()}")

@@ -23,12 +23,11 @@ import numpy as np
 import tomli_w
 
 from jaxdyn import losses, models
-from jaxdyn.losses import LOSSES
-from jaxdyn.data import DATASETS
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks import supervised
 
 # Every member hyperparameter outside the optimizer families, gathered from the
@@ -57,8 +56,17 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "adam"
-    # Only the values the user set; the family's defaults fill in the rest.
+    schedule: str = "constant"  # constant | cosine | exponential | step | warmup_cosine
+    decay_steps: int = 0  # cosine schedules: steps to decay over; 0 = train.steps
+    warmup_steps: int = 0  # warmup_cosine
+    transition_steps: int = 1000  # exponential: steps per factor of decay_rate
+    boundaries: tuple[int, ...] = ()  # step: steps at which the rate is multiplied by decay_rate
+    # Only the numbers the user set (family's and schedule's); their defaults fill in the rest.
     hparams: tuple[tuple[str, float], ...] = ()
+
+
+# The structural [optim] fields; every other key in [optim] is a member number.
+OPTIM_FIELDS = ("name", "schedule", "decay_steps", "warmup_steps", "transition_steps", "boundaries")
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,8 @@ class Config:
 
     def optim_hparams(self) -> dict[str, float]:
         """Every hyperparameter of this config's optimizer family, defaults filled in."""
-        return {**FAMILIES[self.optim.name].defaults, **dict(self.optim.hparams)}
+        schedule = {k.split(".")[1]: h.default for k, h in SCHEDULES[self.optim.schedule].hparams.items()}
+        return {**FAMILIES[self.optim.name].defaults, **schedule, **dict(self.optim.hparams)}
 
     def member_hparams(self) -> dict[str, float]:
         """Every member hyperparameter of this config by bare name: optimizer, loss, model, train."""
@@ -139,12 +148,12 @@ def _model_fields() -> dict[str, Any]:
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
 # the declarations: every model field that is not a member hyperparameter.
 COHORT_AXES = (
-    "data.name", "loss.name", "optim.name", "train.batch_size",
+    "data.name", "loss.name", "train.batch_size", *(f"optim.{f}" for f in OPTIM_FIELDS),
     *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 
 
-def _closest(word: str, options) -> str:
+def closest_hint(word: str, options) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(options))}"
 
@@ -189,7 +198,7 @@ def from_dict(raw: Mapping) -> Config:
     for key in raw:
         if key not in (*_SECTIONS, "model", "optim", "grid"):
             raise ConfigError(
-                f"unknown config section [{key}]{_closest(key, [*_SECTIONS, 'model', 'optim', 'grid'])}")
+                f"unknown config section [{key}]{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'grid'])}")
     for name, cls in _SECTIONS.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
@@ -198,7 +207,7 @@ def from_dict(raw: Mapping) -> Config:
         values = {}
         for key, value in given.items():
             if key not in types:
-                raise ConfigError(f"unknown key {name}.{key}{_closest(key, types)}")
+                raise ConfigError(f"unknown key {name}.{key}{closest_hint(key, types)}")
             values[key] = _check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values)
     sections["model"] = model_from_dict(raw.get("model", {}))
@@ -207,10 +216,10 @@ def from_dict(raw: Mapping) -> Config:
     if not isinstance(optim, Mapping):
         raise ConfigError(f"[optim] must be a table such as name = \"adam\", got {optim!r}")
     optim = dict(optim)
-    name = optim.pop("name", OptimConfig.name)
-    _check_type("optim.name", name, str)
+    types = _field_types(OptimConfig)
+    structural = {k: _frozen(_check_type(f"optim.{k}", optim.pop(k), types[k])) for k in OPTIM_FIELDS if k in optim}
     hparams = tuple((k, _check_type(f"optim.{k}", v, float)) for k, v in sorted(optim.items()))
-    sections["optim"] = OptimConfig(name=name, hparams=hparams)
+    sections["optim"] = OptimConfig(**structural, hparams=hparams)
 
     grid = raw.get("grid", {})
     if not isinstance(grid, Mapping):
@@ -239,7 +248,7 @@ def model_from_dict(given) -> Any:
         raise ConfigError(f"[model] must be a table, got {given!r}")
     kind = given.get("kind", "mlp")
     if kind not in MODELS:
-        raise ConfigError(f"model.kind = {kind!r} is not known{_closest(str(kind), MODELS)}")
+        raise ConfigError(f"model.kind = {kind!r} is not known{closest_hint(str(kind), MODELS)}")
     types = _field_types(MODELS[kind].config)
     values = {}
     for key, value in given.items():
@@ -262,14 +271,15 @@ def _frozen(value):
 def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *MEMBER_HPARAMS]
+    schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS]
     if key not in valid:
-        raise ConfigError(f"unknown grid axis {key!r}{_closest(key, valid)}")
+        raise ConfigError(f"unknown grid axis {key!r}{closest_hint(key, valid)}")
     if not values:
         raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
     section, name = key.split(".")
     if section == "optim":
-        annotation = str if name == "name" else float
+        annotation = _field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
     elif section == "model":
         annotation = _model_fields()[name]
     else:
@@ -349,7 +359,8 @@ def to_dict(cfg: Config) -> dict:
         }
         if name == "study" and not isinstance(cfg.study.seeds, int):
             out[name]["seeds"] = [list(s) if isinstance(s, (list, tuple)) else s for s in cfg.study.seeds]
-    out["optim"] = {} if "optim.name" in gridded else {"name": cfg.optim.name}
+    out["optim"] = {k: list(getattr(cfg.optim, k)) if k == "boundaries" else getattr(cfg.optim, k)
+                    for k in OPTIM_FIELDS if f"optim.{k}" not in gridded}
     out["optim"].update(cfg.optim.hparams)
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     return out
@@ -357,112 +368,3 @@ def to_dict(cfg: Config) -> dict:
 
 def to_toml(cfg: Config) -> str:
     return tomli_w.dumps(to_dict(cfg))
-
-
-def validate(cfg: Config) -> None:
-    """Range checks on one cohort's config (no grid left). Raises ConfigError."""
-    if not cfg.study.name or any(c in cfg.study.name for c in "/\\") or cfg.study.name in (".", ".."):
-        raise ConfigError(f"study.name = {cfg.study.name!r}: it names the run folder, so use no path "
-                          "separators; choose the folder itself with --out")
-    def choice(where, value, options):
-        if value not in options:
-            raise ConfigError(f"{where} = {value!r} is not known{_closest(value, options)}")
-
-    choice("data.name", cfg.data.name, DATASETS)
-    choice("optim.name", cfg.optim.name, FAMILIES)
-    choice("loss.name", cfg.loss.name, LOSSES)
-    for key in MEMBER_HPARAMS:
-        section, name = key.split(".")
-        if hasattr(getattr(cfg, section), name):
-            check_member_value(key, getattr(getattr(cfg, section), name))
-    MODELS[cfg.model.kind].check(cfg.model, DATASETS[cfg.data.name].input_shape)
-    family = FAMILIES[cfg.optim.name]
-    for key, _ in cfg.optim.hparams:
-        if key not in family.defaults:
-            raise ConfigError(
-                f"optim.{key} is not a hyperparameter of {cfg.optim.name!r}"
-                f"{_closest(key, family.defaults)} (see `jaxdyn list`)"
-            )
-    _check_seeds(cfg.study.seeds)
-    t = cfg.train
-    n_train = DATASETS[cfg.data.name].n_train
-    for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
-        if getattr(t, name) <= 0:
-            raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
-    if t.member_group < 0:
-        raise ConfigError(f"train.member_group = {t.member_group}: must be >= 1, or 0 for automatic")
-    if t.batch_size > n_train:
-        raise ConfigError(
-            f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "
-            f"({n_train} examples); use at most {n_train}"
-        )
-    if t.steps % t.chunk_steps:
-        raise ConfigError(
-            f"train.steps = {t.steps} is not a multiple of train.chunk_steps = {t.chunk_steps}; "
-            f"set chunk_steps to a divisor of steps, e.g. {math.gcd(t.steps, t.chunk_steps)}"
-        )
-    if t.chunk_steps % t.log_every:
-        raise ConfigError(
-            f"train.chunk_steps = {t.chunk_steps} is not a multiple of train.log_every = {t.log_every}; "
-            f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}"
-        )
-
-
-def check_member_value(key: str, value: float) -> None:
-    """Range check of one declared member hyperparameter (``"loss.l2"``, ...) value."""
-    where = f"{key} = {value!r}"
-    _check_float32(where, value)
-    problem = MEMBER_HPARAMS[key].problem(float(np.float32(value)))
-    if problem:
-        raise ConfigError(f"{where}: {problem} ({MEMBER_HPARAMS[key].doc})")
-
-
-def _check_float32(where: str, value: float) -> None:
-    """Finite, and representable as the float32 members train in."""
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number")
-    as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
-    if not math.isfinite(as_f32):
-        raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
-    if value != 0 and abs(as_f32) < np.finfo(np.float32).tiny:
-        raise ConfigError(f"{where}: is below float32's smallest normal number, which members train in; "
-                          "use at least 1.2e-38")
-
-
-def check_hparam(family_name: str, key: str, value: float) -> None:
-    """Range check of one optimizer hyperparameter value (a member's)."""
-    family = FAMILIES[family_name]
-    where = f"optim.{key} = {value!r}"
-    _check_float32(where, value)
-    value = float(np.float32(value))  # members train in float32: judge the value they will get
-    if key in family.positive and value <= 0:
-        raise ConfigError(f"{where}: must be > 0")
-    if key in family.unit and not 0 <= value < 1:
-        raise ConfigError(f"{where}: must lie in [0, 1)")
-    if value < 0:
-        raise ConfigError(f"{where}: must be >= 0")
-
-
-def _check_seeds(seeds) -> None:
-    hint = ("use an integer N >= 1 (seeds 0..N-1), a list of seeds, or a list of [init_seed, data_seed] "
-            "pairs or [init_seed, data_seed, dropout_seed] triples")
-    if isinstance(seeds, bool):
-        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
-    if isinstance(seeds, int):
-        if seeds <= 0:
-            raise ConfigError(f"study.seeds = {seeds}: must be >= 1; {hint}")
-        if seeds > MAX_MEMBERS:
-            raise ConfigError(f"study.seeds = {seeds}: at most {MAX_MEMBERS:,} seeds per setting")
-        return
-    if not isinstance(seeds, (list, tuple)) or not seeds:
-        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
-    for s in seeds:
-        pair = [s, s] if isinstance(s, int) and not isinstance(s, bool) else s
-        if (
-            not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in pair)
-        ):
-            raise ConfigError(f"study.seeds entry {s!r}: seeds are integers in [0, 2^31); {hint}")
-    sets = Config(study=StudyConfig(seeds=seeds)).seed_sets()
-    if len(set(sets)) != len(sets):
-        raise ConfigError(f"study.seeds = {seeds!r} repeats a seed setting; each must be distinct")

@@ -11,16 +11,15 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
-from jaxdyn.config import (
-    COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, Config, check_hparam, check_member_value, load_config, to_toml,
-    validate,
-)
+from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, load_config, to_toml
+from jaxdyn.validation import check_hparam, check_member_value, validate
 from jaxdyn.data import DATASETS, cache_dir, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
@@ -28,6 +27,7 @@ from jaxdyn.models import MODELS, build_model
 from jaxdyn.optim import FAMILIES
 from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.progress import StudyProgress
+from jaxdyn.schedules import learning_rate
 from jaxdyn.report import plot_curves
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
@@ -64,6 +64,9 @@ class Cohort:
             batch_size=self.config.train.batch_size,
             input_shape=info.input_shape,
             loss=self.config.loss.name,
+            # A constant schedule is no schedule: the default path stays as it was.
+            schedule=None if self.config.optim.schedule == "constant" else partial(
+                learning_rate, cfg=self.config.optim, steps=self.config.train.steps),
         )
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
@@ -75,7 +78,7 @@ class Cohort:
 
 def _with(cfg: Config, key: str, value) -> Config:
     section, name = key.split(".")
-    if section == "optim" and name != "name":
+    if section == "optim" and name not in OPTIM_FIELDS:
         hparams = dict(cfg.optim.hparams) | {name: float(value)}
         return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, hparams=tuple(sorted(hparams.items()))))
     if section == "model" and name == "kind":  # a new kind keeps the fields it shares with the old
@@ -108,7 +111,6 @@ def expand(cfg: Config) -> list[Cohort]:
         for key, value in settings.items():
             ccfg = _with(ccfg, key, value)
         validate(ccfg)
-        family = FAMILIES[ccfg.optim.name]
         defaults = ccfg.member_hparams()
         for key, _ in member_axes:
             name = key.split(".")[1]
@@ -117,11 +119,11 @@ def expand(cfg: Config) -> list[Cohort]:
                     f"grid axis {key!r} is not a field of model kind {ccfg.model.kind!r}; it takes: "
                     f"{', '.join(f.name for f in dataclasses.fields(ccfg.model) if f.name != 'kind')}"
                 )
-            if key not in MEMBER_HPARAMS and name not in family.defaults:
+            if key not in MEMBER_HPARAMS and name not in defaults:
                 where = f" (cohort {settings})" if settings else ""
                 raise ConfigError(
-                    f"grid axis {key!r} is not a hyperparameter of optimizer {ccfg.optim.name!r}{where}; "
-                    f"it takes {', '.join(family.defaults)}"
+                    f"grid axis {key!r} is not a number of optimizer {ccfg.optim.name!r} with schedule "
+                    f"{ccfg.optim.schedule!r}{where}; it takes {', '.join(ccfg.optim_hparams())}"
                 )
         n_members = len(ccfg.seed_sets()) * math.prod(len(v) for _, v in member_axes)
         if n_members > MAX_MEMBERS:
@@ -131,13 +133,13 @@ def expand(cfg: Config) -> list[Cohort]:
             )
         rows = []
         for name, value in ccfg.optim_hparams().items():
-            check_hparam(ccfg.optim.name, name, value)
+            check_hparam(ccfg.optim, name, value)
         for point in itertools.product(*(v for _, v in member_axes)):
             for key, value in zip((k for k, _ in member_axes), point):
                 if key in MEMBER_HPARAMS:
                     check_member_value(key, value)
                 else:
-                    check_hparam(ccfg.optim.name, key.split(".")[1], value)
+                    check_hparam(ccfg.optim, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
             for init_seed, data_seed, dropout_seed in ccfg.seed_sets():
                 rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,

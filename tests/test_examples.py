@@ -16,7 +16,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 def test_the_catalogue_is_there():
     names = {p.stem for p in EXAMPLES}
     assert {"mnist1d_linear", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru", "activation_init", "optimizers",
-            "batchnorm_dropout", "l2_sweep"} <= names
+            "batchnorm_dropout", "l2_sweep", "lr_schedules"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

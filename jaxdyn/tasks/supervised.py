@@ -6,7 +6,7 @@ not depend on chunking and a resume needs no RNG bookkeeping.
 """
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -54,6 +54,7 @@ class SupervisedTask:
       batch_size: examples per step, drawn uniformly with replacement from the
         training set by each member's own data key.
       input_shape: shape of one example.
+      schedule: ``(count, hparams) -> learning rate`` of one member, or None (constant).
       loss: the objective's name in ``losses.LOSSES`` (the ``loss`` metric is always plain cross-entropy).
     """
 
@@ -62,6 +63,7 @@ class SupervisedTask:
     batch_size: int
     input_shape: tuple[int, ...]
     loss: str = "cross_entropy"
+    schedule: Callable | None = None  # (count, hparams) -> this member's learning rate; None: constant
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -119,8 +121,10 @@ class SupervisedTask:
         grads = _clip_global_norm(grads, hp["grad_clip"])
         # The optimizer reads this member's numbers from state.hparams (copied into
         # inject_hyperparams' state); the placeholder values here only shape the init.
-        opt_state = state.opt_state._replace(
-            hyperparams={**state.opt_state.hyperparams, **{k: hp[k] for k in self.optimizer.defaults}})
+        numbers = {k: hp[k] for k in self.optimizer.defaults}
+        if self.schedule is not None:  # this member's rate at this step, from its own schedule numbers
+            numbers["learning_rate"] = self.schedule(state.step, hp).astype(jnp.float32)
+        opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, **numbers})
         tx = self.optimizer.transform(self.optimizer.defaults)
         updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,159 @@
+"""Range checks on a parsed config, before anything compiles.
+
+Parsing (keys and types) is ``config.py``'s job; this module judges values: the
+choices exist, numbers lie in their declared ranges and fit the float32 members
+train in, sizes agree with the dataset, seeds are well formed. Every message
+names the field, the bad value and the fix.
+"""
+
+import math
+
+import numpy as np
+
+from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig, closest_hint
+from jaxdyn.data import DATASETS
+from jaxdyn.errors import ConfigError
+from jaxdyn.losses import LOSSES
+from jaxdyn.models import MODELS
+from jaxdyn.optim import FAMILIES
+from jaxdyn.schedules import SCHEDULES
+
+
+def validate(cfg: Config) -> None:
+    """Range checks on one cohort's config (no grid left). Raises ConfigError."""
+    if not cfg.study.name or any(c in cfg.study.name for c in "/\\") or cfg.study.name in (".", ".."):
+        raise ConfigError(f"study.name = {cfg.study.name!r}: it names the run folder, so use no path "
+                          "separators; choose the folder itself with --out")
+    def choice(where, value, options):
+        if value not in options:
+            raise ConfigError(f"{where} = {value!r} is not known{closest_hint(value, options)}")
+
+    choice("data.name", cfg.data.name, DATASETS)
+    choice("optim.name", cfg.optim.name, FAMILIES)
+    choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
+    _check_schedule(cfg.optim, cfg.train.steps)
+    choice("loss.name", cfg.loss.name, LOSSES)
+    for key in MEMBER_HPARAMS:
+        section, name = key.split(".")
+        if hasattr(getattr(cfg, section), name):
+            check_member_value(key, getattr(getattr(cfg, section), name))
+    MODELS[cfg.model.kind].check(cfg.model, DATASETS[cfg.data.name].input_shape)
+    takes = [*FAMILIES[cfg.optim.name].defaults,
+             *(k.split(".")[1] for k in SCHEDULES[cfg.optim.schedule].hparams)]
+    for key, _ in cfg.optim.hparams:
+        if key not in takes:
+            raise ConfigError(
+                f"optim.{key} is not a number of optimizer {cfg.optim.name!r} with schedule "
+                f"{cfg.optim.schedule!r}{closest_hint(key, takes)} (see `jaxdyn list`)"
+            )
+    _check_seeds(cfg.study.seeds)
+    t = cfg.train
+    n_train = DATASETS[cfg.data.name].n_train
+    for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
+        if getattr(t, name) <= 0:
+            raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
+    if t.member_group < 0:
+        raise ConfigError(f"train.member_group = {t.member_group}: must be >= 1, or 0 for automatic")
+    if t.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "
+            f"({n_train} examples); use at most {n_train}"
+        )
+    if t.steps % t.chunk_steps:
+        raise ConfigError(
+            f"train.steps = {t.steps} is not a multiple of train.chunk_steps = {t.chunk_steps}; "
+            f"set chunk_steps to a divisor of steps, e.g. {math.gcd(t.steps, t.chunk_steps)}"
+        )
+    if t.chunk_steps % t.log_every:
+        raise ConfigError(
+            f"train.chunk_steps = {t.chunk_steps} is not a multiple of train.log_every = {t.log_every}; "
+            f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}"
+        )
+
+
+def check_member_value(key: str, value: float) -> None:
+    """Range check of one declared member hyperparameter (``"loss.l2"``, ...) value."""
+    where = f"{key} = {value!r}"
+    _check_float32(where, value)
+    problem = MEMBER_HPARAMS[key].problem(float(np.float32(value)))
+    if problem:
+        raise ConfigError(f"{where}: {problem} ({MEMBER_HPARAMS[key].doc})")
+
+
+def _check_float32(where: str, value: float) -> None:
+    """Finite, and representable as the float32 members train in."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number")
+    as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
+    if not math.isfinite(as_f32):
+        raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
+    if value != 0 and abs(as_f32) < np.finfo(np.float32).tiny:
+        raise ConfigError(f"{where}: is below float32's smallest normal number, which members train in; "
+                          "use at least 1.2e-38")
+
+
+def _check_schedule(optim, steps: int) -> None:
+    """The schedule's step counts fit the run."""
+    for name in ("decay_steps", "warmup_steps"):
+        if getattr(optim, name) < 0:
+            raise ConfigError(f"optim.{name} = {getattr(optim, name)}: must be >= 0")
+    if optim.transition_steps <= 0:
+        raise ConfigError(f"optim.transition_steps = {optim.transition_steps}: must be >= 1")
+    total = optim.decay_steps or steps
+    if optim.schedule == "warmup_cosine" and optim.warmup_steps >= total:
+        raise ConfigError(
+            f"optim.warmup_steps = {optim.warmup_steps} must be below the decay length ({total}: "
+            "optim.decay_steps, or train.steps when 0); the warm-up is counted inside it"
+        )
+    b = list(optim.boundaries)
+    if any(x <= 0 for x in b) or b != sorted(set(b)):
+        raise ConfigError(f"optim.boundaries = {b}: give increasing positive steps, e.g. [2000, 4000]")
+    if optim.schedule == "step" and not b:
+        raise ConfigError("optim.schedule = 'step' needs optim.boundaries, e.g. [2000, 4000]")
+
+
+def check_hparam(optim, key: str, value: float) -> None:
+    """Range check of one optimizer or schedule number (a member's); ``optim`` is the ``OptimConfig``."""
+    schedule = SCHEDULES[optim.schedule].hparams
+    if f"optim.{key}" in schedule:
+        where = f"optim.{key} = {value!r}"
+        _check_float32(where, value)
+        problem = schedule[f"optim.{key}"].problem(float(np.float32(value)))
+        if problem:
+            raise ConfigError(f"{where}: {problem} ({schedule[f'optim.{key}'].doc})")
+        return
+    family = FAMILIES[optim.name]
+    where = f"optim.{key} = {value!r}"
+    _check_float32(where, value)
+    value = float(np.float32(value))  # members train in float32: judge the value they will get
+    if key in family.positive and value <= 0:
+        raise ConfigError(f"{where}: must be > 0")
+    if key in family.unit and not 0 <= value < 1:
+        raise ConfigError(f"{where}: must lie in [0, 1)")
+    if value < 0:
+        raise ConfigError(f"{where}: must be >= 0")
+
+
+def _check_seeds(seeds) -> None:
+    hint = ("use an integer N >= 1 (seeds 0..N-1), a list of seeds, or a list of [init_seed, data_seed] "
+            "pairs or [init_seed, data_seed, dropout_seed] triples")
+    if isinstance(seeds, bool):
+        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
+    if isinstance(seeds, int):
+        if seeds <= 0:
+            raise ConfigError(f"study.seeds = {seeds}: must be >= 1; {hint}")
+        if seeds > MAX_MEMBERS:
+            raise ConfigError(f"study.seeds = {seeds}: at most {MAX_MEMBERS:,} seeds per setting")
+        return
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(f"study.seeds = {seeds!r}: {hint}")
+    for s in seeds:
+        pair = [s, s] if isinstance(s, int) and not isinstance(s, bool) else s
+        if (
+            not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in pair)
+        ):
+            raise ConfigError(f"study.seeds entry {s!r}: seeds are integers in [0, 2^31); {hint}")
+    sets = Config(study=StudyConfig(seeds=seeds)).seed_sets()
+    if len(set(sets)) != len(sets):
+        raise ConfigError(f"study.seeds = {seeds!r} repeats a seed setting; each must be distinct")
