@@ -108,8 +108,16 @@ def init_population(task, seeds, hparams: dict, mesh: Mesh) -> MemberState:
       seeds: ``Seeds`` of int32 arrays ``[K_padded]``.
       hparams: name -> float32 array ``[K_padded]``.
     """
-    sharding = NamedSharding(mesh, P(AXIS))
-    return jax.jit(jax.vmap(task.init), out_shardings=sharding)(seeds, hparams)
+    # One member at a time within each device (lax.map, not vmap): a batched QR (the
+    # orthogonal initialiser) runs on jaxlib's LAPACK thread pool, and with two CPU
+    # devices doing so at once both waited on that pool for ever (seen: K = 4 on 2
+    # devices hung in sgeqrf). Init runs once, so its speed does not matter.
+    def per_device(seeds, hparams):
+        return lax.map(lambda member: task.init(*member), (seeds, hparams))
+
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(AXIS), P(AXIS)), out_specs=P(AXIS),
+                            check_vma=False)
+    return jax.jit(sharded)(seeds, hparams)
 
 
 def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, mesh: Mesh):
@@ -136,9 +144,9 @@ def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, me
         state, metrics = lax.map(lambda s: group_chunk(s, data), jax.tree.map(split, state))
         return jax.tree.map(merge, state), jax.tree.map(merge, metrics)
 
-    # check_vma=False: models build constants inside their own scans (flax's nn.RNN
-    # starts its carry from zeros), which the varying-axis check would reject though
-    # every member's computation is local to its device anyway.
+    # check_vma=False (here and below): models build constants inside their own scans
+    # (flax's nn.RNN starts its carry from zeros), which the varying-axis check rejects,
+    # though every member's computation is local to its device anyway.
     sharded = jax.shard_map(
         device_chunk, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=(P(AXIS), P(AXIS)), check_vma=False
     )

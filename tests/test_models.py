@@ -185,3 +185,31 @@ def test_every_family_trains_in_a_population_and_matches_its_solo_run(name, mesh
     assert (losses[:, -10:].mean(axis=1) < losses[:, :5].mean(axis=1)).all()  # it learns
     solo, solo_losses = solo_run(task, member(seeds, 1), member(hp, 1), device_data, steps=40)
     np.testing.assert_allclose(losses[1], solo_losses, rtol=2e-4, atol=2e-5)
+
+
+def test_orthogonal_init_of_several_members_per_device_finishes():
+    """Regression: a vmapped QR (orthogonal init) on two CPU devices at once deadlocked in
+    jaxlib's LAPACK thread pool. Init now maps over members; run it in a subprocess so that
+    a hang fails this test instead of the suite."""
+    import subprocess
+    import sys
+
+    code = """
+import jaxdyn, jax, numpy as np
+from jaxdyn import population as pop
+from jaxdyn.config import load_config
+from jaxdyn.study import expand
+(c,) = expand(load_config({"study": {"seeds": 8}, "model": {"kind": "rnn", "cell": "gru", "hidden_size": 8}}))
+mesh = pop.make_mesh()
+layout = pop.plan_layout(8, mesh.size, 0, "cpu")
+seeds, hp = c.member_arrays(lambda a: pop.pad_members(a, layout))
+state = pop.init_population(c.task(), seeds, hp, mesh)
+kernel = np.asarray(state.params["layer_0"]["cell"]["hr"]["kernel"])
+solo = c.task().init(*jax.tree.map(lambda a: a[3], (seeds, hp)))
+np.testing.assert_allclose(kernel[3], solo.params["layer_0"]["cell"]["hr"]["kernel"], rtol=1e-5, atol=1e-6)
+np.testing.assert_allclose(kernel[0] @ kernel[0].T, np.eye(8), atol=1e-5)  # orthogonal
+assert not np.allclose(kernel[0], kernel[1])
+print("ok", mesh.size)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout + proc.stderr
