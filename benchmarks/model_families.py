@@ -5,7 +5,8 @@ LSTM (hidden 64, readout last), at K = 8 and 32 members, this builds each cohort
 from a config exactly as a study does, trains it with the real population chunk
 (``population.make_train_chunk``: shard_map over every device, member groups,
 vmap, scan, divergence guard), and times chunks in interleaved best-of rounds.
-FLOPs per member step come from XLA's own cost analysis of one member's step;
+FLOPs per member step come from XLA's own cost analysis of one member's step (for
+the RNNs, counted by hand, since XLA counts a loop body once);
 the roofline is a 2048² float32 matmul on all devices, measured in the same run.
 
     python benchmarks/model_families.py [--sizes 8,32] [--chunk 100] [--rounds 3]
@@ -46,8 +47,21 @@ def cohort_for(model: dict, k: int):
     return cohort
 
 
+GATES = {"elman": 1, "gru": 3, "lstm": 4}
+
+
+def rnn_step_flops(model: dict, batch: int = 100, steps: int = 40, features: int = 1, n_out: int = 10) -> float:
+    """Matmul FLOPs of one RNN training step, counted by hand: XLA's cost analysis counts
+    a while loop's body once, not once per time step. Forward: per time step, input and
+    recurrent products ``2·B·(F + H)·G·H``; backward about twice the forward."""
+    h, g = model["hidden_size"], GATES[model["cell"]]
+    forward = steps * 2 * batch * (features + h) * g * h + 2 * batch * h * n_out
+    return 3.0 * forward
+
+
 def step_flops(cohort, data) -> float:
-    """FLOPs of one member's step, by XLA's cost analysis of the compiled step."""
+    """FLOPs of one member's step, by XLA's cost analysis of the compiled step (loop-free
+    models only: see ``rnn_step_flops``)."""
     task = cohort.task()
     seeds, hp = cohort.member_arrays(lambda a: a)
     one = jax.tree.map(lambda a: a[0], (seeds, hp))
@@ -88,7 +102,9 @@ def main(argv=None):
     roof_runners, roof_flops = roofline_runners()
     runners, work, flops = dict(roof_runners), {}, {}
     for name in args.families.split(","):
-        flops[name] = step_flops(cohort_for(FAMILIES[name], 1), load_dataset("mnist1d"))
+        model = FAMILIES[name]
+        flops[name] = (rnn_step_flops(model) if model["kind"] == "rnn"
+                       else step_flops(cohort_for(model, 1), load_dataset("mnist1d")))
         for k in sizes:
             key = f"{name}_K{k}"
             runners[key] = population_runner(cohort_for(FAMILIES[name], k), data, mesh, args.chunk)
