@@ -25,7 +25,7 @@ class OptimizerFamily:
 
     make: Callable[..., optax.GradientTransformation]
     defaults: Mapping[str, float]
-    positive: tuple[str, ...] = ("learning_rate",)
+    positive: tuple[str, ...] = ()  # learning_rate may be 0: a member that never moves is a control
     unit: tuple[str, ...] = ()
     doc: str = ""
 
@@ -54,20 +54,20 @@ FAMILIES: dict[str, OptimizerFamily] = {
     ),
     "adagrad": OptimizerFamily(
         optax.adagrad, {"learning_rate": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-7},
-        positive=("learning_rate", "eps"), doc="AdaGrad (Duchi et al. 2011)",
+        positive=("eps",), doc="AdaGrad (Duchi et al. 2011)",
     ),
     "rmsprop": OptimizerFamily(
         optax.rmsprop, {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8},
-        positive=("learning_rate", "eps"), unit=("decay",), doc="RMSProp (Hinton 2012)",
+        positive=("eps",), unit=("decay",), doc="RMSProp (Hinton 2012)",
     ),
     "adam": OptimizerFamily(
         optax.adam, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-        positive=("learning_rate", "eps"), unit=("b1", "b2"), doc="Adam (Kingma & Ba 2015)",
+        positive=("eps",), unit=("b1", "b2"), doc="Adam (Kingma & Ba 2015)",
     ),
     "adamw": OptimizerFamily(
         optax.adamw,
         {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
-        positive=("learning_rate", "eps"), unit=("b1", "b2"),
+        positive=("eps",), unit=("b1", "b2"),
         doc="Adam with decoupled weight decay (Loshchilov & Hutter 2019)",
     ),
 }

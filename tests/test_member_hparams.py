@@ -163,3 +163,15 @@ def test_other_objectives_train_and_report_cross_entropy(loss, tmp_path):
     assert (res.members.final_test_accuracy > 0.3).all()
     train = res.metrics[res.metrics.metric == "train_loss"].groupby("step").value.mean()
     assert train.iloc[-1] < train.iloc[0]  # the reported loss is cross-entropy, and it falls
+
+
+@pytest.mark.parametrize("family", ["sgd", "momentum", "adam", "rmsprop"])
+def test_learning_rate_zero_does_not_move(family, mesh, device_data):
+    task = make_task(family)
+    seeds, hp = member_arrays(family, [0, 1], [0, 1], learning_rate=[0.0, 1e-2])
+    before = jax.tree.map(np.asarray, pop.init_population(task, seeds, hp, mesh).params)
+    chunk = pop.make_train_chunk(task, 20, 20, 1, mesh)
+    after, _ = chunk(pop.init_population(task, seeds, hp, mesh), device_data)
+    after = jax.tree.map(np.asarray, after.params)
+    chex.assert_trees_all_equal(member(after, 0), member(before, 0))  # bitwise: it never moved
+    assert not np.allclose(after["head"]["kernel"][1], before["head"]["kernel"][1])  # its neighbour did
