@@ -50,6 +50,8 @@ class StudyConfig:
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "mnist1d"
+    n_train: int = 0  # the first N training examples; 0 = all
+    standardize: bool = False  # z-score each input feature with training-set statistics
 
 
 
@@ -79,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
     member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
     grad_clip: float = 0.0  # member hyperparameter: per-member global-norm clip, 0 = off
+    full_batch: bool = False  # every step on the whole training set, in order (batch_size unused)
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def _model_fields() -> dict[str, Any]:
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
 # the declarations: every model field that is not a member hyperparameter.
 COHORT_AXES = (
-    "data.name", "loss.name", "train.batch_size", *(f"optim.{f}" for f in OPTIM_FIELDS),
+    "data.name", "data.n_train", "data.standardize", "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
     *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 

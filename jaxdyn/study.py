@@ -64,6 +64,7 @@ class Cohort:
             batch_size=self.config.train.batch_size,
             input_shape=info.input_shape,
             loss=self.config.loss.name,
+            full_batch=self.config.train.full_batch,
             # A constant schedule is no schedule: the default path stays as it was.
             schedule=None if self.config.optim.schedule == "constant" else partial(
                 learning_rate, cfg=self.config.optim, steps=self.config.train.steps),
@@ -183,7 +184,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
-    datasets = {name: load_dataset(name) for name in dict.fromkeys(c.config.data.name for c in cohorts)}
+    datasets = {d: load_dataset(d.name, d.n_train, d.standardize) for d in dict.fromkeys(c.config.data for c in cohorts)}
     check_memory(cohorts)
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
@@ -223,7 +224,7 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
         for cohort in cohorts:
             done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"
             if not done_marker.exists():
-                name = cohort.config.data.name
+                name = cohort.config.data  # the dataset and its subset/standardisation
                 if name not in on_device:  # each dataset goes to the devices once
                     on_device[name] = replicate(datasets[name], mesh)
                 try:

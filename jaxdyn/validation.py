@@ -48,13 +48,18 @@ def validate(cfg: Config) -> None:
             )
     _check_seeds(cfg.study.seeds)
     t = cfg.train
-    n_train = DATASETS[cfg.data.name].n_train
+    if not 0 <= cfg.data.n_train <= DATASETS[cfg.data.name].n_train:
+        raise ConfigError(
+            f"data.n_train = {cfg.data.n_train}: the {cfg.data.name} training set has "
+            f"{DATASETS[cfg.data.name].n_train} examples; use 1..{DATASETS[cfg.data.name].n_train}, or 0 for all"
+        )
+    n_train = cfg.data.n_train or DATASETS[cfg.data.name].n_train
     for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
     if t.member_group < 0:
         raise ConfigError(f"train.member_group = {t.member_group}: must be >= 1, or 0 for automatic")
-    if t.batch_size > n_train:
+    if t.batch_size > n_train and not t.full_batch:
         raise ConfigError(
             f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "
             f"({n_train} examples); use at most {n_train}"

@@ -64,6 +64,7 @@ class SupervisedTask:
     input_shape: tuple[int, ...]
     loss: str = "cross_entropy"
     schedule: Callable | None = None  # (count, hparams) -> this member's learning rate; None: constant
+    full_batch: bool = False  # every step on the whole training set, in order: gradient descent
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -102,9 +103,12 @@ class SupervisedTask:
         across members whatever their penalties.
         """
         hp = state.hparams
-        key = jax.random.fold_in(state.data_key, state.step)
-        idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
-        x, y = data.x_train[idx], data.y_train[idx]
+        if self.full_batch:
+            x, y = data.x_train, data.y_train
+        else:
+            key = jax.random.fold_in(state.data_key, state.step)
+            idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
+            x, y = data.x_train[idx], data.y_train[idx]
 
         rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
 
