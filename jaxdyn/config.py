@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import tomli_w
 
-from jaxdyn import losses, models
+from jaxdyn import data, losses, models
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS
@@ -33,7 +33,7 @@ from jaxdyn.tasks import supervised
 # Every member hyperparameter outside the optimizer families, gathered from the
 # components that declare them: "section.name" -> HParam. Members carry them as
 # arrays under their bare name (``l2``, ``grad_clip``, ...).
-MEMBER_HPARAMS: dict[str, HParam] = {**losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS}
+MEMBER_HPARAMS: dict[str, HParam] = {**data.HPARAMS, **losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS}
 
 
 MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
@@ -52,6 +52,7 @@ class DataConfig:
     name: str = "mnist1d"
     n_train: int = 0  # the first N training examples; 0 = all
     standardize: bool = False  # z-score each input feature with training-set statistics
+    label_noise: float = 0.0  # member hyperparameter: fraction of training labels replaced
 
 
 

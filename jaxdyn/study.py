@@ -58,6 +58,7 @@ class Cohort:
         info = DATASETS[self.config.data.name]
         # Dropout is compiled in only when some member uses it, so the default path draws no masks.
         use_dropout = bool((self.members.get("dropout", pd.Series([0.0])) > 0).any())
+        label_noise = bool((self.members.get("label_noise", pd.Series([0.0])) > 0).any())
         return SupervisedTask(
             model=build_model(self.config.model, info.input_shape, info.n_classes, use_dropout),
             optimizer=FAMILIES[self.config.optim.name],
@@ -65,6 +66,7 @@ class Cohort:
             input_shape=info.input_shape,
             loss=self.config.loss.name,
             full_batch=self.config.train.full_batch,
+            label_noise=label_noise,
             # A constant schedule is no schedule: the default path stays as it was.
             schedule=None if self.config.optim.schedule == "constant" else partial(
                 learning_rate, cfg=self.config.optim, steps=self.config.train.steps),

@@ -186,9 +186,9 @@ def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
     # Adam keeps params, mu and nu; the rest is scalars: step, alive, diverged_at, two keys
     # of 2 words (data, dropout), two counts (Adam's and inject_hyperparams') and 5 injected
     # hyperparameters (learning_rate, b1, b2, eps, and optax's own eps_root); then
-    # MemberState.hparams: Adam's 4 and the 7 others (l1, l2, label_smoothing, init_scale,
-    # dropout, leaky_slope, grad_clip).
-    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 11 * 4
+    # MemberState.hparams: Adam's 4 and the 8 others (label_noise, l1, l2, label_smoothing,
+    # init_scale, dropout, leaky_slope, grad_clip).
+    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 12 * 4
     monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
     with pytest.raises(ConfigError, match="cohort 0 needs about .* GiB .* use fewer members or a smaller model"):
         jaxdyn.run(TINY, out=tmp_path / "run", progress=False)

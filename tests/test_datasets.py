@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -112,3 +113,30 @@ def test_a_1d_cnn_on_images_is_refused_before_compiling():
     with pytest.raises(jaxdyn.ConfigError, match="model.conv_dims"):
         expand(load_config({"data": {"name": "digits"}, "model": {"kind": "cnn", "conv_dims": 1}}))
     assert MODELS["cnn"]  # the registry entry the check comes from
+
+
+def test_label_noise_is_per_member_fixed_over_steps_and_at_its_rate():
+    from jaxdyn.data import noisy_labels
+
+    y = jnp.asarray(load_dataset("mnist1d").y_train)
+    idx = jnp.arange(len(y))
+    key_a, key_b = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    noisy = noisy_labels(y, idx, key_a, jnp.float32(0.3), 10)
+    changed = float((noisy != y).mean())
+    # 30% replaced, a tenth of those by their own class: 27% changed, within sampling error.
+    assert abs(changed - 0.27) < 4 * np.sqrt(0.27 * 0.73 / len(y))
+    np.testing.assert_array_equal(noisy_labels(y, idx, key_a, jnp.float32(0.0), 10), y)  # rate 0: none
+    assert not np.array_equal(noisy, noisy_labels(y, idx, key_b, jnp.float32(0.3), 10))  # own per member
+    # The same example gets the same noisy label whatever batch it is drawn in.
+    some = jnp.array([5, 17, 5, 900])
+    np.testing.assert_array_equal(noisy_labels(y[some], some, key_a, jnp.float32(0.3), 10), noisy[some])
+
+
+def test_label_noise_is_a_member_axis(tmp_path):
+    cfg = {"study": {"seeds": 1}, "model": {"hidden": [32]},
+           "train": {"steps": 200, "batch_size": 64, "chunk_steps": 200, "log_every": 50},
+           "grid": {"data.label_noise": [0.0, 0.8]}}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    m = res.members.set_index("label_noise")
+    assert len(res.members.cohort.unique()) == 1  # one compiled population
+    assert m.loc[0.8, "final_train_loss"] > m.loc[0.0, "final_train_loss"]  # noisy labels are harder to fit

@@ -96,7 +96,7 @@ def test_mixed_families_and_datasets_in_one_study(tmp_path, monkeypatch):
     assert calls == [1]  # the second dataset was loaded, once
     assert list(m.columns) == [
         "member", "cohort", "optim.name", "data.name", "init_seed", "data_seed", "dropout_seed", "learning_rate",
-        "momentum", "b1", "b2", "eps", "weight_decay", "l1", "l2", "label_smoothing", "init_scale", "dropout",
+        "momentum", "b1", "b2", "eps", "weight_decay", "label_noise", "l1", "l2", "label_smoothing", "init_scale", "dropout",
         "leaky_slope", "grad_clip",
         "final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
     assert m.groupby(["optim.name", "data.name"]).size().to_dict() == {

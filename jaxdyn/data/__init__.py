@@ -4,12 +4,21 @@ A dataset is loaded on the host once, checked, and put on the device once; each
 member then gathers its own minibatches by index inside the compiled loop.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn.data.dataset import Dataset, DatasetInfo, cache_dir
 from jaxdyn.data.digits import load_digits
 from jaxdyn.data.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from jaxdyn.errors import ConfigError
+from jaxdyn.hparams import HParam
+
+HPARAMS = {
+    "data.label_noise": HParam(0.0, high=1.0, high_open=False,
+                               doc="fraction of training labels replaced by a uniform random class, "
+                                   "chosen per member from its data seed (test labels untouched)"),
+}
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist1d": DatasetInfo(
@@ -61,4 +70,19 @@ def load_dataset(name: str, n_train: int = 0, standardize: bool = False) -> Data
     return ds
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetInfo", "cache_dir", "load_dataset"]
+def noisy_labels(labels: jax.Array, idx: jax.Array, data_key: jax.Array, rate: jax.Array,
+                 n_classes: int) -> jax.Array:
+    """Labels of training examples ``idx`` after this member's label noise (ONE member).
+
+    Whether example i is corrupted, and its new class, depend only on the member's
+    data key and i, never on the step: a member sees the same noisy training set
+    throughout, and each member (data seed) its own. A replaced label is uniform over
+    the classes, so it equals the true one a tenth of the time on 10 classes.
+    """
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(data_key, 0x1ABE1), i))(idx)
+    flip = jax.vmap(lambda k: jax.random.uniform(k))(keys) < rate
+    new = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0, n_classes))(keys)
+    return jnp.where(flip, new, labels).astype(labels.dtype)
+
+
+__all__ = ["DATASETS", "HPARAMS", "noisy_labels", "Dataset", "DatasetInfo", "cache_dir", "load_dataset"]

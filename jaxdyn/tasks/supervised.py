@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdyn.data import Dataset
+from jaxdyn.data import Dataset, noisy_labels
 from jaxdyn.hparams import HParam
 from jaxdyn.losses import LOSSES, is_weight, weight_penalty
 from jaxdyn.optim import OptimizerFamily
@@ -65,6 +65,7 @@ class SupervisedTask:
     loss: str = "cross_entropy"
     schedule: Callable | None = None  # (count, hparams) -> this member's learning rate; None: constant
     full_batch: bool = False  # every step on the whole training set, in order: gradient descent
+    label_noise: bool = False  # compiled in only when some member's data.label_noise > 0
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -104,11 +105,13 @@ class SupervisedTask:
         """
         hp = state.hparams
         if self.full_batch:
-            x, y = data.x_train, data.y_train
+            idx = jnp.arange(data.x_train.shape[0])
         else:
             key = jax.random.fold_in(state.data_key, state.step)
             idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
-            x, y = data.x_train[idx], data.y_train[idx]
+        x, y = data.x_train[idx], data.y_train[idx]
+        if self.label_noise:
+            y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.model.n_out)
 
         rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
 
