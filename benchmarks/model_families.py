@@ -13,9 +13,6 @@ the roofline is a 2048² float32 matmul on all devices, measured in the same run
 """
 
 import argparse
-import platform
-import sys
-import time
 from pathlib import Path
 
 import jaxdyn  # noqa: F401  (first: one XLA CPU device per core)
@@ -27,7 +24,7 @@ from jaxdyn.config import load_config
 from jaxdyn.data import load_dataset
 from jaxdyn.study import expand
 from population_throughput import roofline_runners  # noqa: E402  (benchmarks/)
-from timing import best_times, write_result  # noqa: E402  (benchmarks/timing.py)
+from timing import best_times, environment, write_result  # noqa: E402  (benchmarks/timing.py)
 
 CONVBASE = {"kind": "cnn", "channels": [25, 25, 25], "kernels": [5, 3, 3], "strides": [2, 2, 2],
             "padding": [1, 1, 1]}
@@ -128,10 +125,7 @@ def main(argv=None):
     dev = jax.devices()[0]
     result = {
         "benchmark": "model_families",
-        "device": {"platform": dev.platform, "kind": dev.device_kind, "count": len(jax.devices()),
-                   "cpu": platform.processor() or platform.machine()},
-        "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **environment(),
         "chunk_steps": args.chunk, "batch": 100, "rounds": args.rounds,
         "roofline_gflops": roof,
         "results": rows,

@@ -1,6 +1,8 @@
 """What every benchmark script shares: interleaved best-of timing and the JSON record."""
 
 import json
+import platform
+import sys
 import time
 from pathlib import Path
 
@@ -27,3 +29,14 @@ def write_result(out_dir, name: str, platform: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def environment() -> dict:
+    """Where a result was measured: device, versions, time (for every benchmark's JSON)."""
+    import jax
+
+    dev = jax.devices()[0]
+    return {"device": {"platform": dev.platform, "kind": dev.device_kind, "count": len(jax.devices()),
+                       "cpu": platform.processor() or platform.machine()},
+            "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -41,3 +41,15 @@ def member_arrays(family, init_seeds, data_seeds, dropout_seeds=None, **hparams)
     for name, values in hparams.items():
         hp[name] = np.broadcast_to(np.asarray(values, np.float32), (k,)).copy()
     return seeds, hp
+
+
+def counting_task(task, traces: list):
+    """``task`` with a ``step`` that appends to ``traces`` each time JAX traces it."""
+    import dataclasses
+
+    class Counting(type(task)):
+        def step(self, state, data):
+            traces.append(1)
+            return super().step(state, data)
+
+    return Counting(**{f.name: getattr(task, f.name) for f in dataclasses.fields(task)})

@@ -14,7 +14,7 @@ from jaxdyn.config import load_config
 from jaxdyn.losses import cross_entropy
 from jaxdyn.study import expand
 
-from conftest import make_task, member_arrays
+from conftest import counting_task, make_task, member_arrays
 
 
 def _one_sgd_step(device_data, mesh, **hparams):
@@ -92,14 +92,7 @@ def test_init_scale_multiplies_weights_not_biases(mesh):
 
 def test_new_member_values_never_recompile(mesh, device_data):
     traces = []
-
-    class Counting(type(make_task())):
-        def step(self, state, data):
-            traces.append(1)
-            return super().step(state, data)
-
-    base = make_task()
-    task = Counting(base.model, base.optimizer, base.batch_size, base.input_shape)
+    task = counting_task(make_task(), traces)
     chunk = pop.make_train_chunk(task, 5, 5, 1, mesh)
     for values in ([0.0, 0.1], [0.3, 1e-4], [2.0, 0.5]):
         seeds, hp = member_arrays("adam", [0, 1], [0, 1], l1=values, l2=values[::-1], grad_clip=values,

@@ -9,7 +9,7 @@ from jax import lax
 
 from jaxdyn import population as pop
 
-from conftest import make_task, member_arrays
+from conftest import counting_task, make_task, member_arrays
 
 STEPS = 100
 
@@ -140,14 +140,7 @@ def test_frozen_member_keeps_its_last_finite_state(mesh, device_data):
 
 def test_second_chunk_does_not_recompile(mesh, device_data):
     traces = []
-
-    class Counting(type(make_task())):
-        def step(self, state, data):
-            traces.append(1)
-            return super().step(state, data)
-
-    base = make_task()
-    task = Counting(base.model, base.optimizer, base.batch_size, base.input_shape)
+    task = counting_task(make_task(), traces)
     seeds, hp = member_arrays("adam", [0, 1], [0, 1], learning_rate=[1e-3, 3e-3])
     state = pop.init_population(task, seeds, hp, mesh)
     chunk = pop.make_train_chunk(task, 10, 5, 1, mesh)

@@ -1,7 +1,9 @@
 """Learning-rate schedules: each against its formula, per member inside a population, and
 against plain optax with the same schedule."""
 
+import dataclasses
 import math
+from functools import partial
 
 import chex
 import jax
@@ -15,7 +17,7 @@ from jaxdyn.config import OptimConfig, load_config
 from jaxdyn.schedules import SCHEDULES, learning_rate
 from jaxdyn.study import expand
 
-from conftest import make_task, member_arrays
+from conftest import counting_task, make_task, member_arrays
 from test_population import member, train_population
 
 STEPS = 1000
@@ -65,10 +67,7 @@ def test_schedule_gives_its_formula_at_chosen_steps(name):
 def test_members_follow_their_own_schedule_numbers_like_plain_optax(mesh, device_data, dataset):
     cfg = OptimConfig(name="sgd", schedule="cosine", decay_steps=40)
     base = make_task("sgd")
-    from functools import partial
-
-    task = type(base)(base.model, base.optimizer, base.batch_size, base.input_shape,
-                      schedule=partial(learning_rate, cfg=cfg, steps=40))
+    task = dataclasses.replace(base, schedule=partial(learning_rate, cfg=cfg, steps=40))
     seeds, hp = member_arrays("sgd", [0, 0], [0, 0], learning_rate=0.1, alpha=[0.0, 0.5])
     state, losses = train_population(task, seeds, hp, mesh, device_data, chunk=30)
     # The injected rate is the member's own: lr * cosine(29 / 40) with its alpha.
@@ -91,19 +90,10 @@ def test_members_follow_their_own_schedule_numbers_like_plain_optax(mesh, device
 
 
 def test_schedule_numbers_never_recompile(mesh, device_data):
-    from functools import partial
-
     traces = []
-    base = make_task("adam")
-
-    class Counting(type(base)):
-        def step(self, state, data):
-            traces.append(1)
-            return super().step(state, data)
-
     cfg = OptimConfig(schedule="warmup_cosine", warmup_steps=5)
-    task = Counting(base.model, base.optimizer, base.batch_size, base.input_shape,
-                    schedule=partial(learning_rate, cfg=cfg, steps=20))
+    task = counting_task(dataclasses.replace(make_task("adam"), schedule=partial(learning_rate, cfg=cfg, steps=20)),
+                         traces)
     chunk = pop.make_train_chunk(task, 5, 5, 1, mesh)
     counts = []
     for alphas in ([0.0, 0.1], [0.3, 0.9]):

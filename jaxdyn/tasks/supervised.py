@@ -104,12 +104,13 @@ class SupervisedTask:
         across members whatever their penalties.
         """
         hp = state.hparams
-        if self.full_batch:
+        if self.full_batch:  # the whole set in order: no gather copy of it each step
             idx = jnp.arange(data.x_train.shape[0])
+            x, y = data.x_train, data.y_train
         else:
             key = jax.random.fold_in(state.data_key, state.step)
             idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
-        x, y = data.x_train[idx], data.y_train[idx]
+            x, y = data.x_train[idx], data.y_train[idx]
         if self.label_noise:
             y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.model.n_out)
 
