@@ -23,6 +23,7 @@ import numpy as np
 import tomli_w
 
 from jaxdyn import data, losses, models
+from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS
@@ -45,15 +46,6 @@ class StudyConfig:
     # int N -> seeds 0..N-1; or a list of ints; or a list of [init, data] pairs or
     # [init, data, dropout] triples (the dropout seed defaults to the init seed).
     seeds: Any = 1
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    name: str = "mnist1d"
-    n_train: int = 0  # the first N training examples; 0 = all
-    standardize: bool = False  # z-score each input feature with training-set statistics
-    label_noise: float = 0.0  # member hyperparameter: fraction of training labels replaced
-
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "cross_entropy"
+    name: str = "auto"  # auto (cross_entropy for classes, mse for values) | cross_entropy | mse | bce
     l1: float = 0.0  # member hyperparameters: penalties on weights, and label smoothing
     l2: float = 0.0
     label_smoothing: float = 0.0
@@ -152,7 +144,7 @@ def _model_fields() -> dict[str, Any]:
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
 # the declarations: every model field that is not a member hyperparameter.
 COHORT_AXES = (
-    "data.name", "data.n_train", "data.standardize", "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
+    *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS), "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
     *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 

@@ -1,4 +1,4 @@
-"""Losses of a classifier and the weight penalties, with their member hyperparameters.
+"""Training objectives and the weight penalties, with their member hyperparameters.
 
 Everything here works on ONE member's arrays; the coefficients are that member's
 (traced) scalars.
@@ -53,6 +53,20 @@ def bce(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array
     return optax.sigmoid_binary_cross_entropy(logits, _targets(logits, labels, smoothing)).sum(-1).mean()
 
 
+def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Regression's ``mse`` objective: ``½ · mean over examples of Σ_outputs (output − target)²``,
+    the classifier's ``mse`` with the raw targets in place of one-hot labels."""
+    return 0.5 * jnp.square(outputs - targets).reshape(outputs.shape[0], -1).sum(-1).mean()
+
+
 # The training objective, by ``loss.name`` (structural: a cohort axis). The reported
-# ``loss`` metric is always the plain cross-entropy, so runs compare across objectives.
-LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "bce": bce}
+# ``loss`` metric is always the plain cross-entropy (classes) or the plain mean squared
+# error (values), so runs compare across objectives. ``auto`` is cross_entropy for a
+# classification dataset and mse for a regression one.
+LOSSES = {"auto": None, "cross_entropy": cross_entropy, "mse": mse, "bce": bce}
+REGRESSION_LOSSES = ("auto", "mse")
+
+
+def objective_name(name: str, regression: bool) -> str:
+    """``loss.name`` with ``auto`` resolved for the dataset."""
+    return ("mse" if regression else "cross_entropy") if name == "auto" else name

@@ -121,7 +121,7 @@ class Results:
     metrics: pd.DataFrame
 
     def summary(self) -> pd.DataFrame:
-        """Mean and std of final test accuracy over seeds, per hyperparameter setting."""
+        """Mean and std of final test accuracy (test loss for regression) over seeds, per setting."""
         return summarize(self.members)
 
 
@@ -132,14 +132,24 @@ def varying_settings(members: pd.DataFrame) -> list[str]:
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
 
+def headline(members: pd.DataFrame) -> str:
+    """The metric a summary reports: ``test_accuracy``, or ``test_loss`` when no member has
+    an accuracy (regression: the loss is the mean squared error)."""
+    return "test_accuracy" if members.final_test_accuracy.notna().any() else "test_loss"
+
+
 def summarize(members: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std of final test accuracy over seeds, and members diverged, per setting."""
+    """Mean ± std of the final headline metric over seeds, and members diverged, per setting.
+
+    The columns are ``test_accuracy_mean, test_accuracy_std`` for classification and
+    ``test_loss_mean, test_loss_std`` for regression (``headline``).
+    """
     keys = ["cohort", *varying_settings(members)]
+    metric = headline(members)
     grouped = members.assign(diverged=members.diverged_at >= 0).groupby(keys, dropna=False)
     table = grouped.agg(
         members=("member", "size"),
-        test_accuracy_mean=("final_test_accuracy", "mean"),
-        test_accuracy_std=("final_test_accuracy", "std"),
+        **{f"{metric}_mean": (f"final_{metric}", "mean"), f"{metric}_std": (f"final_{metric}", "std")},
         diverged=("diverged", "sum"),
     )
     return table.reset_index()
@@ -158,19 +168,23 @@ def load(run_dir) -> Results:
 
 
 def print_summary(members: pd.DataFrame, console=None) -> None:
-    """The end-of-study table: final test accuracy mean ± std over seeds, and members diverged."""
+    """The end-of-study table: final test accuracy (or test MSE) mean ± std over seeds, and
+    members diverged."""
     from rich.console import Console
     from rich.table import Table
 
     table = summarize(members)
-    out = Table(title="final test accuracy over seeds")
-    keys = [c for c in table.columns if c not in ("members", "test_accuracy_mean", "test_accuracy_std", "diverged")]
-    for col in [*keys, "members", "test accuracy", "diverged"]:
+    metric = headline(members)
+    name = "test accuracy" if metric == "test_accuracy" else "test MSE"
+    out = Table(title=f"final {name} over seeds")
+    keys = [c for c in table.columns if c not in ("members", f"{metric}_mean", f"{metric}_std", "diverged")]
+    for col in [*keys, "members", name, "diverged"]:
         out.add_column(col, justify="right")
     for _, row in table.iterrows():
-        std = 0.0 if np.isnan(row.test_accuracy_std) else row.test_accuracy_std
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        std = 0.0 if np.isnan(std) else std
         out.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
-                    str(int(row.members)), f"{row.test_accuracy_mean:.4f} ± {std:.4f}", str(int(row.diverged)))
+                    str(int(row.members)), f"{mean:.4g} ± {std:.2g}", str(int(row.diverged)))
     console = console or Console()
     console.print(out)
     lost = table[table.diverged == table.members]

@@ -19,8 +19,9 @@ import pandas as pd
 
 from jaxdyn import rundir, runner
 from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, load_config, to_toml
-from jaxdyn.validation import check_hparam, check_member_value, validate
-from jaxdyn.data import DATASETS, cache_dir, load_dataset
+from jaxdyn.validation import check_hparam, check_member_value, check_members, validate
+from jaxdyn.data import Augment, cache_dir, dataset_info, load_dataset
+from jaxdyn.losses import objective_name
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
 from jaxdyn.models import MODELS, build_model
@@ -55,18 +56,22 @@ class Cohort:
         return list(self.config.member_hparams())
 
     def task(self) -> SupervisedTask:
-        info = DATASETS[self.config.data.name]
-        # Dropout is compiled in only when some member uses it, so the default path draws no masks.
-        use_dropout = bool((self.members.get("dropout", pd.Series([0.0])) > 0).any())
-        label_noise = bool((self.members.get("label_noise", pd.Series([0.0])) > 0).any())
+        data = self.config.data
+        info = dataset_info(data)
+        # Dropout, label noise and input noise are compiled in only when some member
+        # uses them, so the default path draws no masks.
+        uses = lambda name: bool((self.members.get(name, pd.Series([0.0])) > 0).any())
         return SupervisedTask(
-            model=build_model(self.config.model, info.input_shape, info.n_classes, use_dropout),
+            model=build_model(self.config.model, info.input_shape, info.n_out, uses("dropout")),
             optimizer=FAMILIES[self.config.optim.name],
             batch_size=self.config.train.batch_size,
             input_shape=info.input_shape,
-            loss=self.config.loss.name,
+            loss=objective_name(self.config.loss.name, info.regression),
             full_batch=self.config.train.full_batch,
-            label_noise=label_noise,
+            label_noise=uses("label_noise"),
+            n_classes=info.n_classes,
+            target_shape=info.target_shape,
+            augment=Augment(data.shift, uses("noise_std"), data.crop, data.flip),
             # A constant schedule is no schedule: the default path stays as it was.
             schedule=None if self.config.optim.schedule == "constant" else partial(
                 learning_rate, cfg=self.config.optim, steps=self.config.train.steps),
@@ -148,7 +153,9 @@ def expand(cfg: Config) -> list[Cohort]:
                 rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,
                              "data_seed": data_seed, "dropout_seed": dropout_seed, **hparams})
                 next_member += 1
-        cohorts.append(Cohort(len(cohorts), ccfg, settings, pd.DataFrame(rows)))
+        table = pd.DataFrame(rows)
+        check_members(ccfg, table)
+        cohorts.append(Cohort(len(cohorts), ccfg, settings, table))
     return cohorts
 
 
@@ -186,7 +193,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
         cfg = load_config(config, overrides)
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
-    datasets = {d: load_dataset(d.name, d.n_train, d.standardize) for d in dict.fromkeys(c.config.data for c in cohorts)}
+    datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}
     check_memory(cohorts)
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
@@ -226,7 +233,7 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
         for cohort in cohorts:
             done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"
             if not done_marker.exists():
-                name = cohort.config.data  # the dataset and its subset/standardisation
+                name = cohort.config.data.source()  # the arrays: dataset, subset, standardisation
                 if name not in on_device:  # each dataset goes to the devices once
                     on_device[name] = replicate(datasets[name], mesh)
                 try:

@@ -11,9 +11,9 @@ import math
 import numpy as np
 
 from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig, closest_hint
-from jaxdyn.data import DATASETS
+from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info
 from jaxdyn.errors import ConfigError
-from jaxdyn.losses import LOSSES
+from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.schedules import SCHEDULES
@@ -29,15 +29,24 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{where} = {value!r} is not known{closest_hint(value, options)}")
 
     choice("data.name", cfg.data.name, DATASETS)
+    info = check_data(cfg.data)
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _check_schedule(cfg.optim, cfg.train.steps)
     choice("loss.name", cfg.loss.name, LOSSES)
+    if info.regression and cfg.loss.name not in REGRESSION_LOSSES:
+        raise ConfigError(f"loss.name = {cfg.loss.name!r}: data.name = {cfg.data.name!r} has real-valued targets; "
+                          "use loss.name = \"mse\" (or \"auto\")")
     for key in MEMBER_HPARAMS:
         section, name = key.split(".")
         if hasattr(getattr(cfg, section), name):
             check_member_value(key, getattr(getattr(cfg, section), name))
-    MODELS[cfg.model.kind].check(cfg.model, DATASETS[cfg.data.name].input_shape)
+    try:
+        MODELS[cfg.model.kind].check(cfg.model, info.input_shape)
+    except ConfigError as e:
+        if cfg.data.path and "path" in DATASETS[cfg.data.name].fields:
+            raise ConfigError(f"{e} (data.path = {cfg.data.path!r})") from None
+        raise
     takes = [*FAMILIES[cfg.optim.name].defaults,
              *(k.split(".")[1] for k in SCHEDULES[cfg.optim.schedule].hparams)]
     for key, _ in cfg.optim.hparams:
@@ -48,12 +57,12 @@ def validate(cfg: Config) -> None:
             )
     _check_seeds(cfg.study.seeds)
     t = cfg.train
-    if not 0 <= cfg.data.n_train <= DATASETS[cfg.data.name].n_train:
+    if not 0 <= cfg.data.n_train <= info.n_train:
         raise ConfigError(
             f"data.n_train = {cfg.data.n_train}: the {cfg.data.name} training set has "
-            f"{DATASETS[cfg.data.name].n_train} examples; use 1..{DATASETS[cfg.data.name].n_train}, or 0 for all"
+            f"{info.n_train} examples; use 1..{info.n_train}, or 0 for all"
         )
-    n_train = cfg.data.n_train or DATASETS[cfg.data.name].n_train
+    n_train = cfg.data.n_train or info.n_train
     for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
@@ -74,6 +83,58 @@ def validate(cfg: Config) -> None:
             f"train.chunk_steps = {t.chunk_steps} is not a multiple of train.log_every = {t.log_every}; "
             f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}"
         )
+
+
+def check_data(data: DataConfig):
+    """The ``[data]`` fields fit the dataset; returns its ``DatasetInfo`` (a user file is read here)."""
+    spec = DATASETS[data.name]
+    for name in DataConfig.__dataclass_fields__:
+        if name not in COMMON_FIELDS and name not in spec.fields and getattr(data, name) != getattr(DataConfig, name):
+            readers = [k for k, v in DATASETS.items() if name in v.fields]
+            raise ConfigError(f"data.{name} = {getattr(data, name)!r} is not read by data.name = {data.name!r} "
+                              f"(it is for {', '.join(readers)}); remove it")
+    minimum = {"seq_len": 2 if data.name == "adding" else 1, "input_dim": 1, "teacher_width": 1,
+               "teacher_depth": 0, "seed": 0, "shift": 0, "crop": 0}
+    for name, low in minimum.items():
+        if getattr(data, name) < low:
+            raise ConfigError(f"data.{name} = {getattr(data, name)}: must be >= {low}")
+    if data.seed >= 2**32:
+        raise ConfigError(f"data.seed = {data.seed}: must be below 2^32")
+    if not data.teacher_noise >= 0 or not math.isfinite(data.teacher_noise):
+        raise ConfigError(f"data.teacher_noise = {data.teacher_noise}: give a finite std >= 0")
+    if not 0 < data.test_fraction < 1:
+        raise ConfigError(f"data.test_fraction = {data.test_fraction}: give a fraction in (0, 1), e.g. 0.2")
+    if data.targets not in ("classes", "values"):
+        raise ConfigError(f"data.targets = {data.targets!r}: use \"classes\" (integer labels) or "
+                          "\"values\" (real-valued regression targets)")
+    info = dataset_info(data)
+    rank = len(info.input_shape)
+    if data.shift and rank not in (1, 2):
+        raise ConfigError(f"data.shift = {data.shift}: shifts sequences ([T] or [T, F] examples), but "
+                          f"{data.name!r} examples have shape {list(info.input_shape)}; use data.crop for images")
+    if data.shift >= (info.input_shape[0] if rank else 1):
+        raise ConfigError(f"data.shift = {data.shift}: must be below the sequence length {info.input_shape[0]}")
+    for name in ("crop", "flip"):
+        if getattr(data, name) and rank != 3:
+            raise ConfigError(f"data.{name} = {getattr(data, name)!r}: augments images ([H, W, C] examples), but "
+                              f"{data.name!r} examples have shape {list(info.input_shape)}"
+                              + ("; use data.shift for sequences" if rank in (1, 2) else ""))
+    return info
+
+
+def check_members(cfg: Config, members) -> None:
+    """Member values that depend on the dataset: label noise needs one class label per example,
+    label smoothing needs classes."""
+    info = dataset_info(cfg.data)
+    for name, why in (("label_noise", "one class label per example"), ("label_smoothing", "class labels")):
+        if name not in members:
+            continue
+        used = members[name] > 0
+        ok = not info.regression and (name == "label_smoothing" or info.target_shape == ())
+        if used.any() and not ok:
+            section = "data" if name == "label_noise" else "loss"
+            raise ConfigError(f"{section}.{name} = {members[name][used].iloc[0]:g}: needs {why}, which "
+                              f"data.name = {cfg.data.name!r} does not have; set it to 0")
 
 
 def check_member_value(key: str, value: float) -> None:

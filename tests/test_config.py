@@ -8,7 +8,7 @@ import pytest
 import jaxdyn
 from jaxdyn import population
 from jaxdyn.config import ConfigError, load_config, to_dict, to_toml
-from jaxdyn.data import DATASETS, DatasetInfo, Dataset
+from jaxdyn.data import DATASETS, Dataset, dataset_info, fixed
 
 TINY = {
     "study": {"name": "t", "seeds": 2},
@@ -111,8 +111,7 @@ def test_nan_data_fails_before_run_folder(tmp_path, monkeypatch, no_compile):
         x[7, 3] = np.nan
         return Dataset(x, np.zeros(4000, np.int32), np.zeros((1000, 40), np.float32), np.zeros(1000, np.int32))
 
-    info = DATASETS["mnist1d"]
-    monkeypatch.setitem(DATASETS, "mnist1d", DatasetInfo(nan_data, info.n_train, info.n_test, info.input_shape, 10))
+    monkeypatch.setitem(DATASETS, "mnist1d", fixed(nan_data, dataset_info("mnist1d"), "NaN"))
     with pytest.raises(ConfigError, match="x_train holds 1 non-finite values"):
         jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
@@ -186,9 +185,9 @@ def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
     # Adam keeps params, mu and nu; the rest is scalars: step, alive, diverged_at, two keys
     # of 2 words (data, dropout), two counts (Adam's and inject_hyperparams') and 5 injected
     # hyperparameters (learning_rate, b1, b2, eps, and optax's own eps_root); then
-    # MemberState.hparams: Adam's 4 and the 8 others (label_noise, l1, l2, label_smoothing,
-    # init_scale, dropout, leaky_slope, grad_clip).
-    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 12 * 4
+    # MemberState.hparams: Adam's 4 and the 9 others (label_noise, noise_std, l1, l2,
+    # label_smoothing, init_scale, dropout, leaky_slope, grad_clip).
+    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 13 * 4
     monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
     with pytest.raises(ConfigError, match="cohort 0 needs about .* GiB .* use fewer members or a smaller model"):
         jaxdyn.run(TINY, out=tmp_path / "run", progress=False)

@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 
-from jaxdyn.data import DATASETS, load_dataset
+from jaxdyn.data import dataset_info, load_dataset
 
 
 def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
@@ -20,7 +20,7 @@ def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
     assert (np.random.rand(3) == expected[0]).all() and random.random() == expected[1]
     cached = list(tmp_path.glob("mnist1d_*.npz"))
     assert len(cached) == 1
-    info = DATASETS["mnist1d"]
+    info = dataset_info("mnist1d")
     assert ds.x_train.shape == (info.n_train, 40) and ds.x_test.shape == (info.n_test, 40)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
     assert set(np.unique(ds.y_train)) == set(range(10))

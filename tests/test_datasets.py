@@ -12,7 +12,7 @@ import pytest
 
 import jaxdyn
 from jaxdyn import population as pop
-from jaxdyn.data import DATASETS, load_dataset
+from jaxdyn.data import dataset_info, load_dataset
 from jaxdyn.models import MODELS
 from jaxdyn.models.linear import Linear
 from jaxdyn.optim import FAMILIES
@@ -27,7 +27,7 @@ def digest(ds) -> str:
 
 def test_digits_shapes_split_and_determinism():
     ds = load_dataset("digits")
-    info = DATASETS["digits"]
+    info = dataset_info("digits")
     assert ds.x_train.shape == (info.n_train, 8, 8, 1) and ds.x_test.shape == (info.n_test, 8, 8, 1)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
     assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import jaxdyn
-from jaxdyn.data import DATASETS, DatasetInfo, load_dataset
+from jaxdyn.data import DATASETS, dataset_info, fixed, load_dataset
 from jaxdyn.models import MLP
 
 from conftest import make_task, member_arrays
@@ -81,9 +81,8 @@ def test_mixed_families_and_datasets_in_one_study(tmp_path, monkeypatch):
                            x_test=ds.x_test[:, ::-1].copy(), y_test=(ds.y_test + 1) % 10)
 
     calls = []
-    info = DATASETS["mnist1d"]
-    monkeypatch.setitem(DATASETS, "flipped", DatasetInfo(lambda: calls.append(1) or flipped(), info.n_train,
-                                                         info.n_test, info.input_shape, 10))
+    monkeypatch.setitem(DATASETS, "flipped", fixed(lambda: calls.append(1) or flipped(), dataset_info("mnist1d"),
+                                                   "reversed"))
     cfg = {
         "study": {"seeds": 2},
         "model": {"hidden": [16]},
@@ -96,7 +95,7 @@ def test_mixed_families_and_datasets_in_one_study(tmp_path, monkeypatch):
     assert calls == [1]  # the second dataset was loaded, once
     assert list(m.columns) == [
         "member", "cohort", "optim.name", "data.name", "init_seed", "data_seed", "dropout_seed", "learning_rate",
-        "momentum", "b1", "b2", "eps", "weight_decay", "label_noise", "l1", "l2", "label_smoothing", "init_scale", "dropout",
+        "momentum", "b1", "b2", "eps", "weight_decay", "label_noise", "noise_std", "l1", "l2", "label_smoothing", "init_scale", "dropout",
         "leaky_slope", "grad_clip",
         "final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
     assert m.groupby(["optim.name", "data.name"]).size().to_dict() == {

@@ -1,14 +1,21 @@
 """Offline datasets as arrays, and their registry.
 
 A dataset is loaded on the host once, checked, and put on the device once; each
-member then gathers its own minibatches by index inside the compiled loop.
+member then gathers its own minibatches by index inside the compiled loop, and
+augments them there (``augment.py``).
+
+Adding a dataset is one module (its loader and its ``DatasetInfo``) plus one entry
+in ``DATASETS``; the ``[data]`` fields it reads are named in the entry.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdyn.data.dataset import Dataset, DatasetInfo, cache_dir
+from jaxdyn.data import files, synthetic
+from jaxdyn.data.augment import Augment
+from jaxdyn.data.config import COMMON_FIELDS, DataConfig
+from jaxdyn.data.dataset import Dataset, DatasetInfo, DatasetSpec, cache_dir, fixed
 from jaxdyn.data.digits import load_digits
 from jaxdyn.data.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from jaxdyn.errors import ConfigError
@@ -18,51 +25,83 @@ HPARAMS = {
     "data.label_noise": HParam(0.0, high=1.0, high_open=False,
                                doc="fraction of training labels replaced by a uniform random class, "
                                    "chosen per member from its data seed (test labels untouched)"),
+    "data.noise_std": HParam(0.0, doc="std of Gaussian noise added to each training input, drawn per "
+                                      "member and step (augmentation; never in evaluation)"),
 }
 
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist1d": DatasetInfo(
-        load_mnist1d, n_train=4000, n_test=1000, input_shape=(40,), n_classes=10,
-        doc="MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40",
-    ),
-    "mnist1d_shuffled": DatasetInfo(
-        load_mnist1d_shuffled, n_train=4000, n_test=1000, input_shape=(40,), n_classes=10,
-        doc="MNIST-1D with one fixed permutation of the 40 positions (the paper's shuffle test)",
-    ),
-    "digits": DatasetInfo(
-        load_digits, n_train=1438, n_test=359, input_shape=(8, 8, 1), n_classes=10,
-        doc="scikit-learn's 8x8 digits as [8, 8, 1] images in [0, 1]; fixed stratified 1438 / 359 split",
-    ),
+_npz_info, _npz_load = files.file_info(files.load_npz)
+_idx_info, _idx_load = files.file_info(files.load_idx)
+_USER = ("path", "test_fraction", "seed")
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist1d": fixed(load_mnist1d, DatasetInfo(4000, 1000, (40,), 10),
+                     "MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40"),
+    "mnist1d_shuffled": fixed(load_mnist1d_shuffled, DatasetInfo(4000, 1000, (40,), 10),
+                              "MNIST-1D with one fixed permutation of the 40 positions (the paper's shuffle test)"),
+    "digits": fixed(load_digits, DatasetInfo(1438, 359, (8, 8, 1), 10),
+                    "scikit-learn's 8x8 digits as [8, 8, 1] images in [0, 1]; fixed stratified 1438 / 359 split"),
+    "adding": DatasetSpec(synthetic.load_adding, synthetic.adding_info, ("seq_len", "seed"),
+                          "the adding problem, regression: [seq_len, 2] -> sum of the two marked values; "
+                          "10000 / 1000"),
+    "copy": DatasetSpec(synthetic.load_copy, synthetic.copy_info, ("seq_len", "seed"),
+                        "the copy task: recall 10 symbols (8 classes) after a delay of seq_len; 5000 / 1000"),
+    "teacher": DatasetSpec(synthetic.load_teacher, synthetic.teacher_info,
+                           ("seed", "input_dim", "teacher_width", "teacher_depth", "teacher_noise"),
+                           "regression on a random tanh teacher MLP's outputs for Gaussian inputs; 4000 / 1000"),
+    "ring": DatasetSpec(synthetic.load_mixture("ring"), synthetic.mixture_info("ring"), ("seed",),
+                        "8 Gaussians on the unit circle, std 0.01 (PacGAN's 2D-ring); label = mode; 100000 / 2500"),
+    "grid": DatasetSpec(synthetic.load_mixture("grid"), synthetic.mixture_info("grid"), ("seed",),
+                        "25 Gaussians on a 5x5 grid, spacing 2, std 0.05 (PacGAN's 2D-grid); label = mode; "
+                        "100000 / 2500"),
+    "npz": DatasetSpec(_npz_load, _npz_info, (*_USER, "targets"),
+                       "your .npz at data.path: x, y [, x_test, y_test]; else data.test_fraction held out"),
+    "idx": DatasetSpec(_idx_load, _idx_info, _USER,
+                       "your MNIST-format IDX files (gzipped or plain): an images file or their folder"),
 }
 
 
-def load_dataset(name: str, n_train: int = 0, standardize: bool = False) -> Dataset:
-    """Load, type-check and NaN-check a registered dataset.
+def data_config(data: "DataConfig | str" = "mnist1d", **fields) -> DataConfig:
+    """A ``DataConfig`` from a config, or from a dataset name and field values."""
+    if isinstance(data, str):
+        return DataConfig(name=data, **fields)
+    return DataConfig(**{**data.__dict__, **fields}) if fields else data
+
+
+def dataset_info(data: "DataConfig | str", **fields) -> DatasetInfo:
+    """Shapes and sizes of the configured dataset (``n_train`` is the whole training set)."""
+    cfg = data_config(data, **fields)
+    return DATASETS[cfg.name].info(cfg)
+
+
+def load_dataset(data: "DataConfig | str" = "mnist1d", **fields) -> Dataset:
+    """Load, type-check and NaN-check the configured dataset.
 
     Args:
-      n_train: keep the first ``n_train`` training examples (0 = all), e.g. for
-        full-batch gradient descent on a subset.
-      standardize: z-score each input feature with the (kept) training set's mean and
-        std, and apply the same statistics to the test set.
+      data: a ``DataConfig``, or a dataset name with its fields as keywords, e.g.
+        ``load_dataset("adding", seq_len=100)``. ``n_train`` keeps the first N
+        training examples (0 = all), e.g. for full-batch gradient descent on a
+        subset; ``standardize`` z-scores each input feature with the (kept)
+        training set's mean and std, and applies the same statistics to the test set.
     """
-    info = DATASETS[name]
-    ds = info.load()
+    cfg = data_config(data, **fields)
+    info = dataset_info(cfg)
+    ds = DATASETS[cfg.name].load(cfg)
     for field, arr in ds._asdict().items():
-        if field.startswith("x") and not np.all(np.isfinite(arr)):
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             bad = int(np.sum(~np.isfinite(arr)))
             raise ConfigError(
-                f"dataset {name!r}: {field} holds {bad} non-finite values; delete the cache "
+                f"dataset {cfg.name!r}: {field} holds {bad} non-finite values; delete the cache "
                 f"folder {cache_dir()} to regenerate it, or fix the loader."
             )
-    if ds.x_train.shape[1:] != info.input_shape or len(ds.x_train) != info.n_train:
+    want = (info.n_train, *info.input_shape)
+    if ds.x_train.shape != want or ds.y_train.shape != (info.n_train, *info.target_shape):
         raise ConfigError(
-            f"dataset {name!r}: x_train has shape {ds.x_train.shape}, expected "
-            f"({info.n_train}, {', '.join(map(str, info.input_shape))}); delete {cache_dir()} "
-            "to regenerate it."
+            f"dataset {cfg.name!r}: x_train has shape {ds.x_train.shape}, expected "
+            f"({', '.join(map(str, want))}); delete {cache_dir()} to regenerate it."
         )
-    if n_train:
-        ds = ds._replace(x_train=ds.x_train[:n_train], y_train=ds.y_train[:n_train])
-    if standardize:
+    if cfg.n_train:
+        ds = ds._replace(x_train=ds.x_train[:cfg.n_train], y_train=ds.y_train[:cfg.n_train])
+    if cfg.standardize:
         mean, std = ds.x_train.mean(axis=0), ds.x_train.std(axis=0)
         std = np.where(std > 0, std, 1.0)  # a constant feature stays 0, not NaN
         ds = ds._replace(x_train=((ds.x_train - mean) / std).astype(np.float32),
@@ -85,4 +124,5 @@ def noisy_labels(labels: jax.Array, idx: jax.Array, data_key: jax.Array, rate: j
     return jnp.where(flip, new, labels).astype(labels.dtype)
 
 
-__all__ = ["DATASETS", "HPARAMS", "noisy_labels", "Dataset", "DatasetInfo", "cache_dir", "load_dataset"]
+__all__ = ["COMMON_FIELDS", "DATASETS", "HPARAMS", "Augment", "DataConfig", "Dataset", "DatasetInfo",
+           "DatasetSpec", "cache_dir", "data_config", "dataset_info", "fixed", "load_dataset", "noisy_labels"]

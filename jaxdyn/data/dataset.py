@@ -1,4 +1,4 @@
-"""The arrays every dataset is made of, what is known of it before loading, and the cache folder."""
+"""The arrays every dataset is made of, what is known of it before training, and the cache folder."""
 
 import os
 from dataclasses import dataclass
@@ -9,7 +9,8 @@ import numpy as np
 
 
 class Dataset(NamedTuple):
-    """Arrays of one dataset: ``x_*`` float32 ``[N, ...]``, ``y_*`` int32 ``[N]``."""
+    """Arrays of one dataset: ``x_*`` float32 ``[N, *input_shape]``; ``y_*`` ``[N, *target_shape]``,
+    int32 class labels, or float32 values for a regression dataset."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -19,14 +20,52 @@ class Dataset(NamedTuple):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What validation needs to know about a dataset before loading it."""
+    """What validation and the model builder need to know about one configured dataset.
 
-    load: Callable[[], Dataset]
+    Attributes:
+      n_classes: classes per label; 0 for a regression dataset (real-valued targets).
+      target_shape: shape of one example's target: ``()`` for one label or value,
+        ``(L,)`` for L of them (the copy task's L recalled symbols).
+    """
+
     n_train: int
     n_test: int
     input_shape: tuple[int, ...]
     n_classes: int
+    target_shape: tuple[int, ...] = ()
+
+    @property
+    def regression(self) -> bool:
+        return self.n_classes == 0
+
+    @property
+    def n_out(self) -> int:
+        """Model outputs: a logit per class per label, or one per target value."""
+        return int(np.prod(self.target_shape, dtype=int)) * (self.n_classes or 1)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
+
+    Attributes:
+      load: ``DataConfig -> Dataset``, deterministic in the config (generated from
+        ``data.seed`` or read from ``data.path``).
+      info: ``DataConfig -> DatasetInfo`` without generating the data where that is
+        possible (a user file must be read to know its shapes).
+      fields: the ``[data]`` fields beyond the common ones that this dataset reads.
+      doc: one line for ``jaxdyn list``.
+    """
+
+    load: Callable
+    info: Callable
+    fields: tuple[str, ...] = ()
     doc: str = ""
+
+
+def fixed(load: Callable[[], Dataset], info: DatasetInfo, doc: str) -> DatasetSpec:
+    """A dataset with no settings of its own (MNIST-1D, digits)."""
+    return DatasetSpec(lambda cfg: load(), lambda cfg: info, (), doc)
 
 
 def cache_dir() -> Path:

@@ -25,7 +25,8 @@ def setting_labels(members: pd.DataFrame) -> pd.Series:
 
 
 def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Figure:
-    """Write ``path`` (PNG): train loss, test loss and test accuracy against step.
+    """Write ``path`` (PNG): train loss, test loss and test accuracy against step (no
+    accuracy panel for a regression study, whose loss is the mean squared error).
 
     Each line is one setting: the mean over its seeds, with a band of ± one std.
     Diverged members drop out of a mean from the step they diverged (their train
@@ -34,13 +35,14 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
     panel is named in that panel's title, a setting with nothing left anywhere is
     marked in the legend, and a panel with nothing at all says so. Returns the figure.
     """
+    panels = [p for p in PANELS if p[0] != "test_accuracy" or (metrics.metric == "test_accuracy").any()]
     labels = setting_labels(members)
     settings = list(dict.fromkeys(labels))
     colors = {s: f"C{i % 10}" for i, s in enumerate(settings)}
-    fig = Figure(figsize=(5 * len(PANELS) + 2, 4), layout="constrained")
-    axes = fig.subplots(1, len(PANELS))
+    fig = Figure(figsize=(5 * len(panels) + 2, 4), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     drawn_anywhere = set()
-    for ax, (metric, title, scale) in zip(axes, PANELS):
+    for ax, (metric, title, scale) in zip(axes, panels):
         values = metrics.loc[metrics.metric == metric, ["member", "step", "value"]]
         values = values.assign(value=values.value.astype(np.float64))  # float32 means of huge losses overflow
         drawable = np.isfinite(values.value) & ((values.value > 0) if scale == "log" else True)

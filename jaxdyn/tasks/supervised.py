@@ -1,4 +1,4 @@
-"""Supervised classification: one member's init, step and evaluation.
+"""Supervised learning, classification or regression: one member's init, step and evaluation.
 
 Everything here works on ONE member; ``population.py`` vmaps it. Randomness
 comes from the member's own keys folded with its step number, so data order does
@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdyn.data import Dataset, noisy_labels
+from jaxdyn.data import Augment, Dataset, noisy_labels
 from jaxdyn.hparams import HParam
-from jaxdyn.losses import LOSSES, is_weight, weight_penalty
+from jaxdyn.losses import LOSSES, is_weight, squared_error, weight_penalty
 from jaxdyn.optim import OptimizerFamily
 
 HPARAMS = {
@@ -46,16 +46,20 @@ class Seeds(NamedTuple):
 
 @dataclass(frozen=True)
 class SupervisedTask:
-    """Minibatch training of a classifier with softmax cross-entropy.
+    """Minibatch training of a classifier or a regressor.
 
     Attributes:
-      model: a Flax module mapping ``[B, ...]`` inputs to ``[B, n_classes]`` logits.
+      model: a Flax module mapping ``[B, ...]`` inputs to ``[B, n_out]`` outputs:
+        ``prod(target_shape) · n_classes`` logits, or ``prod(target_shape)`` values.
       optimizer: the optimizer family; per-member values come in ``hparams``.
       batch_size: examples per step, drawn uniformly with replacement from the
         training set by each member's own data key.
       input_shape: shape of one example.
       schedule: ``(count, hparams) -> learning rate`` of one member, or None (constant).
-      loss: the objective's name in ``losses.LOSSES`` (the ``loss`` metric is always plain cross-entropy).
+      loss: the objective's name in ``losses.LOSSES``, ``auto`` resolved. The ``loss``
+        metric is always the plain cross-entropy (classes) or mean squared error (values).
+      n_classes: classes per label; 0 for regression (float targets).
+      target_shape: shape of one example's target (``(L,)``: L labels, e.g. the copy task).
     """
 
     model: nn.Module
@@ -66,6 +70,9 @@ class SupervisedTask:
     schedule: Callable | None = None  # (count, hparams) -> this member's learning rate; None: constant
     full_batch: bool = False  # every step on the whole training set, in order: gradient descent
     label_noise: bool = False  # compiled in only when some member's data.label_noise > 0
+    n_classes: int = 10
+    target_shape: tuple[int, ...] = ()
+    augment: Augment = Augment()  # training batches only; empty (the default) compiles to nothing
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -93,8 +100,20 @@ class SupervisedTask:
     def loss_and_metrics(self, params, model_state, x, y, hparams):
         """Evaluation mode: running BatchNorm statistics, no dropout."""
         logits = self.model.apply({"params": params, **model_state}, x, train=False, hparams=hparams)
-        scores = _scores(logits, y)
+        scores = self._scores(logits, y)
         return scores["loss"], scores
+
+    def _outputs(self, out: jax.Array) -> jax.Array:
+        """The model's ``[B, n_out]`` as ``[B, *target_shape, n_classes]`` logits or ``[B, *target_shape]`` values."""
+        return out.reshape(out.shape[0], *self.target_shape, *((self.n_classes,) if self.n_classes else ()))
+
+    def _scores(self, out: jax.Array, y: jax.Array) -> dict:
+        """Plain cross-entropy and accuracy (mean over every label), or plain mean squared error."""
+        out = self._outputs(out)
+        if not self.n_classes:
+            return {"loss": jnp.square(out - y).mean()}
+        return {"loss": optax.softmax_cross_entropy_with_integer_labels(out, y).mean(),
+                "accuracy": (out.argmax(-1) == y).mean()}
 
     def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
         """One optimisation step of one member on a minibatch of ``data``'s training set.
@@ -112,7 +131,9 @@ class SupervisedTask:
             idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
             x, y = data.x_train[idx], data.y_train[idx]
         if self.label_noise:
-            y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.model.n_out)
+            y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.n_classes)
+        if self.augment:
+            x = self.augment(x, jax.random.fold_in(state.data_key, state.step), hp.get("noise_std"))
 
         rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
 
@@ -122,8 +143,10 @@ class SupervisedTask:
             logits, model_state = self.model.apply(
                 {"params": params, **state.model_state}, x, train=True, hparams=hp, rngs=rngs,
                 mutable=list(state.model_state))
-            loss = LOSSES[self.loss](logits, y, hp["label_smoothing"]) + weight_penalty(params, hp["l1"], hp["l2"])
-            return loss, (_scores(logits, y), model_state)
+            out = self._outputs(logits)
+            fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
+            loss = fit + weight_penalty(params, hp["l1"], hp["l2"])
+            return loss, (self._scores(logits, y), model_state)
 
         grads, (metrics, model_state) = jax.grad(objective, has_aux=True)(state.params)
         grads = _clip_global_norm(grads, hp["grad_clip"])
@@ -142,12 +165,6 @@ class SupervisedTask:
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Loss and accuracy of one member on the whole of ``x, y``."""
         return self.loss_and_metrics(state.params, state.model_state, x, y, state.hparams)[1]
-
-
-def _scores(logits: jax.Array, y: jax.Array) -> dict:
-    """Plain cross-entropy and accuracy of a batch."""
-    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
-            "accuracy": (logits.argmax(-1) == y).mean()}
 
 
 def _clip_global_norm(grads, threshold: jax.Array):
