@@ -32,7 +32,12 @@ def _list() -> None:
     from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
     from jaxdyn.optim import FAMILIES
 
-    print("datasets:     " + ", ".join(f"{k} ({v.doc})" for k, v in DATASETS.items()))
+    from jaxdyn.data import COMMON_FIELDS
+
+    print(f"datasets (data.name; every one takes data.{', data.'.join(COMMON_FIELDS[1:])}):")
+    for name, spec in DATASETS.items():
+        fields = f"\n          fields: {', '.join(spec.fields)}" if spec.fields else ""
+        print(f"  {name:<16} {spec.doc}{fields}")
     print("activations:  " + ", ".join(ACTIVATIONS))
     print("initialisers: " + ", ".join(INITIALIZERS))
     print("optimizers:")
@@ -49,7 +54,7 @@ def _list() -> None:
     for name, spec in MODELS.items():
         fields = ", ".join(f.name for f in dataclasses.fields(spec.config) if f.name != "kind")
         print(f"  {name:<7} {spec.doc}\n          fields: {fields}")
-    print("losses (loss.name): " + ", ".join(LOSSES))
+    print("losses (loss.name): " + ", ".join(LOSSES) + " (auto: cross_entropy for classes, mse for values)")
     print("other member hyperparameters (grid axes, --set keys, members.csv columns):")
     for key, hp in MEMBER_HPARAMS.items():
         print(f"  {key:<21} {hp.describe()}")

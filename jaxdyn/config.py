@@ -144,7 +144,8 @@ def _model_fields() -> dict[str, Any]:
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
 # the declarations: every model field that is not a member hyperparameter.
 COHORT_AXES = (
-    *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS), "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
+    *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS),
+    "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
     *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 

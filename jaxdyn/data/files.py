@@ -213,7 +213,7 @@ def _labels(source: str, key: str, y: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             raise ConfigError(f"{source}: {key} holds labels that are not integers in {_rows(bad)} (e.g. "
-                              f"{y[bad][0]!r}); class labels are 0..C-1 (for real-valued targets set "
+                              f"{y[bad][0].item()!r}); class labels are 0..C-1 (for real-valued targets set "
                               "data.targets = \"values\")")
     y = y.astype(np.int64)
     if (y < 0).any():
