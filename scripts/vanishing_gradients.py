@@ -90,11 +90,14 @@ def plot(rows: list[dict], path: Path) -> None:
     ax = fig.subplots()
     for i, cell in enumerate(dict.fromkeys(r["cell"] for r in rows)):
         mine = [r for r in rows if r["cell"] == cell]
-        ax.errorbar([r["T"] for r in mine], [r["mean"] for r in mine], yerr=[r["std"] for r in mine],
-                    marker="o", capsize=3, color=f"C{i}", label=cell)
+        mean, std = np.array([r["mean"] for r in mine]), np.array([r["std"] for r in mine])
+        lower = np.minimum(std, 0.9 * mean)  # a band below zero cannot be drawn on a log axis
+        ax.errorbar([r["T"] for r in mine], mean, yerr=[lower, std], marker="o", capsize=3, color=f"C{i}",
+                    label=cell)
     ax.axhline(BASELINE, color="gray", linestyle="--", label="predict the mean (1/6)")
     ax.axhline(SOLVED, color="gray", linestyle=":", label="solved below")
     ax.set(xscale="log", yscale="log", xlabel="sequence length T", ylabel="final test MSE (mean ± std over seeds)",
+           xticks=sorted({r["T"] for r in rows}), xticklabels=[str(t) for t in sorted({r["T"] for r in rows})],
            title="adding problem: where each cell fails")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)

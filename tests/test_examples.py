@@ -16,7 +16,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 def test_the_catalogue_is_there():
     names = {p.stem for p in EXAMPLES}
     assert {"mnist1d_linear", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru", "activation_init", "optimizers",
-            "batchnorm_dropout", "l2_sweep", "lr_schedules"} <= names
+            "batchnorm_dropout", "l2_sweep", "lr_schedules", "adding_T10", "adding_T50", "adding_T100",
+            "adding_T200"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -37,3 +38,19 @@ def test_paper_architectures():
         state = jax.eval_shape(cohort.task().init, seeds, hparams)
         assert state.params["head"]["kernel"].shape == (features, 10), name
         assert len(cohort.members) == 8
+
+
+def test_vanishing_gradient_script_runs_and_an_lstm_beats_the_baseline(tmp_path, capsys):
+    import importlib.util
+
+    path = EXAMPLES[0].parent.parent / "scripts" / "vanishing_gradients.py"
+    spec = importlib.util.spec_from_file_location("vanishing_gradients", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--lengths", "10", "--seeds", "2", "--steps", "500", "--out", str(tmp_path), "--results", ""])
+    assert [r["cell"] for r in rows] == ["elman", "lstm", "gru"] and all(r["seeds"] == 2 for r in rows)
+    lstm = next(r for r in rows if r["cell"] == "lstm")
+    assert lstm["mean"] < script.BASELINE / 2  # T = 10 is short enough to learn in 500 steps
+    assert (tmp_path / "vanishing_gradients.png").stat().st_size > 0 and (tmp_path / "T10" / "members.csv").exists()
+    printed = capsys.readouterr().out
+    assert "baseline, predicting the mean: 0.167" in printed and "  lstm: " in printed

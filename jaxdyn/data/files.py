@@ -251,7 +251,7 @@ def file_info(load):
     def cached_load(cfg) -> Dataset:
         path = _source(cfg)
         stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in ([path] if path.is_file() else sorted(path.iterdir())))
-        key = (cfg, stamp)
+        key = (cfg.source(), stamp)
         if key not in cache:
             cache.clear()  # one file at a time: a big dataset is not kept twice
             cache[key] = load(cfg)
