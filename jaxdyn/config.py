@@ -28,6 +28,7 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks import supervised
 
@@ -93,6 +94,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
 
     def optim_hparams(self) -> dict[str, float]:
@@ -193,9 +195,9 @@ def from_dict(raw: Mapping) -> Config:
         raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
     sections = {}
     for key in raw:
-        if key not in (*_SECTIONS, "model", "optim", "grid"):
+        if key not in (*_SECTIONS, "model", "optim", "probes", "grid"):
             raise ConfigError(
-                f"unknown config section [{key}]{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'grid'])}")
+                f"unknown config section [{key}]{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'probes', 'grid'])}")
     for name, cls in _SECTIONS.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
@@ -208,6 +210,7 @@ def from_dict(raw: Mapping) -> Config:
             values[key] = _check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values)
     sections["model"] = model_from_dict(raw.get("model", {}))
+    sections["probes"] = probes_from_dict(raw.get("probes", {}), _check_type, closest_hint)
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -359,6 +362,7 @@ def to_dict(cfg: Config) -> dict:
     out["optim"] = {k: list(getattr(cfg.optim, k)) if k == "boundaries" else getattr(cfg.optim, k)
                     for k in OPTIM_FIELDS if f"optim.{k}" not in gridded}
     out["optim"].update(cfg.optim.hparams)
+    out["probes"] = probes_to_dict(cfg.probes)
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     return out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METRIC_COLUMNS = ["cohort", "member", "step", "metric", "value"]
+METRIC_COLUMNS = ["cohort", "member", "step", "metric", "layer", "value"]
 
 
 def write_atomic(path: Path, write) -> None:
@@ -45,31 +45,43 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 class MetricParts:
-    """Per-chunk parquet files of one run: ``parts/c{cohort}_{chunks_done}.parquet``."""
+    """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``.
 
-    def __init__(self, run_dir: Path):
+    ``prefix`` is empty for the metrics (``metrics.parquet``) and ``hist_`` for the
+    probes' histograms (``histograms.parquet``).
+    """
+
+    PREFIXES = ("", "hist_")
+
+    def __init__(self, run_dir: Path, prefix: str = ""):
         self.dir = Path(run_dir) / "parts"
+        self.prefix = prefix
 
-    def _files(self, cohort: int):
-        return sorted(self.dir.glob(f"c{cohort:03d}_*.parquet"))
+    def _files(self, cohort: int | None = None):
+        pattern = f"{self.prefix}c{cohort:03d}_*.parquet" if cohort is not None else f"{self.prefix}c*.parquet"
+        return sorted(self.dir.glob(pattern))
 
     def write(self, cohort: int, chunks_done: int, frame: pd.DataFrame) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"c{cohort:03d}_{chunks_done:06d}.parquet"
+        path = self.dir / f"{self.prefix}c{cohort:03d}_{chunks_done:06d}.parquet"
         write_atomic(path, lambda p: frame.to_parquet(p, index=False))
 
     def drop_after(self, cohort: int, chunks_done: int) -> None:
-        """Forget chunks past the checkpoint a resume starts from; they will be rerun."""
-        for path in self._files(cohort):
-            if int(path.stem.split("_")[1]) > chunks_done:
-                path.unlink()
+        """Forget chunks past the checkpoint a resume starts from (every table's); they will be rerun."""
+        for prefix in self.PREFIXES:
+            for path in MetricParts(self.dir.parent, prefix)._files(cohort):
+                if int(path.stem.split("_")[-1]) > chunks_done:
+                    path.unlink()
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
 
     def read(self, cohort: int | None = None) -> pd.DataFrame:
-        files = self._files(cohort) if cohort is not None else sorted(self.dir.glob("c*.parquet"))
+        files = self._files(cohort)
         if not files:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(METRIC_COLUMNS, ["int32", "int32", "int64", "str", "float32"])})
+            if self.prefix:
+                return pd.DataFrame()
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                 zip(METRIC_COLUMNS, ["int32", "int32", "int64", "str", "str", "float32"])})
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
@@ -77,21 +89,31 @@ def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, pre
     """Long rows from ``{name: [K, T]}`` arrays (padding members already cut off).
 
     Args:
-      metrics: name -> float array ``[K, T]`` (or ``[K]`` when T = 1).
+      metrics: name -> float array ``[K, T]`` (or ``[K]`` when T = 1), a whole-model
+        value (``layer`` empty); or name -> ``{layer: [K, T]}``, per-layer values of a
+        probe, whose names are written as they are (no prefix).
       members: member ids ``[K]``.
       steps: step of each column ``[T]``.
-      prefix: prepended to each metric name, e.g. ``"train_"``.
+      prefix: prepended to each whole-model metric name, e.g. ``"train_"``.
     """
     frames = []
-    for name, values in metrics.items():
+
+    def rows(metric, layer, values):
         values = np.asarray(values, np.float32).reshape(len(members), len(steps))
-        frames.append(pd.DataFrame({
+        return pd.DataFrame({
             "cohort": np.int32(cohort),
             "member": np.repeat(members.astype(np.int32), len(steps)),
             "step": np.tile(steps.astype(np.int64), len(members)),
-            "metric": prefix + name,
+            "metric": metric,
+            "layer": layer,
             "value": values.reshape(-1),
-        }))
+        })
+
+    for name, values in metrics.items():
+        if isinstance(values, dict):
+            frames.extend(rows(name, layer, v) for layer, v in values.items())
+        else:
+            frames.append(rows(prefix + name, "", values))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -90,6 +90,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
     parts = MetricParts(run_dir)
+    histograms = MetricParts(run_dir, "hist_")
     ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
     try:
         task = cohort.task()
@@ -104,6 +105,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         parts.drop_after(cohort.index, done)
         train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
         evaluate = pop.make_evaluate(task, mesh)
+        probes = cohort.probes(task, mesh)
+        params0 = init().params if probes.needs_init else None  # the seeds give them again on a resume
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
         alive = _alive(state, k)
@@ -125,6 +128,12 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
                 test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
                 frame = pd.concat([frame, test], ignore_index=True)
+            if probes:
+                rows, hist = probes.measure(state, params0, data, done, last, done * t.chunk_steps, cohort.index,
+                                            cohort.members["member"].to_numpy())
+                frame = pd.concat([frame, rows], ignore_index=True)
+                if len(hist):
+                    histograms.write(cohort.index, done, hist)
             parts.write(cohort.index, done, frame)
             if progress is not None:
                 rate = k * t.chunk_steps / (time.perf_counter() - tic)
@@ -158,7 +167,7 @@ def _alive(state, k: int) -> np.ndarray:
 def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
     """Tidy rows from ``{name: [K_padded, ...]}`` device results; padding members cut off."""
     k = len(cohort.members)
-    real = {name: v[:k] for name, v in values.items()}
+    real = jax.tree.map(lambda v: v[:k], values)
     return tidy(real, cohort.members["member"].to_numpy(), cohort.index, steps, prefix)
 
 

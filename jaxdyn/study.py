@@ -27,6 +27,7 @@ from jaxdyn.memory import check_memory
 from jaxdyn.models import MODELS, build_model
 from jaxdyn.optim import FAMILIES
 from jaxdyn.population import enable_compile_cache, make_mesh, replicate
+from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
 from jaxdyn.schedules import learning_rate
 from jaxdyn.report import plot_curves
@@ -72,10 +73,16 @@ class Cohort:
             n_classes=info.n_classes,
             target_shape=info.target_shape,
             augment=Augment(data.shift, uses("noise_std"), data.crop, data.flip),
+            track_updates=any(p.step_metrics for p, _ in self.config.probes.enabled()),
             # A constant schedule is no schedule: the default path stays as it was.
             schedule=None if self.config.optim.schedule == "constant" else partial(
                 learning_rate, cfg=self.config.optim, steps=self.config.train.steps),
         )
+
+    def probes(self, task, mesh) -> ProbeSet:
+        """This cohort's enabled probes, compiled for ``task`` on ``mesh``."""
+        model = self.config.model
+        return ProbeSet(self.config.probes, task, model, MODELS[model.kind].hidden_activation(model), mesh)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
@@ -216,6 +223,9 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
+    histograms = MetricParts(run_dir, "hist_").read()
+    if len(histograms):
+        write_atomic(run_dir / "histograms.parquet", lambda p: histograms.to_parquet(p, index=False))
     write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
     if summary:
         print_summary(members)

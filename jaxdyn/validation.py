@@ -16,6 +16,7 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
 
 
@@ -56,6 +57,7 @@ def validate(cfg: Config) -> None:
                 f"{cfg.optim.schedule!r}{closest_hint(key, takes)} (see `jaxdyn list`)"
             )
     _check_seeds(cfg.study.seeds)
+    check_probes(cfg.probes)
     t = cfg.train
     if not 0 <= cfg.data.n_train <= info.n_train:
         raise ConfigError(

@@ -71,7 +71,7 @@ def test_cli_runs_a_tiny_study(tmp_path, capsys):
     assert (m[blown].diverged_at >= 0).all() and (m[~blown].diverged_at == -1).all()
     assert m[blown].final_test_accuracy.notna().all()  # frozen members are still evaluated
     assert m[blown].final_train_loss.isna().all()  # the last train window, after divergence: NaN
-    assert list(res.metrics.columns) == ["cohort", "member", "step", "metric", "value"]
+    assert list(res.metrics.columns) == ["cohort", "member", "step", "metric", "layer", "value"]
     train = res.metrics[(res.metrics.metric == "train_loss") & (res.metrics.member == 0)]
     assert list(train.step) == list(range(5, 45, 5))
     test = res.metrics[res.metrics.metric == "test_accuracy"]

@@ -35,12 +35,15 @@ class ModelSpec:
       check: ``(config, input_shape) -> None``; raises ``ConfigError`` naming the field
         (choices, sizes, a conv stack that shrinks to nothing) before anything compiles.
       doc: one line for ``jaxdyn list``.
+      hidden_activation: ``config -> name`` of the nonlinearity whose outputs the hidden
+        layers sow (for the activation probe's dead and saturated units).
     """
 
     config: type
     build: Callable
     check: Callable
     doc: str
+    hidden_activation: Callable = lambda cfg: getattr(cfg, "activation", "identity")
 
 
 # Member hyperparameters a model may read; a kind has those of its config fields.
@@ -54,7 +57,8 @@ MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(MLPConfig, MLP.from_config, MLPConfig.check, MLP.__doc__.splitlines()[0]),
     "cnn": ModelSpec(CNNConfig, CNN.from_config, CNNConfig.check, CNN.__doc__.splitlines()[0]),
     "linear": ModelSpec(LinearConfig, Linear.from_config, LinearConfig.check, Linear.__doc__.splitlines()[0]),
-    "rnn": ModelSpec(RNNConfig, RNN.from_config, RNNConfig.check, RNN.__doc__.splitlines()[0]),
+    # Every cell's output is tanh-bounded: Elman's tanh, LSTM's o * tanh(c), GRU's mix of tanh states.
+    "rnn": ModelSpec(RNNConfig, RNN.from_config, RNNConfig.check, RNN.__doc__.splitlines()[0], lambda cfg: "tanh"),
 }
 
 

@@ -73,6 +73,7 @@ class SupervisedTask:
     n_classes: int = 10
     target_shape: tuple[int, ...] = ()
     augment: Augment = Augment()  # training batches only; empty (the default) compiles to nothing
+    track_updates: bool = False  # per-layer update norms in the step metrics (the norms probe)
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -136,19 +137,8 @@ class SupervisedTask:
             x = self.augment(x, jax.random.fold_in(state.data_key, state.step), hp.get("noise_std"))
 
         rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
-
-        def objective(params):
-            # Train mode: BatchNorm normalises with this batch and updates this member's
-            # running statistics; dropout draws this member's masks for this step.
-            logits, model_state = self.model.apply(
-                {"params": params, **state.model_state}, x, train=True, hparams=hp, rngs=rngs,
-                mutable=list(state.model_state))
-            out = self._outputs(logits)
-            fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
-            loss = fit + weight_penalty(params, hp["l1"], hp["l2"])
-            return loss, (self._scores(logits, y), model_state)
-
-        grads, (metrics, model_state) = jax.grad(objective, has_aux=True)(state.params)
+        grads, (metrics, model_state) = jax.grad(self.objective, has_aux=True)(
+            state.params, state.model_state, x, y, hp, rngs)
         grads = _clip_global_norm(grads, hp["grad_clip"])
         # The optimizer reads this member's numbers from state.hparams (copied into
         # inject_hyperparams' state); the placeholder values here only shape the init.
@@ -159,12 +149,43 @@ class SupervisedTask:
         tx = self.optimizer.transform(self.optimizer.defaults)
         updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if self.track_updates:  # as big_vision logs them: from the step's own update
+            metrics["update_norm"] = layer_norms(updates)
+            metrics["update_ratio"] = jax.tree.map(lambda u, w: u / w, metrics["update_norm"], layer_norms(state.params))
         new = state._replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
         return new, metrics
+
+    def objective(self, params, model_state, x, y, hp, rngs):
+        """The training objective on a batch, in train mode, and ``(scores, new model state)``.
+
+        Train mode: BatchNorm normalises with this batch's statistics (its running
+        statistics come back updated); dropout draws its masks from ``rngs``. The
+        objective is the (label-smoothed) cross-entropy or the squared error, plus
+        the weight penalties.
+        """
+        logits, new_state = self.model.apply(
+            {"params": params, **model_state}, x, train=True, hparams=hp, rngs=rngs, mutable=list(model_state))
+        out = self._outputs(logits)
+        fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
+        return fit + weight_penalty(params, hp["l1"], hp["l2"]), (self._scores(logits, y), new_state)
+
+    def probe_loss(self, params, state: MemberState, x, y) -> jax.Array:
+        """The training objective as probes see it: BatchNorm with the batch's own
+        statistics (as in training), dropout off, the running statistics untouched."""
+        hp = {**state.hparams, "dropout": jnp.zeros((), jnp.float32)}  # rate 0: the identity
+        return self.objective(params, state.model_state, x, y, hp, {"dropout": jax.random.PRNGKey(0)})[0]
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Loss and accuracy of one member on the whole of ``x, y``."""
         return self.loss_and_metrics(state.params, state.model_state, x, y, state.hparams)[1]
+
+
+def layer_norms(tree) -> dict:
+    """``{layer: ||tree[layer]||}`` over each top-level entry (a layer's kernel and bias
+    together), and ``""``: the whole tree's norm."""
+    norms = {name: optax.tree.norm(sub) for name, sub in tree.items()}
+    norms[""] = jnp.sqrt(sum(jnp.square(n) for n in norms.values()))
+    return norms
 
 
 def _clip_global_norm(grads, threshold: jax.Array):

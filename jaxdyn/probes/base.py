@@ -1,0 +1,65 @@
+"""What a probe is, and the pieces probes share.
+
+A probe is a pure function of ONE member's state and the probe batch, returning
+``{metric: value}`` where a value is a scalar (a whole-model number, written with
+an empty ``layer``) or ``{layer: scalar}`` (per-layer numbers). Histograms come back
+under ``HISTOGRAMS`` as ``{metric: {layer: counts [bins]}}`` and go to a table of
+their own. ``ProbeSet`` (``run.py``) vmaps and shards it like the train step.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+HISTOGRAMS = "__histograms__"  # key of a probe's result holding its histograms
+COSTS = ("cheap", "moderate", "expensive")
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What a probe's function may read besides the member: the task, its options,
+    the model config, and the probe batch's size."""
+
+    task: Any
+    options: Any
+    model_config: Any
+    hidden_activation: str  # the nonlinearity of the model's hidden layer outputs
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One registered probe.
+
+    Attributes:
+      options: frozen dataclass of its ``[probes.<name>]`` options; ``every`` (chunks
+        between evaluations, 0 = off) is always one of them, and ``check()`` raises
+        ``ConfigError`` on a bad value.
+      fn: ``(ctx, state, init_params, x, y) -> result`` for ONE member.
+      doc: one line for ``jaxdyn list``.
+      default_on: part of every study unless its ``every`` is set to 0.
+      needs_init: reads the member's initial parameters.
+      step_metrics: the train step adds these per-layer metrics while the probe is on.
+    """
+
+    name: str
+    options: type
+    fn: Callable
+    doc: str
+    cost: str = "cheap"
+    kind: str = "member"  # member | pairs
+    default_on: bool = False
+    needs_init: bool = False
+    step_metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Every:
+    """The option every probe has."""
+
+    every: int = 1
+
+
+def options_doc(cls) -> str:
+    return ", ".join(f"{f}={getattr(cls, f)!r}" for f in cls.__dataclass_fields__)
+
+
+__all__ = ["COSTS", "HISTOGRAMS", "Every", "Probe", "ProbeContext", "field", "options_doc"]

@@ -1,0 +1,101 @@
+"""``ProbeSet``: a cohort's probes, compiled once each, run at chunk boundaries.
+
+Each probe's one-member function is vmapped over the members of a device and
+sharded over the devices like the train step; it reads the state right after a
+chunk, the fixed probe batch (the first ``probes.batch_size`` training examples,
+already on the devices), and, for probes that need them, the members' initial
+parameters (recomputed from the seeds, so a resumed run has them too).
+"""
+
+import jax
+import numpy as np
+import pandas as pd
+from jax.sharding import PartitionSpec as P
+
+from jaxdyn.population import AXIS
+from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
+from jaxdyn.results import tidy
+
+HIST_COLUMNS = ["cohort", "member", "step", "metric", "layer", "bin", "left", "right", "value"]
+
+
+class ProbeSet:
+    """The enabled probes of one cohort.
+
+    Args:
+      probes_config: the study's ``ProbesConfig``.
+      task: the cohort's task.
+      model_config: the cohort's model config; ``hidden_activation`` its hidden layers'
+        nonlinearity (``ModelSpec.hidden_activation``).
+      mesh: the devices.
+    """
+
+    def __init__(self, probes_config, task, model_config, hidden_activation: str, mesh):
+        self.enabled = probes_config.enabled()
+        self.batch_size = probes_config.batch_size
+        self.needs_init = any(p.needs_init for p, _ in self.enabled)
+        self._contexts = {p.name: ProbeContext(task, o, model_config, hidden_activation) for p, o in self.enabled}
+        self._mesh = mesh
+        self._compiled = {}  # one program per set of probes due together
+
+    def _program(self, names: tuple[str, ...]):
+        """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {name: result}``."""
+        if names not in self._compiled:
+            from jaxdyn.probes import PROBES
+
+            def member(state, params0, x, y):
+                return {n: PROBES[n].fn(self._contexts[n], state, params0, x, y) for n in names}
+
+            per_device = jax.vmap(member, in_axes=(0, 0, None, None))
+            self._compiled[names] = jax.jit(jax.shard_map(
+                per_device, mesh=self._mesh, in_specs=(P(AXIS), P(AXIS), P(), P()), out_specs=P(AXIS),
+                check_vma=False))
+        return self._compiled[names]
+
+    def __bool__(self) -> bool:
+        return bool(self.enabled)
+
+    def due(self, chunk: int, last: bool) -> list:
+        return [(p, o) for p, o in self.enabled if last or chunk % o.every == 0]
+
+    def measure(self, state, init_params, data, chunk: int, last: bool, step: int, cohort: int,
+                members: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Rows of every probe due after ``chunk``: ``(metric rows, histogram rows)``."""
+        due = self.due(chunk, last)
+        if not due:
+            return pd.DataFrame(), pd.DataFrame()
+        x, y = data.x_train[: self.batch_size], data.y_train[: self.batch_size]
+        params0 = init_params if init_params is not None else state.params  # unused unless needed
+        k = len(members)
+        rows, hists = [], []
+        steps = np.array([step])
+        results = jax.device_get(self._program(tuple(p.name for p, _ in due))(state, params0, x, y))
+        for probe, _ in due:
+            result = jax.tree.map(lambda a: np.asarray(a)[:k], results[probe.name])
+            histograms = result.pop(HISTOGRAMS, {})
+            if result:
+                rows.append(tidy(result, members, cohort, steps, ""))
+            for metric, layers in histograms.items():
+                for layer, counts in layers.items():
+                    hists.append(histogram_rows(counts, members, cohort, step, metric, layer,
+                                                dict(probe_options(due, probe.name))))
+        return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
+                pd.concat(hists, ignore_index=True) if hists else pd.DataFrame())
+
+
+def probe_options(due, name: str) -> dict:
+    opts = next(o for p, o in due if p.name == name)
+    return {"bins": getattr(opts, "bins", None), "hist_range": getattr(opts, "hist_range", None)}
+
+
+def histogram_rows(counts: np.ndarray, members: np.ndarray, cohort: int, step: int, metric: str, layer: str,
+                   opts: dict) -> pd.DataFrame:
+    """Long rows ``[K, bins]`` -> one row per member and bin, with the bin's edges."""
+    k, bins = counts.shape
+    edges = np.linspace(-opts["hist_range"], opts["hist_range"], bins + 1)
+    return pd.DataFrame({
+        "cohort": np.int32(cohort), "member": np.repeat(members.astype(np.int32), bins),
+        "step": np.int64(step), "metric": metric, "layer": layer,
+        "bin": np.tile(np.arange(bins, dtype=np.int32), k),
+        "left": np.tile(edges[:-1], k).astype(np.float32), "right": np.tile(edges[1:], k).astype(np.float32),
+        "value": counts.reshape(-1).astype(np.float32)})

@@ -1,0 +1,233 @@
+"""Probes against independent references on tiny models: jax.hessian and numpy, explicit norms
+and forward passes, and a population member against its solo state."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import jaxdyn
+from jaxdyn import population as pop
+from jaxdyn.config import load_config
+from jaxdyn.data import Dataset
+from jaxdyn.models import MLP
+from jaxdyn.optim import FAMILIES
+from jaxdyn.probes import PROBES, ProbeContext, ProbesConfig
+from jaxdyn.probes.activations import ActivationsOptions, histogram
+from jaxdyn.probes.base import HISTOGRAMS
+from jaxdyn.probes.hessian import HessianOptions
+from jaxdyn.probes.run import ProbeSet
+from jaxdyn.study import expand
+from jaxdyn.tasks.supervised import Seeds, SupervisedTask
+
+from conftest import member_arrays
+
+RNG = np.random.default_rng(0)
+X = jnp.asarray(RNG.normal(size=(32, 5)), jnp.float32)
+Y = jnp.asarray(RNG.integers(0, 3, 32), jnp.int32)
+
+
+def tiny(activation="tanh", family="adam", hidden=(4,), track=False):
+    return SupervisedTask(MLP(hidden, 3, activation), FAMILIES[family], 8, (5,), n_classes=3, track_updates=track)
+
+
+def solo(task, family="adam", seed=0, **hp):
+    seeds, hparams = member_arrays(family, [seed], [seed], **hp)
+    return task.init(Seeds(*(jnp.asarray(s[0]) for s in seeds)), {k: v[0] for k, v in hparams.items()})
+
+
+def run_probe(name, task, state, params0=None, **options):
+    opts = PROBES[name].options(**options)
+    ctx = ProbeContext(task, opts, None, task.model.activation)
+    return jax.jit(partial(PROBES[name].fn, ctx))(state, state.params if params0 is None else params0, X, Y)
+
+
+def trained(task, steps=3):
+    state = solo(task)
+    data = Dataset(X, Y, X, Y)
+    for _ in range(steps):
+        state, _ = task.step(state, data)
+    return state
+
+
+def full_hessian(task, state):
+    flat, unravel = ravel_pytree(state.params)
+    f = lambda v: task.probe_loss(unravel(v), state, X, Y)
+    return np.asarray(jax.jit(jax.hessian(f))(flat), np.float64)
+
+
+def test_top_eigenvalues_match_the_full_hessian():
+    task = tiny()
+    state = trained(task)
+    h = full_hessian(task, state)
+    exact = np.sort(np.linalg.eigvalsh(h))[::-1]
+    out = run_probe("hessian", task, state, k=3, iters=h.shape[0], preconditioned=False)
+    got = [out["sharpness"], out["hessian_eig_2"], out["hessian_eig_3"]]
+    np.testing.assert_allclose(got, exact[:3], rtol=1e-3)
+    # A short run already pins the top one down.
+    np.testing.assert_allclose(run_probe("hessian", task, state, iters=20)["sharpness"], exact[0], rtol=1e-3)
+
+
+def test_hutchinson_trace_is_within_its_standard_error():
+    task = tiny()
+    state = trained(task)
+    exact = np.trace(full_hessian(task, state))
+    out = run_probe("hessian", task, state, trace_samples=400, preconditioned=False)
+    assert out["hessian_trace_stderr"] > 0
+    assert abs(out["hessian_trace"] - exact) < 3 * out["hessian_trace_stderr"], (out["hessian_trace"], exact)
+
+
+def test_preconditioned_sharpness_is_the_top_eigenvalue_of_p_inverse_h():
+    task = tiny()
+    state = trained(task, steps=5)
+    h = full_hessian(task, state)
+    adam = state.opt_state.inner_state[0]
+    nu = np.asarray(ravel_pytree(adam.nu)[0], np.float64) / (1 - 0.999 ** int(adam.count))
+    p = np.sqrt(nu) + 1e-8
+    exact = np.max(np.linalg.eigvals(np.diag(1 / p) @ h).real)
+    out = run_probe("hessian", task, state, iters=h.shape[0])
+    np.testing.assert_allclose(out["preconditioned_sharpness"], exact, rtol=1e-3)
+    assert "preconditioned_sharpness" not in run_probe("hessian", tiny(family="sgd"), solo(tiny(family="sgd"), "sgd"))
+
+
+def test_layer_blocks_are_the_top_eigenvalues_of_the_diagonal_blocks():
+    task = tiny()
+    state = trained(task)
+    h = full_hessian(task, state)
+    out = run_probe("hessian", task, state, iters=h.shape[0], blocks=True, preconditioned=False)
+    for layer in state.params:
+        mask = ravel_pytree({n: jax.tree.map(lambda a, on=(n == layer): jnp.full_like(a, on), sub)
+                             for n, sub in state.params.items()})[0]
+        idx = np.flatnonzero(np.asarray(mask))
+        np.testing.assert_allclose(out["sharpness"][layer], np.linalg.eigvalsh(h[np.ix_(idx, idx)])[-1], rtol=1e-3)
+    np.testing.assert_allclose(out["sharpness"][""], np.linalg.eigvalsh(h)[-1], rtol=1e-3)
+
+
+def test_norms_match_explicit_computations():
+    task = tiny(activation="relu")
+    state = trained(task)
+    params0 = solo(task).params
+    out = run_probe("norms", task, state, params0)
+
+    def explicit_loss(params):  # cross-entropy written out, not through the task
+        h = jnp.maximum(X @ params["hidden_0"]["kernel"] + params["hidden_0"]["bias"], 0)
+        logits = h @ params["head"]["kernel"] + params["head"]["bias"]
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(32), Y])
+
+    grads = jax.grad(explicit_loss)(state.params)
+    flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)]).astype(np.float64)
+    for layer in ("hidden_0", "head"):
+        w, w0, g = flat(state.params[layer]), flat(params0[layer]), flat(grads[layer])
+        np.testing.assert_allclose(out["weight_norm"][layer], np.linalg.norm(w), rtol=1e-5)
+        np.testing.assert_allclose(out["grad_norm"][layer], np.linalg.norm(g), rtol=1e-4)
+        np.testing.assert_allclose(out["dist_from_init"][layer], np.linalg.norm(w - w0), rtol=1e-4)
+        np.testing.assert_allclose(out["rel_dist_from_init"][layer], np.linalg.norm(w - w0) / np.linalg.norm(w0),
+                                   rtol=1e-4)
+    np.testing.assert_allclose(out["weight_norm"][""], np.linalg.norm(flat(state.params)), rtol=1e-5)
+
+
+def test_update_norms_come_from_the_step_itself():
+    task = tiny(track=True)
+    state = trained(task, steps=2)
+    new, metrics = task.step(state, Dataset(X, Y, X, Y))
+    for layer in ("hidden_0", "head"):
+        delta = ravel_pytree(jax.tree.map(lambda a, b: a - b, new.params[layer], state.params[layer]))[0]
+        np.testing.assert_allclose(metrics["update_norm"][layer], np.linalg.norm(delta), rtol=1e-4)
+        np.testing.assert_allclose(metrics["update_ratio"][layer],
+                                   np.linalg.norm(delta) / np.linalg.norm(ravel_pytree(state.params[layer])[0]),
+                                   rtol=1e-4)
+    assert "update_norm" not in tiny().step(state, Dataset(X, Y, X, Y))[1]  # only while the probe is on
+
+
+def test_dead_units_and_histograms_on_constructed_values():
+    task = tiny(activation="relu", hidden=(3,))
+    state = solo(task)
+    params = jax.tree.map(lambda a: a, state.params)
+    params["hidden_0"] = {"kernel": jnp.array([[1.0, -1.0, 0.5]] * 5), "bias": jnp.array([0.0, -100.0, 0.0])}
+    state = state._replace(params=params)
+    out = run_probe("activations", task, state, bins=10, hist_range=2.0)
+    h = np.maximum(np.asarray(X) @ np.asarray(params["hidden_0"]["kernel"]) + np.asarray(params["hidden_0"]["bias"]), 0)
+    assert (h[:, 1] == 0).all() and (h[:, 0] > 0).any() and (h[:, 2] > 0).any()
+    np.testing.assert_allclose(out["dead_frac"]["hidden_0"], 1 / 3)  # unit 1 never fires
+    np.testing.assert_allclose(out["act_mean"]["hidden_0"], h.mean(), rtol=1e-5)
+    np.testing.assert_allclose(out["act_std"]["hidden_0"], h.std(), rtol=1e-5)
+    expected = np.histogram(np.clip(h, -2, 2 - 1e-6), bins=10, range=(-2, 2))[0] / h.size
+    np.testing.assert_allclose(out[HISTOGRAMS]["act_hist"]["hidden_0"], expected, atol=1e-7)
+    assert "saturated_frac" not in out  # relu layers have no saturation; the head has no nonlinearity
+    np.testing.assert_allclose(histogram(jnp.array([-9.0, 0.1, 9.0]), 4, 1.0), [1 / 3, 0, 1 / 3, 1 / 3])
+
+
+def test_saturated_fraction_of_tanh_units():
+    task = tiny(activation="tanh", hidden=(6,))
+    state = solo(task, init_scale=8.0)
+    out = run_probe("activations", task, state, saturation=0.95)
+    p = state.params["hidden_0"]
+    h = np.tanh(np.asarray(X) @ np.asarray(p["kernel"]) + np.asarray(p["bias"]))
+    expected = (np.abs(h) > 0.95).mean()
+    assert 0.1 < expected < 1
+    np.testing.assert_allclose(out["saturated_frac"]["hidden_0"], expected, rtol=1e-5)
+    assert "dead_frac" not in out
+
+
+def test_a_population_member_equals_its_solo_probe(mesh):
+    task = tiny(track=True)
+    seeds, hp = member_arrays("adam", [0, 1, 2, 3], [0, 1, 2, 3], learning_rate=[1e-3, 3e-3, 1e-2, 3e-2])
+    data = pop.replicate(Dataset(X, Y, X, Y), mesh)
+    state = pop.make_train_chunk(task, 4, 2, 2, mesh)(pop.init_population(task, seeds, hp, mesh), data)[0]
+    params0 = pop.init_population(task, seeds, hp, mesh).params
+    cfg = ProbesConfig(batch_size=32, tables=(("norms", PROBES["norms"].options()),
+                                              ("activations", PROBES["activations"].options()),
+                                              ("hessian", HessianOptions(k=2, trace_samples=4))))
+    rows, hist = ProbeSet(cfg, task, None, "tanh", mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
+    for i in range(4):
+        member = jax.tree.map(lambda a: a[i], state)
+        for name in ("norms", "activations", "hessian"):
+            opts = dict(cfg.tables)[name]
+            ref = jax.jit(partial(PROBES[name].fn, ProbeContext(task, opts, None, "tanh")))(
+                member, jax.tree.map(lambda a: a[i], params0), X, Y)
+            ref.pop(HISTOGRAMS, None)
+            for metric, value in ref.items():
+                for layer, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                    got = rows[(rows.member == i) & (rows.metric == metric) & (rows.layer == layer)].value
+                    np.testing.assert_allclose(got.to_numpy(), [v], rtol=2e-4, atol=1e-6, err_msg=f"{metric} {layer}")
+    assert set(hist.member) == {0, 1, 2, 3} and np.allclose(hist.groupby(["member", "layer"]).value.sum(), 1)
+
+
+def test_probe_rows_in_a_run_and_turning_probes_off(tmp_path):
+    base = {"study": {"seeds": 2}, "model": {"hidden": [16]},
+            "train": {"steps": 40, "batch_size": 32, "chunk_steps": 20, "log_every": 20}}
+    res = jaxdyn.run({**base, "probes": {"batch_size": 64, "hessian": {"every": 2}}}, out=tmp_path / "a",
+                     progress=False, summary=False)
+    m = res.metrics
+    assert set(m[m.metric == "weight_norm"].layer) == {"", "hidden_0", "head"}
+    assert sorted(m[m.metric == "sharpness"].step.unique()) == [40]  # every 2 chunks
+    assert sorted(m[m.metric == "grad_norm"].step.unique()) == [20, 40]
+    assert (m[m.metric == "train_loss"].layer == "").all()
+    assert (tmp_path / "a" / "histograms.parquet").exists()
+    off = jaxdyn.run({**base, "probes": {"norms": {"every": 0}, "activations": {"every": 0}}}, out=tmp_path / "b",
+                     progress=False, summary=False)
+    assert set(off.metrics.metric) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
+    assert not (tmp_path / "b" / "histograms.parquet").exists()
+
+
+@pytest.mark.parametrize("probes, message", [
+    ({"hesian": {}}, "unknown probe [probes.hesian]; did you mean 'hessian'?"),
+    ({"hessian": {"kk": 2}}, "probes.hessian.kk is not an option of probe 'hessian'; it takes: every=1, k=1"),
+    ({"hessian": {"k": 0}}, "probes.hessian.k = 0: ask for at least the top eigenvalue"),
+    ({"hessian": {"k": 5, "iters": 3}}, "probes.hessian.iters = 3: Lanczos needs at least k = 5"),
+    ({"norms": {"every": -1}}, "probes.norms.every = -1"),
+    ({"batch_size": 0}, "probes.batch_size = 0: must be >= 1"),
+    ({"activations": {"saturation": 1.5}}, "probes.activations.saturation = 1.5"),
+])
+def test_bad_probe_settings(probes, message):
+    with pytest.raises(jaxdyn.ConfigError) as err:
+        expand(load_config({"probes": probes}))
+    assert message in str(err.value)
+
+
+def test_options_dataclasses_cover_the_registry():
+    assert {"norms", "activations", "hessian"} <= set(PROBES)
+    assert ActivationsOptions().every == 1 and PROBES["hessian"].cost == "expensive"
