@@ -58,6 +58,15 @@ def _list() -> None:
     print("other member hyperparameters (grid axes, --set keys, members.csv columns):")
     for key, hp in MEMBER_HPARAMS.items():
         print(f"  {key:<21} {hp.describe()}")
+    from jaxdyn.probes import PROBES, ProbesConfig
+    from jaxdyn.probes.base import options_doc
+
+    print(f"probes ([probes.<name>] turns one on; every = chunks between runs, 0 = off; probe batch: the first "
+          f"probes.batch_size = {ProbesConfig.batch_size} training examples):")
+    for name, probe in PROBES.items():
+        default = "on by default" if probe.default_on else "off unless configured"
+        print(f"  {name:<14} {probe.kind}, {probe.cost}, {default}: {probe.doc}\n{'':16} options: "
+              f"{options_doc(probe.options)}")
     print("cohort grid axes: " + ", ".join(COHORT_AXES))
     print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
 

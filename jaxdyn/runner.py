@@ -107,6 +107,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         evaluate = pop.make_evaluate(task, mesh)
         probes = cohort.probes(task, mesh)
         params0 = init().params if probes.needs_init else None  # the seeds give them again on a resume
+        if done:
+            probes.resume(parts.read(cohort.index))
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
         alive = _alive(state, k)

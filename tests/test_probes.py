@@ -180,17 +180,21 @@ def test_a_population_member_equals_its_solo_probe(mesh):
     params0 = pop.init_population(task, seeds, hp, mesh).params
     cfg = ProbesConfig(batch_size=32, tables=(("norms", PROBES["norms"].options()),
                                               ("activations", PROBES["activations"].options()),
-                                              ("hessian", HessianOptions(k=2, trace_samples=4))))
+                                              ("hessian", HessianOptions(k=2, trace_samples=4)),
+                                              ("gradient_noise", PROBES["gradient_noise"].options()),
+                                              ("weights", PROBES["weights"].options())))
     rows, hist = ProbeSet(cfg, task, None, "tanh", mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
     for i in range(4):
         member = jax.tree.map(lambda a: a[i], state)
-        for name in ("norms", "activations", "hessian"):
+        for name in ("norms", "activations", "hessian", "gradient_noise", "weights"):
             opts = dict(cfg.tables)[name]
             ref = jax.jit(partial(PROBES[name].fn, ProbeContext(task, opts, None, "tanh")))(
                 member, jax.tree.map(lambda a: a[i], params0), X, Y)
             ref.pop(HISTOGRAMS, None)
             for metric, value in ref.items():
                 for layer, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                    if metric == "grad_noise_scale_ema":
+                        continue
                     got = rows[(rows.member == i) & (rows.metric == metric) & (rows.layer == layer)].value
                     np.testing.assert_allclose(got.to_numpy(), [v], rtol=2e-4, atol=1e-6, err_msg=f"{metric} {layer}")
     assert set(hist.member) == {0, 1, 2, 3} and np.allclose(hist.groupby(["member", "layer"]).value.sum(), 1)
@@ -231,3 +235,88 @@ def test_bad_probe_settings(probes, message):
 def test_options_dataclasses_cover_the_registry():
     assert {"norms", "activations", "hessian"} <= set(PROBES)
     assert ActivationsOptions().every == 1 and PROBES["hessian"].cost == "expensive"
+
+
+def test_gradient_noise_scale_and_gsnr_match_explicit_per_example_gradients():
+    task = tiny()
+    state = trained(task)
+    out = run_probe("gradient_noise", task, state)
+
+    def example_loss(params, xi, yi):  # cross-entropy of one example, written out
+        h = jnp.tanh(xi @ params["hidden_0"]["kernel"] + params["hidden_0"]["bias"])
+        logits = h @ params["head"]["kernel"] + params["head"]["bias"]
+        return -jax.nn.log_softmax(logits)[yi]
+
+    g = jax.vmap(lambda xi, yi: ravel_pytree(jax.grad(example_loss)(state.params, xi, yi))[0])(X, Y)
+    g = np.asarray(g, np.float64)
+    mean, var = g.mean(0), g.var(0, ddof=1)
+    np.testing.assert_allclose(out["grad_noise_trace"], var.sum(), rtol=1e-4)
+    np.testing.assert_allclose(out["grad_sq_norm"], (mean ** 2).sum(), rtol=1e-4)
+    np.testing.assert_allclose(out["grad_noise_scale"], var.sum() / (mean ** 2).sum(), rtol=1e-4)
+    varies = var > 0
+    np.testing.assert_allclose(out["gsnr"], np.mean(mean[varies] ** 2 / var[varies]), rtol=1e-3)
+
+
+def test_gradient_noise_ema_over_evaluations_and_after_a_resume(tmp_path, mesh):
+    cfg = {"study": {"seeds": 2}, "model": {"hidden": [16]},
+           "train": {"steps": 60, "batch_size": 32, "chunk_steps": 20, "log_every": 20},
+           "probes": {"batch_size": 64, "gradient_noise": {"ema": 0.5}}}
+    m = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False).metrics
+    wide = m[m.layer == ""].pivot_table(index=["member", "step"], columns="metric", values="value")
+    for _, member in wide.groupby(level="member"):
+        num = den = None
+        for (_, _), row in member.iterrows():
+            num = row.grad_noise_trace if num is None else 0.5 * num + 0.5 * row.grad_noise_trace
+            den = row.grad_sq_norm if den is None else 0.5 * den + 0.5 * row.grad_sq_norm
+            np.testing.assert_allclose(row.grad_noise_scale_ema, num / den, rtol=1e-5)
+    # A resumed ProbeSet rebuilds the averages from the rows already written.
+    cohort = expand(load_config(cfg))[0]
+    task = cohort.task()
+    fresh, resumed = cohort.probes(task, mesh), cohort.probes(task, mesh)
+    first = m[m.step <= 40]
+    resumed.resume(first)
+    members = np.array([0, 1])
+    last = wide.xs(60, level="step")
+    args = ("grad_noise_scale_ema", members, last.grad_noise_trace.to_numpy(), last.grad_sq_norm.to_numpy(), 0.5)
+    np.testing.assert_allclose(resumed._smooth(*args), last.grad_noise_scale_ema.to_numpy(), rtol=1e-5)
+    assert not np.allclose(fresh._smooth(*args), last.grad_noise_scale_ema.to_numpy())
+
+
+def test_weight_spectra_match_numpy():
+    task = tiny(hidden=(7,))
+    state = trained(task)
+    out = run_probe("weights", task, state, min_tail=2)
+    for layer in ("hidden_0", "head"):
+        w = np.asarray(state.params[layer]["kernel"], np.float64)
+        s = np.linalg.svd(w, compute_uv=False)
+        np.testing.assert_allclose(out["spectral_norm"][layer], s[0], rtol=1e-4)
+        np.testing.assert_allclose(out["stable_rank"][layer], (s ** 2).sum() / s[0] ** 2, rtol=1e-4)
+        np.testing.assert_allclose(out["esd_alpha"][layer], reference_alpha(s ** 2, 2), rtol=1e-3)
+
+
+def reference_alpha(lam: np.ndarray, min_tail: int) -> float:
+    """Clauset et al.'s fit written as loops: every candidate xmin, its MLE alpha and KS distance."""
+    lam = np.sort(lam)
+    best = (np.inf, np.nan)
+    for j in range(len(lam)):
+        tail = lam[j:]
+        if len(tail) < min_tail or lam[j] <= 0:
+            continue
+        alpha = 1 + len(tail) / np.sum(np.log(tail / lam[j]))
+        fit = 1 - (tail / lam[j]) ** (1 - alpha)
+        emp_lo, emp_hi = np.arange(len(tail)) / len(tail), np.arange(1, len(tail) + 1) / len(tail)
+        ks = max(np.abs(fit - emp_lo).max(), np.abs(fit - emp_hi).max())
+        if ks < best[0]:
+            best = (ks, alpha)
+    return best[1]
+
+
+def test_power_law_exponent_recovers_a_pareto_tail():
+    from jaxdyn.probes.weights import power_law_alpha
+
+    rng = np.random.default_rng(3)
+    for true_alpha in (2.5, 4.0):
+        lam = (1 - rng.uniform(size=400)) ** (-1 / (true_alpha - 1))  # Pareto with density ∝ λ^-α, λ >= 1
+        got = float(power_law_alpha(jnp.asarray(lam, jnp.float32), 5))
+        np.testing.assert_allclose(got, reference_alpha(lam, 5), rtol=1e-3)
+        assert abs(got - true_alpha) < 0.35, (got, true_alpha)

@@ -49,6 +49,10 @@ class Probe:
     default_on: bool = False
     needs_init: bool = False
     step_metrics: tuple[str, ...] = ()
+    # (name, numerator, denominator): a ratio of exponential moving averages of two of
+    # the probe's metrics over its evaluations, kept on the host (decay: the ``ema`` option).
+    ema: tuple[tuple[str, str, str], ...] = ()
+    sequential: bool = False  # one member at a time within a device (lax.map), for LAPACK calls
 
 
 @dataclass(frozen=True)

@@ -37,16 +37,26 @@ class ProbeSet:
         self._contexts = {p.name: ProbeContext(task, o, model_config, hidden_activation) for p, o in self.enabled}
         self._mesh = mesh
         self._compiled = {}  # one program per set of probes due together
+        self._ema = {}  # (metric, member) -> (numerator EMA, denominator EMA), on the host
 
     def _program(self, names: tuple[str, ...]):
         """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {name: result}``."""
         if names not in self._compiled:
             from jaxdyn.probes import PROBES
 
-            def member(state, params0, x, y):
-                return {n: PROBES[n].fn(self._contexts[n], state, params0, x, y) for n in names}
+            def member(subset):
+                return lambda state, params0, x, y: {
+                    n: PROBES[n].fn(self._contexts[n], state, params0, x, y) for n in subset}
 
-            per_device = jax.vmap(member, in_axes=(0, 0, None, None))
+            batched = tuple(n for n in names if not PROBES[n].sequential)
+            one_by_one = tuple(n for n in names if PROBES[n].sequential)
+
+            def per_device(state, params0, x, y):
+                out = jax.vmap(member(batched), in_axes=(0, 0, None, None))(state, params0, x, y) if batched else {}
+                if one_by_one:  # LAPACK must not run batched on two CPU devices at once
+                    out.update(jax.lax.map(lambda m: member(one_by_one)(m[0], m[1], x, y), (state, params0)))
+                return out
+
             self._compiled[names] = jax.jit(jax.shard_map(
                 per_device, mesh=self._mesh, in_specs=(P(AXIS), P(AXIS), P(), P()), out_specs=P(AXIS),
                 check_vma=False))
@@ -70,9 +80,11 @@ class ProbeSet:
         rows, hists = [], []
         steps = np.array([step])
         results = jax.device_get(self._program(tuple(p.name for p, _ in due))(state, params0, x, y))
-        for probe, _ in due:
+        for probe, options in due:
             result = jax.tree.map(lambda a: np.asarray(a)[:k], results[probe.name])
             histograms = result.pop(HISTOGRAMS, {})
+            for name, num, den in probe.ema:
+                result[name] = self._smooth(name, members, result[num], result[den], options.ema)
             if result:
                 rows.append(tidy(result, members, cohort, steps, ""))
             for metric, layers in histograms.items():
@@ -81,6 +93,29 @@ class ProbeSet:
                                                 dict(probe_options(due, probe.name))))
         return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
                 pd.concat(hists, ignore_index=True) if hists else pd.DataFrame())
+
+
+    def _smooth(self, name: str, members, num: np.ndarray, den: np.ndarray, decay: float) -> np.ndarray:
+        """Each member's ratio of the running EMAs of ``num`` and ``den`` (their bias
+        corrections cancel in the ratio)."""
+        out = np.empty(len(members), np.float32)
+        for i, (member, a, b) in enumerate(zip(members, num, den)):
+            ea, eb = self._ema.get((name, member), (None, None))
+            ea = a if ea is None else decay * ea + (1 - decay) * a
+            eb = b if eb is None else decay * eb + (1 - decay) * b
+            self._ema[(name, member)] = (ea, eb)
+            out[i] = ea / eb
+        return out
+
+    def resume(self, history: pd.DataFrame) -> None:
+        """Rebuild the host-side averages from the rows a resumed run already wrote."""
+        for probe, options in self.enabled:
+            for name, num, den in probe.ema:
+                rows = history[history.metric.isin([num, den]) & (history.layer == "")]
+                wide = rows.pivot_table(index=["step", "member"], columns="metric", values="value").sort_index()
+                for step, group in wide.groupby(level="step"):
+                    self._smooth(name, group.index.get_level_values("member").to_numpy(),
+                                 group[num].to_numpy(), group[den].to_numpy(), options.ema)
 
 
 def probe_options(due, name: str) -> dict:

@@ -169,10 +169,16 @@ class SupervisedTask:
         fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
         return fit + weight_penalty(params, hp["l1"], hp["l2"]), (self._scores(logits, y), new_state)
 
-    def probe_loss(self, params, state: MemberState, x, y) -> jax.Array:
-        """The training objective as probes see it: BatchNorm with the batch's own
-        statistics (as in training), dropout off, the running statistics untouched."""
+    def probe_loss(self, params, state: MemberState, x, y, batch_stats: bool = True) -> jax.Array:
+        """The training objective as probes see it: dropout off, the running statistics
+        untouched, and BatchNorm with the batch's own statistics as in training
+        (``batch_stats``) or with the running ones (for per-example gradients, where a
+        batch of one has no statistics of its own)."""
         hp = {**state.hparams, "dropout": jnp.zeros((), jnp.float32)}  # rate 0: the identity
+        if not batch_stats:
+            out = self._outputs(self.model.apply({"params": params, **state.model_state}, x, train=False, hparams=hp))
+            fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
+            return fit + weight_penalty(params, hp["l1"], hp["l2"])
         return self.objective(params, state.model_state, x, y, hp, {"dropout": jax.random.PRNGKey(0)})[0]
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
