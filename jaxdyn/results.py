@@ -47,11 +47,12 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
 class MetricParts:
     """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``.
 
-    ``prefix`` is empty for the metrics (``metrics.parquet``) and ``hist_`` for the
-    probes' histograms (``histograms.parquet``).
+    ``prefix`` is empty for the metrics (``metrics.parquet``), ``hist_`` for the
+    probes' histograms (``histograms.parquet``) and ``pairs_`` for cross-member rows
+    (``pairs.parquet``).
     """
 
-    PREFIXES = ("", "hist_")
+    PREFIXES = ("", "hist_", "pairs_")
 
     def __init__(self, run_dir: Path, prefix: str = ""):
         self.dir = Path(run_dir) / "parts"

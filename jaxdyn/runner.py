@@ -90,7 +90,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
     parts = MetricParts(run_dir)
-    histograms = MetricParts(run_dir, "hist_")
+    histograms, pair_parts = MetricParts(run_dir, "hist_"), MetricParts(run_dir, "pairs_")
     ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
     try:
         task = cohort.task()
@@ -131,11 +131,13 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
                 frame = pd.concat([frame, test], ignore_index=True)
             if probes:
-                rows, hist = probes.measure(state, params0, data, done, last, done * t.chunk_steps, cohort.index,
-                                            cohort.members["member"].to_numpy())
+                rows, hist, pairs = probes.measure(state, params0, data, done, last, done * t.chunk_steps,
+                                                   cohort.index, cohort.members["member"].to_numpy())
                 frame = pd.concat([frame, rows], ignore_index=True)
                 if len(hist):
                     histograms.write(cohort.index, done, hist)
+                if len(pairs):
+                    pair_parts.write(cohort.index, done, pairs)
             parts.write(cohort.index, done, frame)
             if progress is not None:
                 rate = k * t.chunk_steps / (time.perf_counter() - tic)

@@ -82,7 +82,8 @@ class Cohort:
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes, compiled for ``task`` on ``mesh``."""
         model = self.config.model
-        return ProbeSet(self.config.probes, task, model, MODELS[model.kind].hidden_activation(model), mesh)
+        return ProbeSet(self.config.probes, task, model, MODELS[model.kind].hidden_activation(model), mesh,
+                        self.members)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
@@ -223,9 +224,10 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
-    histograms = MetricParts(run_dir, "hist_").read()
-    if len(histograms):
-        write_atomic(run_dir / "histograms.parquet", lambda p: histograms.to_parquet(p, index=False))
+    for prefix, name in (("hist_", "histograms.parquet"), ("pairs_", "pairs.parquet")):
+        table = MetricParts(run_dir, prefix).read()
+        if len(table):
+            write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
     write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
     if summary:
         print_summary(members)

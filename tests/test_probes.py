@@ -45,8 +45,8 @@ def run_probe(name, task, state, params0=None, **options):
     return jax.jit(partial(PROBES[name].fn, ctx))(state, state.params if params0 is None else params0, X, Y)
 
 
-def trained(task, steps=3):
-    state = solo(task)
+def trained(task, steps=3, seed=0):
+    state = solo(task, seed=seed)
     data = Dataset(X, Y, X, Y)
     for _ in range(steps):
         state, _ = task.step(state, data)
@@ -183,7 +183,7 @@ def test_a_population_member_equals_its_solo_probe(mesh):
                                               ("hessian", HessianOptions(k=2, trace_samples=4)),
                                               ("gradient_noise", PROBES["gradient_noise"].options()),
                                               ("weights", PROBES["weights"].options())))
-    rows, hist = ProbeSet(cfg, task, None, "tanh", mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
+    rows, hist, _ = ProbeSet(cfg, task, None, "tanh", mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
     for i in range(4):
         member = jax.tree.map(lambda a: a[i], state)
         for name in ("norms", "activations", "hessian", "gradient_noise", "weights"):
@@ -320,3 +320,96 @@ def test_power_law_exponent_recovers_a_pareto_tail():
         got = float(power_law_alpha(jnp.asarray(lam, jnp.float32), 5))
         np.testing.assert_allclose(got, reference_alpha(lam, 5), rtol=1e-3)
         assert abs(got - true_alpha) < 0.35, (got, true_alpha)
+
+
+def test_ntk_matches_j_jt_from_explicit_jacobians():
+    task = tiny()
+    state, params0 = trained(task, steps=4), solo(task).params
+    full = run_probe("ntk", task, state, params0, examples=6)
+
+    def explicit(params):
+        flat, unravel = ravel_pytree(params)
+        f = lambda v: task.model.apply({"params": unravel(v)}, X[:6], train=False).reshape(-1)  # [6 * 3]
+        jac = np.asarray(jax.jacfwd(f)(flat), np.float64).reshape(6, 3, -1)
+        return np.einsum("icp,jcp->ij", jac, jac)
+
+    theta, theta0 = explicit(state.params), explicit(params0)
+    onehot = np.eye(3)[np.asarray(Y[:6])]
+    cos = lambda a, b: (a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)
+    np.testing.assert_allclose(full["ntk_trace"], np.trace(theta), rtol=1e-4)
+    np.testing.assert_allclose(full["ntk_distance"], 1 - cos(theta, theta0), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(full["ntk_alignment"], cos(theta, onehot @ onehot.T), rtol=1e-4)
+    assert full["ntk_distance"] > 0
+    chunked = run_probe("ntk", task, state, params0, examples=6, mode="chunked")
+    for key in full:
+        np.testing.assert_allclose(chunked[key], full[key], rtol=1e-4, atol=1e-6)
+    trace = run_probe("ntk", task, state, params0, examples=6, mode="trace")
+    assert set(trace) == {"ntk_trace"}
+    np.testing.assert_allclose(trace["ntk_trace"], np.trace(theta), rtol=1e-4)
+
+
+def feature_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al.'s linear CKA in feature space: ‖YᵀX‖² / (‖XᵀX‖ ‖YᵀY‖) on centred columns."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def test_cka_matches_the_feature_space_formula_and_its_invariances():
+    from jaxdyn.probes.similarity import cka_from_grams
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 12))
+    b[:, :8] += 2 * a  # related representations of different widths
+    gram = lambda f: f @ f.T
+    np.testing.assert_allclose(cka_from_grams(gram(a), gram(b)), feature_cka(a, b), rtol=1e-10)
+    q = np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    for debiased in (False, True):
+        assert abs(cka_from_grams(gram(a), gram(a), debiased) - 1) < 1e-10
+        base = cka_from_grams(gram(a), gram(b), debiased)
+        np.testing.assert_allclose(cka_from_grams(gram(a @ q), gram(b), debiased), base, rtol=1e-8)  # rotation
+        np.testing.assert_allclose(cka_from_grams(gram(3.5 * a), gram(b), debiased), base, rtol=1e-8)  # scale
+    noise = rng.normal(size=(50, 8))
+    assert cka_from_grams(gram(a), gram(noise), True) < cka_from_grams(gram(a), gram(noise))  # debiasing
+
+
+def test_lmc_barrier_is_zero_between_identical_members_and_matches_hand_losses():
+    from jaxdyn.probes.similarity import LMCOptions, lmc_pairs
+
+    task = tiny(activation="relu")
+    states = [trained(task, steps=3), trained(task, steps=3, seed=1)]
+    stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(v) for v in leaves]), states[0], states[0], states[1])
+    ctx = ProbeContext(task, LMCOptions(alphas=5), None, "relu")
+    rows = lmc_pairs(ctx, None, stacked, X, Y, [(0, 1), (0, 2)], LMCOptions(alphas=5))
+    barriers = {(a, b): v for a, b, metric, _, v in rows if metric == "lmc_barrier"}
+    assert barriers[(0, 1)] == 0.0
+    pa, pb = states[0].params, states[1].params
+
+    def hand_loss(params):
+        h = jnp.maximum(X @ params["hidden_0"]["kernel"] + params["hidden_0"]["bias"], 0)
+        logits = h @ params["head"]["kernel"] + params["head"]["bias"]
+        return float(-jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(32), Y]))
+
+    alphas = np.linspace(0, 1, 5)
+    losses = [hand_loss(jax.tree.map(lambda a, b, t=t: (1 - t) * a + t * b, pa, pb)) for t in alphas]
+    path = [v for a, b, metric, layer, v in rows if (a, b) == (0, 2) and metric == "lmc_path_loss"]
+    np.testing.assert_allclose(path, losses, rtol=1e-4)
+    np.testing.assert_allclose(barriers[(0, 2)], max(np.array(losses) - ((1 - alphas) * losses[0] + alphas * losses[-1])),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_pairs_within_settings_and_against_a_reference(tmp_path):
+    from jaxdyn.probes.similarity import choose_pairs
+
+    cfg = {"study": {"seeds": 3}, "model": {"hidden": [16]},
+           "train": {"steps": 20, "batch_size": 32, "chunk_steps": 20, "log_every": 20},
+           "probes": {"batch_size": 64, "cka": {}, "lmc_barrier": {"pairs": "reference", "alphas": 3}},
+           "grid": {"optim.learning_rate": [1e-3, 1e-2]}}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    pairs = __import__("pandas").read_parquet(tmp_path / "run" / "pairs.parquet")
+    cka = pairs[(pairs.metric == "cka") & (pairs.layer == "hidden_0")]
+    assert sorted(zip(cka.member_a, cka.member_b)) == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
+    lmc = pairs[pairs.metric == "lmc_barrier"]
+    assert sorted(zip(lmc.member_a, lmc.member_b)) == [(0, 1), (0, 2), (3, 4), (3, 5)]
+    assert list(pairs.columns) == ["cohort", "member_a", "member_b", "step", "metric", "layer", "value"]
+    assert choose_pairs(res.members[["member", "cohort", "init_seed", "data_seed", "dropout_seed", "learning_rate"]],
+                        "reference") == [(0, 1), (0, 2), (3, 4), (3, 5)]

@@ -53,6 +53,10 @@ class Probe:
     # the probe's metrics over its evaluations, kept on the host (decay: the ``ema`` option).
     ema: tuple[tuple[str, str, str], ...] = ()
     sequential: bool = False  # one member at a time within a device (lax.map), for LAPACK calls
+    # Cross-member probes (kind "pairs"): ``fn`` (or None) computes per-member pieces on
+    # the devices; ``pair_fn(ctx, pieces, state, x, y, pairs, options)`` combines them on
+    # the host into ``(a, b, metric, layer, value)`` rows, a and b positions in the cohort.
+    pair_fn: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ class ProbeSet:
       model_config: the cohort's model config; ``hidden_activation`` its hidden layers'
         nonlinearity (``ModelSpec.hidden_activation``).
       mesh: the devices.
+      members: the cohort's member table (cross-member probes choose their pairs from it).
     """
 
-    def __init__(self, probes_config, task, model_config, hidden_activation: str, mesh):
+    def __init__(self, probes_config, task, model_config, hidden_activation: str, mesh, members=None):
         self.enabled = probes_config.enabled()
+        self.members = members
         self.batch_size = probes_config.batch_size
         self.needs_init = any(p.needs_init for p, _ in self.enabled)
         self._contexts = {p.name: ProbeContext(task, o, model_config, hidden_activation) for p, o in self.enabled}
@@ -69,19 +71,27 @@ class ProbeSet:
         return [(p, o) for p, o in self.enabled if last or chunk % o.every == 0]
 
     def measure(self, state, init_params, data, chunk: int, last: bool, step: int, cohort: int,
-                members: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Rows of every probe due after ``chunk``: ``(metric rows, histogram rows)``."""
+                members: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """Rows of every probe due after ``chunk``: ``(metric rows, histogram rows, pair rows)``."""
         due = self.due(chunk, last)
         if not due:
-            return pd.DataFrame(), pd.DataFrame()
+            return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
         x, y = data.x_train[: self.batch_size], data.y_train[: self.batch_size]
         params0 = init_params if init_params is not None else state.params  # unused unless needed
         k = len(members)
-        rows, hists = [], []
+        rows, hists, pairs = [], [], []
         steps = np.array([step])
-        results = jax.device_get(self._program(tuple(p.name for p, _ in due))(state, params0, x, y))
+        on_device = tuple(p.name for p, _ in due if p.fn is not None)
+        results = jax.device_get(self._program(on_device)(state, params0, x, y)) if on_device else {}
+        host_state = None
         for probe, options in due:
-            result = jax.tree.map(lambda a: np.asarray(a)[:k], results[probe.name])
+            piece = jax.tree.map(lambda a: np.asarray(a)[:k], results[probe.name]) if probe.name in results else None
+            if probe.kind == "pairs":
+                if host_state is None and probe.fn is None:
+                    host_state = jax.tree.map(lambda a: np.asarray(a)[:k], jax.device_get(state))
+                pairs.append(self._pair_rows(probe, options, piece, host_state, x, y, members, cohort, step))
+                continue
+            result = piece
             histograms = result.pop(HISTOGRAMS, {})
             for name, num, den in probe.ema:
                 result[name] = self._smooth(name, members, result[num], result[den], options.ema)
@@ -91,8 +101,22 @@ class ProbeSet:
                 for layer, counts in layers.items():
                     hists.append(histogram_rows(counts, members, cohort, step, metric, layer,
                                                 dict(probe_options(due, probe.name))))
-        return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(),
-                pd.concat(hists, ignore_index=True) if hists else pd.DataFrame())
+        frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        return frame(rows), frame(hists), frame(pairs)
+
+    def _pair_rows(self, probe, options, piece, host_state, x, y, members, cohort: int, step: int) -> pd.DataFrame:
+        from jaxdyn.probes.similarity import choose_pairs
+
+        position = {int(m): i for i, m in enumerate(members)}
+        chosen = [(position[a], position[b]) for a, b in choose_pairs(self.members, options.pairs)]
+        out = probe.pair_fn(self._contexts[probe.name], piece, host_state, jax.device_get(x), jax.device_get(y),
+                            chosen, options)
+        return pd.DataFrame({
+            "cohort": np.int32(cohort),
+            "member_a": np.array([members[a] for a, *_ in out], np.int32),
+            "member_b": np.array([members[b] for _, b, *_ in out], np.int32),
+            "step": np.int64(step), "metric": [r[2] for r in out], "layer": [r[3] for r in out],
+            "value": np.array([r[4] for r in out], np.float32)})
 
 
     def _smooth(self, name: str, members, num: np.ndarray, den: np.ndarray, decay: float) -> np.ndarray:

@@ -1,0 +1,151 @@
+"""Cross-member probes: representational similarity (``cka``) and linear mode connectivity
+(``lmc_barrier``). Their rows go to ``pairs.parquet``
+(``cohort, member_a, member_b, step, metric, layer, value``).
+
+Pairs (option ``pairs``): ``setting`` takes every pair of members that share all
+hyperparameters (the seeds of one setting); ``reference`` takes each member
+against the first member of its setting.
+
+- ``cka``: linear CKA (Kornblith et al. 2019) per layer between two members'
+  sown outputs on the probe batch (evaluation mode), from each member's centred
+  Gram matrix ``K = H Hᵀ`` (``[n, n]``, whatever the layer's width):
+  ``CKA = ⟨K̃_a, K̃_b⟩ / (‖K̃_a‖ ‖K̃_b‖)``. ``debiased = true`` uses the unbiased
+  HSIC estimator of Song et al. (2012), as Nguyen et al. (2021) recommend for
+  narrow batches. Each member's Grams are computed on its own device; the pairs
+  are combined on the host.
+- ``lmc_barrier``: along ``θ(α) = (1 − α) θ_a + α θ_b`` on ``alphas`` points of
+  [0, 1], the loss barrier ``max_α L(θ(α)) − [(1 − α) L(θ_a) + α L(θ_b)]`` of the
+  training objective on the probe batch (BatchNorm statistics recomputed at every
+  point of the path from the probe batch itself; dropout off). The members are
+  NOT permutation-aligned first (no weight matching, Ainsworth et al. 2023), so a
+  barrier between differently seeded members is expected. The losses along the
+  path are written too, as ``lmc_path_loss`` rows whose ``layer`` holds α.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxdyn.errors import ConfigError
+from jaxdyn.probes.activations import layer_outputs
+from jaxdyn.probes.base import Probe
+
+PAIR_MODES = ("setting", "reference")
+
+
+@dataclass(frozen=True)
+class CKAOptions:
+    every: int = 1
+    pairs: str = "setting"
+    debiased: bool = False
+
+    def check(self) -> None:
+        if self.pairs not in PAIR_MODES:
+            raise ConfigError(f"probes.cka.pairs = {self.pairs!r}: use one of {', '.join(PAIR_MODES)}")
+
+
+@dataclass(frozen=True)
+class LMCOptions:
+    every: int = 1
+    pairs: str = "setting"
+    alphas: int = 11
+
+    def check(self) -> None:
+        if self.pairs not in PAIR_MODES:
+            raise ConfigError(f"probes.lmc_barrier.pairs = {self.pairs!r}: use one of {', '.join(PAIR_MODES)}")
+        if self.alphas < 3:
+            raise ConfigError(f"probes.lmc_barrier.alphas = {self.alphas}: give at least 3 points on [0, 1]")
+
+
+def choose_pairs(members: pd.DataFrame, mode: str) -> list[tuple[int, int]]:
+    """Pairs of member ids: within each setting (all hyperparameters equal, seeds aside)."""
+    settings = [c for c in members.columns if c not in ("member", "cohort", "init_seed", "data_seed", "dropout_seed")]
+    out = []
+    for _, group in members.groupby(settings, sort=False, dropna=False):
+        ids = group.member.tolist()
+        if mode == "reference":
+            out += [(ids[0], b) for b in ids[1:]]
+        else:
+            out += [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
+    return out
+
+
+def grams(ctx, state, init_params, x, y) -> dict:
+    """Per layer, this member's centred Gram matrix of its sown outputs on the probe batch."""
+    out = {}
+    for name, h in layer_outputs(ctx.task, state, x).items():
+        h = h.reshape(h.shape[0], -1)
+        k = h @ h.T
+        out[name] = k
+    return {"gram": out}
+
+
+def centred(k: np.ndarray) -> np.ndarray:
+    n = k.shape[0]
+    c = np.eye(n) - 1.0 / n
+    return c @ k @ c
+
+
+def unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC estimator from Grams with zeroed diagonals."""
+    n = k.shape[0]
+    k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+    ones = np.ones(n)
+    return float((np.sum(k * l) + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
+                  - 2 / (n - 2) * (ones @ k @ l @ ones)) / (n * (n - 3)))
+
+
+def cka_from_grams(ka: np.ndarray, kb: np.ndarray, debiased: bool = False) -> float:
+    ka, kb = ka.astype(np.float64), kb.astype(np.float64)
+    if debiased:
+        return unbiased_hsic(ka, kb) / np.sqrt(unbiased_hsic(ka, ka) * unbiased_hsic(kb, kb))
+    ca, cb = centred(ka), centred(kb)
+    return float(np.sum(ca * cb) / (np.linalg.norm(ca) * np.linalg.norm(cb)))
+
+
+def cka_pairs(ctx, result: dict, state, x, y, pairs, options) -> list[tuple[int, int, str, str, float]]:
+    """``(a, b, metric, layer, value)`` from the members' Grams (indexed by member position)."""
+    rows = []
+    for layer, g in result["gram"].items():
+        for a, b in pairs:
+            rows.append((a, b, "cka", layer, cka_from_grams(g[a], g[b], options.debiased)))
+    return rows
+
+
+def path_losses(task, state_a, params_a, params_b, x, y, alphas: np.ndarray) -> jax.Array:
+    """The training objective along the straight line from ``params_a`` to ``params_b``."""
+    def at(alpha):
+        params = jax.tree.map(lambda a, b: (1 - alpha) * a + alpha * b, params_a, params_b)
+        return task.probe_loss(params, state_a, x, y)  # batch statistics: recomputed at each point
+    return jax.vmap(at)(jnp.asarray(alphas, jnp.float32))
+
+
+def barrier(losses: np.ndarray, alphas: np.ndarray) -> float:
+    line = (1 - alphas) * losses[0] + alphas * losses[-1]
+    return float(np.max(losses - line))
+
+
+def lmc_pairs(ctx, result, state, x, y, pairs, options) -> list[tuple[int, int, str, str, float]]:
+    """Barrier and path losses of each pair, computed on the host's default device."""
+    if not pairs:
+        return []
+    alphas = np.linspace(0.0, 1.0, options.alphas)
+    a_idx, b_idx = (np.array(i) for i in zip(*pairs))
+    pick = lambda idx: jax.tree.map(lambda leaf: leaf[idx], state)
+    state_a, state_b = pick(a_idx), pick(b_idx)
+    curve = jax.jit(jax.vmap(lambda sa, pb: path_losses(ctx.task, sa, sa.params, pb, x, y, alphas)))
+    losses = np.asarray(curve(state_a, state_b.params), np.float64)
+    rows = []
+    for (a, b), loss in zip(pairs, losses):
+        rows.append((a, b, "lmc_barrier", "", barrier(loss, alphas)))
+        rows += [(a, b, "lmc_path_loss", f"{alpha:.4g}", float(v)) for alpha, v in zip(alphas, loss)]
+    return rows
+
+
+CKA = Probe("cka", CKAOptions, grams, "linear CKA per layer between members (optionally debiased)", "moderate",
+            kind="pairs", pair_fn=cka_pairs)
+LMC = Probe("lmc_barrier", LMCOptions, None, "loss barrier along the linear path between two members (no "
+            "permutation alignment)", "moderate", kind="pairs", pair_fn=lmc_pairs)
