@@ -54,3 +54,17 @@ def test_vanishing_gradient_script_runs_and_an_lstm_beats_the_baseline(tmp_path,
     assert (tmp_path / "vanishing_gradients.png").stat().st_size > 0 and (tmp_path / "T10" / "members.csv").exists()
     printed = capsys.readouterr().out
     assert "baseline, predicting the mean: 0.167" in printed and "  lstm: " in printed
+
+
+def test_edge_of_stability_script_sharpness_reaches_two_over_eta(tmp_path):
+    import importlib.util
+
+    path = EXAMPLES[0].parent.parent / "scripts" / "edge_of_stability.py"
+    spec = importlib.util.spec_from_file_location("edge_of_stability", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--seeds", "1", "--steps", "600", "--out", str(tmp_path), "--results", ""])
+    assert [r["learning_rate"] for r in rows] == [0.05, 0.07, 0.1, 0.14]
+    fastest = rows[-1]  # η = 0.14 reaches 2/η within a few hundred steps and stays there
+    assert 0.85 < fastest["plateau_x_lr_over_2"] < 1.15, fastest
+    assert (tmp_path / "edge_of_stability.png").stat().st_size > 0

@@ -413,3 +413,50 @@ def test_pairs_within_settings_and_against_a_reference(tmp_path):
     assert list(pairs.columns) == ["cohort", "member_a", "member_b", "step", "metric", "layer", "value"]
     assert choose_pairs(res.members[["member", "cohort", "init_seed", "data_seed", "dropout_seed", "learning_rate"]],
                         "reference") == [(0, 1), (0, 2), (3, 4), (3, 5)]
+
+
+def test_loss_slices_along_filter_normalised_directions():
+    from jaxdyn.probes.loss_slices import DIRECTION_TAG, filter_normalised
+
+    task = tiny(activation="relu")
+    state = trained(task)
+    out = run_probe("loss_slices", task, state, points=5, span=0.5, dims=2)
+    key = jax.random.fold_in(state.data_key, DIRECTION_TAG)
+    d1 = filter_normalised(state.params, jax.random.fold_in(key, 1))
+    d2 = filter_normalised(state.params, jax.random.fold_in(key, 2))
+    for layer in ("hidden_0", "head"):  # each filter (output unit) has its weight's norm; biases are not moved
+        np.testing.assert_allclose(np.linalg.norm(d1[layer]["kernel"], axis=0),
+                                   np.linalg.norm(state.params[layer]["kernel"], axis=0), rtol=1e-5)
+        assert not np.any(d1[layer]["bias"])
+
+    def hand(a, b):
+        p = jax.tree.map(lambda w, u, v: w + a * u + b * v, state.params, d1, d2)
+        h = jnp.maximum(X @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"], 0)
+        logits = h @ p["head"]["kernel"] + p["head"]["bias"]
+        return float(-jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(32), Y]))
+
+    np.testing.assert_allclose(out["loss_slice_1d"]["0"], hand(0, 0), rtol=1e-5)
+    np.testing.assert_allclose(out["loss_slice_1d"]["-0.5"], hand(-0.5, 0), rtol=1e-5)
+    np.testing.assert_allclose(out["loss_slice_2d"]["0.25,-0.5"], hand(0.25, -0.5), rtol=1e-5)
+    assert len(out["loss_slice_2d"]) == 25
+
+
+def test_cka_rows_from_member_grams_equal_the_feature_formula():
+    from jaxdyn.probes.activations import layer_outputs
+    from jaxdyn.probes.similarity import CKAOptions, cka_pairs, grams
+
+    task = tiny(activation="relu", hidden=(6,))
+    states = [trained(task, seed=s) for s in (0, 1, 2)]
+    for debiased in (False, True):
+        ctx = ProbeContext(task, CKAOptions(debiased=debiased), None, "relu")
+        pieces = [jax.jit(partial(grams, ctx))(s, s.params, X, Y) for s in states]
+        stacked = jax.tree.map(lambda *g: np.stack([np.asarray(v) for v in g]), *pieces)
+        rows = cka_pairs(ctx, stacked, None, X, Y, [(0, 1), (1, 2)], ctx.options)
+        feats = [{k: np.asarray(v, np.float64) for k, v in layer_outputs(task, s, X).items()} for s in states]
+        for a, b, metric, layer, value in rows:
+            if not debiased:
+                np.testing.assert_allclose(value, feature_cka(feats[a][layer], feats[b][layer]), rtol=1e-4)
+            else:
+                from jaxdyn.probes.similarity import cka_from_grams
+                fa, fb = feats[a][layer], feats[b][layer]
+                np.testing.assert_allclose(value, cka_from_grams(fa @ fa.T, fb @ fb.T, True), rtol=1e-3)

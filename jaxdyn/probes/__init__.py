@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from jaxdyn.errors import ConfigError
-from jaxdyn.probes import activations, gradient_noise, hessian, norms, ntk, similarity, weights
+from jaxdyn.probes import activations, gradient_noise, hessian, loss_slices, norms, ntk, similarity, weights
 from jaxdyn.probes.base import HISTOGRAMS, Probe, ProbeContext, options_doc
 
 PROBES: dict[str, Probe] = {p.name: p for p in (norms.PROBE, activations.PROBE, hessian.PROBE, gradient_noise.PROBE, ntk.PROBE,
-                                                       weights.PROBE, similarity.CKA, similarity.LMC)}
+                                                       weights.PROBE, loss_slices.PROBE, similarity.CKA,
+                                                       similarity.LMC)}
 
 
 @dataclass(frozen=True)

@@ -74,12 +74,16 @@ def choose_pairs(members: pd.DataFrame, mode: str) -> list[tuple[int, int]]:
 
 
 def grams(ctx, state, init_params, x, y) -> dict:
-    """Per layer, this member's centred Gram matrix of its sown outputs on the probe batch."""
+    """Per layer, this member's Gram matrix of its sown outputs on the probe batch: raw for the
+    debiased estimator, else centred and scaled to unit Frobenius norm (so that CKA is one dot
+    product of two members' matrices)."""
     out = {}
     for name, h in layer_outputs(ctx.task, state, x).items():
         h = h.reshape(h.shape[0], -1)
+        if not ctx.options.debiased:
+            h = h - h.mean(axis=0)  # centring the features centres the Gram: H K H = (H h)(H h)ᵀ
         k = h @ h.T
-        out[name] = k
+        out[name] = k if ctx.options.debiased else k / jnp.maximum(jnp.linalg.norm(k), 1e-30)
     return {"gram": out}
 
 
@@ -110,8 +114,12 @@ def cka_pairs(ctx, result: dict, state, x, y, pairs, options) -> list[tuple[int,
     """``(a, b, metric, layer, value)`` from the members' Grams (indexed by member position)."""
     rows = []
     for layer, g in result["gram"].items():
-        for a, b in pairs:
-            rows.append((a, b, "cka", layer, cka_from_grams(g[a], g[b], options.debiased)))
+        if options.debiased:
+            rows += [(a, b, "cka", layer, cka_from_grams(g[a], g[b], True)) for a, b in pairs]
+            continue
+        flat = g.reshape(g.shape[0], -1).astype(np.float64)
+        sim = flat @ flat.T  # every pair's <K̃_a, K̃_b> of unit-norm centred Grams at once
+        rows += [(a, b, "cka", layer, float(sim[a, b])) for a, b in pairs]
     return rows
 
 
