@@ -460,3 +460,27 @@ def test_cka_rows_from_member_grams_equal_the_feature_formula():
                 from jaxdyn.probes.similarity import cka_from_grams
                 fa, fb = feats[a][layer], feats[b][layer]
                 np.testing.assert_allclose(value, cka_from_grams(fa @ fa.T, fb @ fb.T, True), rtol=1e-3)
+
+
+EVERY_PROBE = {"batch_size": 32, "hessian": {"k": 2, "iters": 8, "trace_samples": 2, "blocks": True},
+               "gradient_noise": {}, "ntk": {"examples": 4, "mode": "chunked"}, "weights": {"min_tail": 2},
+               "loss_slices": {"points": 3}, "cka": {"pairs": "reference"}, "lmc_barrier": {"alphas": 3}}
+
+
+@pytest.mark.parametrize("model", [
+    {"kind": "cnn", "channels": [4, 4], "kernels": [3, 3], "strides": [2, 2], "padding": [1, 1], "norm": "batch"},
+    {"kind": "rnn", "cell": "lstm", "hidden_size": 8},
+], ids=["cnn_batchnorm", "lstm"])
+def test_every_probe_runs_on_every_family(tmp_path, model):
+    cfg = {"study": {"seeds": 2}, "model": model, "data": {"n_train": 200},
+           "train": {"steps": 10, "batch_size": 16, "chunk_steps": 10, "log_every": 10}, "probes": EVERY_PROBE}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    m = res.metrics
+    for metric in ("weight_norm", "update_ratio", "act_mean", "sharpness", "hessian_trace", "grad_noise_scale",
+                   "ntk_alignment", "spectral_norm", "esd_alpha", "loss_slice_1d"):
+        values = m[m.metric == metric].value
+        assert len(values) and np.isfinite(values).any(), metric
+    kernels = set(m[m.metric == "spectral_norm"].layer)
+    assert ("conv_0" in kernels) if model["kind"] == "cnn" else any(k.startswith("layer_0/") for k in kernels)
+    pairs = __import__("pandas").read_parquet(tmp_path / "run" / "pairs.parquet")
+    assert {"cka", "lmc_barrier"} <= set(pairs.metric)
