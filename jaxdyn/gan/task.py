@@ -1,0 +1,170 @@
+"""A GAN as one population member: generator and discriminator, two optimizers, one state.
+
+Everything here works on ONE member; ``population.py`` vmaps it unchanged, because
+a GAN member is an ordinary ``MemberState`` whose ``params`` and ``model_state``
+hold ``{"generator": ..., "discriminator": ...}`` and whose ``opt_state`` is the
+pair ``(generator's, discriminator's)``. The divergence guard, checkpoints and
+resume therefore need nothing new.
+
+Each step makes ``n_critic`` discriminator updates, then one generator update. The
+randomness of step t comes from the member's keys folded with t: real batches
+from its data key, latent noise (and the gradient penalty's mixing) from its third
+seed, which for a GAN is the latent seed (``Seeds.dropout_seed``).
+
+Member hyperparameters carry a player prefix: ``g_learning_rate``, ``g_b1``, ...
+for the generator's optimizer family, ``d_...`` for the discriminator's (the
+families may differ), and ``gp_weight`` for WGAN-GP's penalty.
+"""
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdyn.data import Dataset
+from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
+from jaxdyn.gan.metrics import mode_metrics
+from jaxdyn.optim import OptimizerFamily
+from jaxdyn.tasks.supervised import MemberState, Seeds
+
+EVAL_SEED = 0x6A7  # the latent batch every member is evaluated on: the same for all
+PLAYERS = ("generator", "discriminator")
+
+
+@dataclass(frozen=True)
+class GANTask:
+    """Training of a generator against a discriminator.
+
+    Attributes:
+      generator: maps latents ``[B, latent_dim]`` to ``[B, prod(data_shape)]``.
+      discriminator: maps ``[B, *data_shape]`` to ``[B, 1]`` logits (a critic for WGAN-GP).
+      g_optimizer, d_optimizer: the two optimizer families.
+      data_shape: shape of one real example.
+      loss: one of ``GAN_LOSSES``.
+      centers, std: the mixture's modes (a tuple of tuples) and std, for the mode
+        metrics of ``evaluate``; None for data without known modes.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+    g_optimizer: OptimizerFamily
+    d_optimizer: OptimizerFamily
+    data_shape: tuple[int, ...]
+    latent_dim: int
+    batch_size: int
+    loss: str = "non_saturating"
+    n_critic: int = 1
+    centers: tuple | None = None
+    std: float = 0.0
+    eval_samples: int = 2500
+
+    def __post_init__(self):
+        if self.loss not in GAN_LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {GAN_LOSSES}")
+
+    def _family(self, player: str) -> OptimizerFamily:
+        return self.g_optimizer if player == "generator" else self.d_optimizer
+
+    def _numbers(self, player: str, hp: dict) -> dict:
+        """The player's optimizer hyperparameters, named as its family names them."""
+        return {k: hp[f"{player[0]}_{k}"] for k in self._family(player).defaults}
+
+    def init(self, seeds: Seeds, hparams: dict) -> MemberState:
+        key = jax.random.PRNGKey(seeds.init_seed)
+        variables = {
+            "generator": self.generator.init(jax.random.fold_in(key, 0), jnp.zeros((1, self.latent_dim)),
+                                             train=False, hparams=hparams),
+            "discriminator": self.discriminator.init(jax.random.fold_in(key, 1), jnp.zeros((1, *self.data_shape)),
+                                                     train=False, hparams=hparams),
+        }
+        params = {p: v["params"] for p, v in variables.items()}
+        model_state = {p: {k: c for k, c in v.items() if k not in ("params", "intermediates")}
+                       for p, v in variables.items()}
+        opt_state = tuple(self._family(p).transform(self._numbers(p, hparams)).init(params[p]) for p in PLAYERS)
+        return MemberState(
+            params=params, model_state=model_state, opt_state=opt_state,
+            hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+            step=jnp.zeros((), jnp.int32),
+            data_key=jax.random.PRNGKey(seeds.data_seed),
+            dropout_key=jax.random.PRNGKey(seeds.dropout_seed),  # the latent seed
+            alive=jnp.ones((), bool), diverged_at=jnp.full((), -1, jnp.int32))
+
+    def generate(self, params, model_state, z, hp):
+        """Samples ``[B, *data_shape]`` from latents ``z`` (evaluation mode)."""
+        out = self.generator.apply({"params": params, **model_state}, z, train=False, hparams=hp)
+        return out.reshape(z.shape[0], *self.data_shape)
+
+    def critic(self, params, model_state, x, hp):
+        """D's logits ``[B]`` (evaluation mode: running statistics, no dropout)."""
+        return self.discriminator.apply({"params": params, **model_state}, x, train=False, hparams=hp)[:, 0]
+
+    def d_loss(self, d_params, state, real, z, key):
+        hp = state.hparams
+        fake = self.generate(state.params["generator"], state.model_state["generator"], z, hp)
+        fake = jax.lax.stop_gradient(fake)
+        d_state = state.model_state["discriminator"]
+        loss = discriminator_loss(self.loss, self.critic(d_params, d_state, real, hp),
+                                  self.critic(d_params, d_state, fake, hp))
+        if self.loss == "wgan_gp":
+            loss = loss + hp["gp_weight"] * gradient_penalty(
+                lambda x: self.critic(d_params, d_state, x, hp), real, fake, key)
+        return loss
+
+    def g_loss(self, g_params, state, z):
+        hp = state.hparams
+        fake = self.generate(g_params, state.model_state["generator"], z, hp)
+        return generator_loss(self.loss, self.critic(state.params["discriminator"],
+                                                     state.model_state["discriminator"], fake, hp))
+
+    def _update(self, state: MemberState, player: str, grads) -> MemberState:
+        i = PLAYERS.index(player)
+        family = self._family(player)
+        opt = state.opt_state[i]
+        opt = opt._replace(hyperparams={**opt.hyperparams, **self._numbers(player, state.hparams)})
+        updates, opt = family.transform(family.defaults).update(grads, opt, state.params[player])
+        params = {**state.params, player: optax.apply_updates(state.params[player], updates)}
+        opt_state = tuple(opt if j == i else s for j, s in enumerate(state.opt_state))
+        return state._replace(params=params, opt_state=opt_state)
+
+    def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
+        """``n_critic`` discriminator updates, then one generator update."""
+        batch_key = jax.random.fold_in(state.data_key, state.step)
+        noise_key = jax.random.fold_in(state.dropout_key, state.step)
+        n = data.x_train.shape[0]
+
+        def critic_step(state, i):
+            idx = jax.random.randint(jax.random.fold_in(batch_key, i), (self.batch_size,), 0, n)
+            z = jax.random.normal(jax.random.fold_in(noise_key, i), (self.batch_size, self.latent_dim))
+            loss, grads = jax.value_and_grad(self.d_loss)(
+                state.params["discriminator"], state, data.x_train[idx], z,
+                jax.random.fold_in(noise_key, 10_000 + i))
+            return self._update(state, "discriminator", grads), loss
+
+        state, d_losses = jax.lax.scan(critic_step, state, jnp.arange(self.n_critic))
+        z = jax.random.normal(jax.random.fold_in(noise_key, self.n_critic), (self.batch_size, self.latent_dim))
+        g_loss, grads = jax.value_and_grad(self.g_loss)(state.params["generator"], state, z)
+        state = self._update(state, "generator", grads)
+        d_loss = d_losses[-1]
+        return state._replace(step=state.step + 1), {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+
+    def samples(self, state: MemberState, n: int | None = None) -> jax.Array:
+        """``n`` samples of this member from the fixed evaluation latents."""
+        z = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (n or self.eval_samples, self.latent_dim))
+        return self.generate(state.params["generator"], state.model_state["generator"], z, state.hparams)
+
+    def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
+        """Both players' losses on held-out real data against the evaluation samples, and
+        the mode metrics of those samples when the modes are known."""
+        fake = self.samples(state)
+        real = x[: self.eval_samples]
+        hp = state.hparams
+        d = state.params["discriminator"], state.model_state["discriminator"]
+        f_logits = self.critic(*d, fake, hp)
+        d_loss = discriminator_loss(self.loss, self.critic(*d, real, hp), f_logits)
+        g_loss = generator_loss(self.loss, f_logits)
+        out = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+        if self.centers is not None:
+            out.update(mode_metrics(fake, jnp.asarray(self.centers), self.std))
+        return out
