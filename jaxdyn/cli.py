@@ -90,7 +90,10 @@ def main(argv=None) -> int:
     import jaxdyn
 
     if args.command == "list":
-        _list()
+        try:
+            _list()
+        except BrokenPipeError:  # `jaxdyn list | head`: the reader has what it wanted
+            sys.stdout = open(os.devnull, "w")
         return 0
     debug = debug_enabled()
     if not debug:
