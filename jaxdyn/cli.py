@@ -67,6 +67,11 @@ def _list() -> None:
         default = "on by default" if probe.default_on else "off unless configured"
         print(f"  {name:<14} {probe.kind}, {probe.cost}, {default}: {probe.doc}\n{'':16} options: "
               f"{options_doc(probe.options)}")
+    from jaxdyn.gan.losses import GAN_LOSSES
+
+    print("tasks (task.kind): supervised (default); gan: [gan] loss = " + " | ".join(GAN_LOSSES) +
+          ", n_critic, latent_dim, g_optim, d_optim, eval_samples, [gan.generator] and [gan.discriminator] "
+          "(model configs); member numbers g_<optimizer number>, d_<optimizer number>, gp_weight")
     print("cohort grid axes: " + ", ".join(COHORT_AXES))
     print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
 

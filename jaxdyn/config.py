@@ -25,6 +25,7 @@ import tomli_w
 from jaxdyn import data, losses, models
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError
+from jaxdyn.gan.config import GANConfig, STRUCTURAL as GAN_STRUCTURAL, gan_from_dict
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
@@ -79,6 +80,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    kind: str = "supervised"  # supervised | gan (then [gan] holds the two players)
+
+
+TASK_KINDS = ("supervised", "gan")
+
+
+@dataclass(frozen=True)
 class LossConfig:
     name: str = "auto"  # auto (cross_entropy for classes, mse for values) | cross_entropy | mse | bce
     l1: float = 0.0  # member hyperparameters: penalties on weights, and label smoothing
@@ -95,6 +104,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
 
     def optim_hparams(self) -> dict[str, float]:
@@ -103,7 +114,10 @@ class Config:
         return {**FAMILIES[self.optim.name].defaults, **schedule, **dict(self.optim.hparams)}
 
     def member_hparams(self) -> dict[str, float]:
-        """Every member hyperparameter of this config by bare name: optimizer, loss, model, train."""
+        """Every member hyperparameter of this config by bare name: optimizer, loss, model, train
+        (for a GAN: both players' optimizer numbers, prefixed g_ and d_, and gp_weight)."""
+        if self.task.kind == "gan":
+            return self.gan.member_hparams()
         others = {}
         for key in MEMBER_HPARAMS:  # a model kind has only the member fields it declares
             section, name = key.split(".")
@@ -127,7 +141,7 @@ class Config:
         return [(i, d) for i, d, _ in self.seed_sets()]
 
 
-_SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
+_SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig, "task": TaskConfig}
 
 
 def _field_types(cls) -> dict:
@@ -148,6 +162,7 @@ def _model_fields() -> dict[str, Any]:
 COHORT_AXES = (
     *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS),
     "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
+    *(f"gan.{f}" for f in GAN_STRUCTURAL),
     *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
 )
 
@@ -195,9 +210,9 @@ def from_dict(raw: Mapping) -> Config:
         raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
     sections = {}
     for key in raw:
-        if key not in (*_SECTIONS, "model", "optim", "probes", "grid"):
-            raise ConfigError(
-                f"unknown config section [{key}]{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'probes', 'grid'])}")
+        if key not in (*_SECTIONS, "model", "optim", "probes", "gan", "grid"):
+            raise ConfigError(f"unknown config section [{key}]"
+                              f"{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'probes', 'gan', 'grid'])}")
     for name, cls in _SECTIONS.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
@@ -211,6 +226,9 @@ def from_dict(raw: Mapping) -> Config:
         sections[name] = cls(**values)
     sections["model"] = model_from_dict(raw.get("model", {}))
     sections["probes"] = probes_from_dict(raw.get("probes", {}), _check_type, closest_hint)
+    sections["gan"] = gan_from_dict(raw.get("gan", {}), _check_type, model_from_dict, _frozen)
+    if "gan" in raw and sections["task"].kind != "gan":
+        raise ConfigError("[gan] is set but task.kind is not \"gan\"; add [task] kind = \"gan\" (or remove [gan])")
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -242,24 +260,26 @@ def from_dict(raw: Mapping) -> Config:
     return Config(**sections, grid=tuple(axes))
 
 
-def model_from_dict(given) -> Any:
-    """The ``[model]`` table as its kind's config dataclass; a field the kind lacks is an error."""
+def model_from_dict(given, where: str = "model") -> Any:
+    """The ``[model]`` table (or ``[gan.generator]``, ...: ``where``) as its kind's config
+    dataclass; a field the kind lacks is an error."""
     if not isinstance(given, Mapping):
-        raise ConfigError(f"[model] must be a table, got {given!r}")
+        raise ConfigError(f"[{where}] must be a table, got {given!r}")
     kind = given.get("kind", "mlp")
     if kind not in MODELS:
-        raise ConfigError(f"model.kind = {kind!r} is not known{closest_hint(str(kind), MODELS)}")
+        raise ConfigError(f"{where}.kind = {kind!r} is not known{closest_hint(str(kind), MODELS)}")
     types = _field_types(MODELS[kind].config)
+    section = where
     values = {}
     for key, value in given.items():
         if key not in types:
             others = [k for k, spec in MODELS.items() if key in _field_types(spec.config)]
-            where = f" (it belongs to model kind {', '.join(others)})" if others else ""
+            where_else = f" (it belongs to model kind {', '.join(others)})" if others else ""
             raise ConfigError(
-                f"model.{key} is not a field of model kind {kind!r}{where}; {kind!r} takes: "
+                f"{section}.{key} is not a field of model kind {kind!r}{where_else}; {kind!r} takes: "
                 f"{', '.join(k for k in types if k != 'kind')}"
             )
-        values[key] = _frozen(_check_type(f"model.{key}", value, types[key]))
+        values[key] = _frozen(_check_type(f"{section}.{key}", value, types[key]))
     return MODELS[kind].config(**values)
 
 
@@ -272,13 +292,16 @@ def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS]
+    gan_numbers = [f"gan.{p}_{h}" for p in ("g", "d") for h in hparam_names] + ["gan.gp_weight"]
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *gan_numbers]
     if key not in valid:
         raise ConfigError(f"unknown grid axis {key!r}{closest_hint(key, valid)}")
     if not values:
         raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
     section, name = key.split(".")
-    if section == "optim":
+    if section == "gan":
+        annotation = _field_types(GANConfig)[name] if name in GAN_STRUCTURAL else float
+    elif section == "optim":
         annotation = _field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
     elif section == "model":
         annotation = _model_fields()[name]
@@ -363,6 +386,13 @@ def to_dict(cfg: Config) -> dict:
                     for k in OPTIM_FIELDS if f"optim.{k}" not in gridded}
     out["optim"].update(cfg.optim.hparams)
     out["probes"] = probes_to_dict(cfg.probes)
+    out["task"] = {"kind": cfg.task.kind}
+    if cfg.task.kind == "gan":
+        out["gan"] = {k: getattr(cfg.gan, k) for k in GAN_STRUCTURAL if f"gan.{k}" not in gridded}
+        for player in ("generator", "discriminator"):
+            out["gan"][player] = {k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in dataclasses.asdict(getattr(cfg.gan, player)).items()}
+        out["gan"].update(cfg.gan.hparams)
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     return out
 

@@ -27,6 +27,7 @@ def write_atomic(path: Path, write) -> None:
 
 
 FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
+GAN_FINAL_COLUMNS = ["final_modes", "final_high_quality", "final_reverse_kl"]  # only where a GAN logged them
 
 
 def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -40,8 +41,9 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     from jaxdyn.config import MEMBER_HPARAMS
 
     others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
-    optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *FINAL_COLUMNS}]
-    return members[first + settings + seeds + optim + others + FINAL_COLUMNS]
+    finals = FINAL_COLUMNS + [c for c in GAN_FINAL_COLUMNS if c in members.columns]
+    optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *finals}]
+    return members[first + settings + seeds + optim + others + finals]
 
 
 class MetricParts:
@@ -122,6 +124,7 @@ def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per member: train loss and test loss/accuracy at their last logged step (NaN stays NaN)."""
     wanted = {"train_loss": "final_train_loss", "test_loss": "final_test_loss",
               "test_accuracy": "final_test_accuracy"}
+    wanted.update({f"test_{c[6:]}": c for c in GAN_FINAL_COLUMNS if f"test_{c[6:]}" in set(metrics.metric)})
     rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step", kind="stable")
     # tail, not last(): last() skips NaN and would report a diverged member's pre-divergence loss.
     last = rows.groupby(["member", "metric"]).tail(1).set_index(["member", "metric"]).value.unstack("metric")
@@ -151,13 +154,15 @@ class Results:
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
     that take more than one value (not ids, seeds or results)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS}
+    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS, *GAN_FINAL_COLUMNS}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
 
 def headline(members: pd.DataFrame) -> str:
-    """The metric a summary reports: ``test_accuracy``, or ``test_loss`` when no member has
-    an accuracy (regression: the loss is the mean squared error)."""
+    """The metric a summary reports: ``modes`` for a GAN on a mixture, ``test_accuracy``, or
+    ``test_loss`` when no member has an accuracy (regression: the loss is the mean squared error)."""
+    if "final_modes" in members.columns:
+        return "modes"
     return "test_accuracy" if members.final_test_accuracy.notna().any() else "test_loss"
 
 
@@ -198,7 +203,7 @@ def print_summary(members: pd.DataFrame, console=None) -> None:
 
     table = summarize(members)
     metric = headline(members)
-    name = "test accuracy" if metric == "test_accuracy" else "test MSE"
+    name = {"test_accuracy": "test accuracy", "test_loss": "test MSE", "modes": "modes covered"}[metric]
     out = Table(title=f"final {name} over seeds")
     keys = [c for c in table.columns if c not in ("members", f"{metric}_mean", f"{metric}_std", "diverged")]
     for col in [*keys, "members", name, "diverged"]:

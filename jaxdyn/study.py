@@ -32,6 +32,8 @@ from jaxdyn.progress import StudyProgress
 from jaxdyn.schedules import learning_rate
 from jaxdyn.report import plot_curves
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
+from jaxdyn.gan.config import check_gan_value
+from jaxdyn.gan.task import gan_task
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
 
 
@@ -59,6 +61,8 @@ class Cohort:
     def task(self) -> SupervisedTask:
         data = self.config.data
         info = dataset_info(data)
+        if self.config.task.kind == "gan":
+            return gan_task(self.config, info)
         # Dropout, label noise and input noise are compiled in only when some member
         # uses them, so the default path draws no masks.
         uses = lambda name: bool((self.members.get(name, pd.Series([0.0])) > 0).any())
@@ -82,8 +86,11 @@ class Cohort:
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes, compiled for ``task`` on ``mesh``."""
         model = self.config.model
-        return ProbeSet(self.config.probes, task, model, MODELS[model.kind].hidden_activation(model), mesh,
-                        self.members)
+        probes = self.config.probes
+        if self.config.task.kind == "gan":  # probes of the two players come later; validation refuses asked ones
+            probes = dataclasses.replace(probes, tables=tuple((n, dataclasses.replace(o, every=0))
+                                                              for n, o in probes.tables))
+        return ProbeSet(probes, task, model, MODELS[model.kind].hidden_activation(model), mesh, self.members)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
@@ -154,6 +161,8 @@ def expand(cfg: Config) -> list[Cohort]:
             for key, value in zip((k for k, _ in member_axes), point):
                 if key in MEMBER_HPARAMS:
                     check_member_value(key, value)
+                elif key.startswith("gan."):
+                    check_gan_value(ccfg.gan, key.split(".")[1], value)
                 else:
                     check_hparam(ccfg.optim, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}

@@ -168,3 +168,22 @@ class GANTask:
         if self.centers is not None:
             out.update(mode_metrics(fake, jnp.asarray(self.centers), self.std))
         return out
+
+
+def gan_task(cfg, info) -> GANTask:
+    """The GAN of a study config (``[task] kind = "gan"``) on a dataset with ``info``."""
+    import numpy as np
+
+    from jaxdyn.data.synthetic import mixture
+    from jaxdyn.models import build_model
+    from jaxdyn.optim import FAMILIES
+
+    g = cfg.gan
+    centers, std = mixture(cfg.data.name) if cfg.data.name in ("ring", "grid") else (None, 0.0)
+    return GANTask(
+        generator=build_model(g.generator, (g.latent_dim,), int(np.prod(info.input_shape))),
+        discriminator=build_model(g.discriminator, info.input_shape, 1),
+        g_optimizer=FAMILIES[g.g_optim], d_optimizer=FAMILIES[g.d_optim],
+        data_shape=tuple(info.input_shape), latent_dim=g.latent_dim, batch_size=cfg.train.batch_size,
+        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=float(std),
+        centers=None if centers is None else tuple(map(tuple, centers.tolist())))
