@@ -56,3 +56,30 @@ def test_bad_gan_settings_fail_before_compiling(change, message):
     with pytest.raises(jaxdyn.ConfigError) as err:
         expand(load_config(cfg))
     assert message in str(err.value), str(err.value)
+
+
+def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
+    import signal
+
+    import pandas as pd
+    import tomli_w
+
+    from test_runs import _start, _wait_for_commit
+
+    cfg = {**GAN, "study": {"name": "gan", "seeds": 2},
+           "train": {"steps": 3000, "batch_size": 100, "chunk_steps": 250, "log_every": 50, "checkpoint_every": 1}}
+    (tmp_path / "gan.toml").write_text(tomli_w.dumps(cfg))
+    whole = _start(["gan.toml", "--out", "whole"], tmp_path)
+    out, _ = whole.communicate()
+    assert whole.returncode == 0, out
+    cut = _start(["gan.toml", "--out", "cut"], tmp_path)
+    _wait_for_commit(cut)
+    cut.send_signal(signal.SIGTERM)
+    rest, _ = cut.communicate()
+    assert cut.returncode == 128 + signal.SIGTERM, rest
+    resumed = _start(["--resume", "cut"], tmp_path)
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0 and "resumed after chunk" in out, out
+    got, want = jaxdyn.load(tmp_path / "cut"), jaxdyn.load(tmp_path / "whole")
+    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
+    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
