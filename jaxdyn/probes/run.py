@@ -16,9 +16,6 @@ from jaxdyn.population import AXIS
 from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
 from jaxdyn.results import tidy
 
-HIST_COLUMNS = ["cohort", "member", "step", "metric", "layer", "bin", "left", "right", "value"]
-
-
 class ProbeSet:
     """The enabled probes of one cohort.
 
@@ -99,8 +96,7 @@ class ProbeSet:
                 rows.append(tidy(result, members, cohort, steps, ""))
             for metric, layers in histograms.items():
                 for layer, counts in layers.items():
-                    hists.append(histogram_rows(counts, members, cohort, step, metric, layer,
-                                                dict(probe_options(due, probe.name))))
+                    hists.append(histogram_rows(counts, members, cohort, step, metric, layer, options.hist_range))
         frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         return frame(rows), frame(hists), frame(pairs)
 
@@ -117,7 +113,6 @@ class ProbeSet:
             "member_b": np.array([members[b] for _, b, *_ in out], np.int32),
             "step": np.int64(step), "metric": [r[2] for r in out], "layer": [r[3] for r in out],
             "value": np.array([r[4] for r in out], np.float32)})
-
 
     def _smooth(self, name: str, members, num: np.ndarray, den: np.ndarray, decay: float) -> np.ndarray:
         """Each member's ratio of the running EMAs of ``num`` and ``den`` (their bias
@@ -142,16 +137,11 @@ class ProbeSet:
                                  group[num].to_numpy(), group[den].to_numpy(), options.ema)
 
 
-def probe_options(due, name: str) -> dict:
-    opts = next(o for p, o in due if p.name == name)
-    return {"bins": getattr(opts, "bins", None), "hist_range": getattr(opts, "hist_range", None)}
-
-
 def histogram_rows(counts: np.ndarray, members: np.ndarray, cohort: int, step: int, metric: str, layer: str,
-                   opts: dict) -> pd.DataFrame:
-    """Long rows ``[K, bins]`` -> one row per member and bin, with the bin's edges."""
+                   limit: float) -> pd.DataFrame:
+    """Long rows from counts ``[K, bins]`` over ``[-limit, limit]``: one row per member and bin, with its edges."""
     k, bins = counts.shape
-    edges = np.linspace(-opts["hist_range"], opts["hist_range"], bins + 1)
+    edges = np.linspace(-limit, limit, bins + 1)
     return pd.DataFrame({
         "cohort": np.int32(cohort), "member": np.repeat(members.astype(np.int32), bins),
         "step": np.int64(step), "metric": metric, "layer": layer,

@@ -165,9 +165,14 @@ class SupervisedTask:
         """
         logits, new_state = self.model.apply(
             {"params": params, **model_state}, x, train=True, hparams=hp, rngs=rngs, mutable=list(model_state))
+        return self._fit(params, logits, y, hp), (self._scores(logits, y), new_state)
+
+    def _fit(self, params, logits, y, hp) -> jax.Array:
+        """The objective of the model's outputs ``logits``: cross-entropy (or the chosen
+        classification loss) or the squared error, plus the weight penalties."""
         out = self._outputs(logits)
         fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
-        return fit + weight_penalty(params, hp["l1"], hp["l2"]), (self._scores(logits, y), new_state)
+        return fit + weight_penalty(params, hp["l1"], hp["l2"])
 
     def probe_loss(self, params, state: MemberState, x, y, batch_stats: bool = True) -> jax.Array:
         """The training objective as probes see it: dropout off, the running statistics
@@ -176,9 +181,8 @@ class SupervisedTask:
         batch of one has no statistics of its own)."""
         hp = {**state.hparams, "dropout": jnp.zeros((), jnp.float32)}  # rate 0: the identity
         if not batch_stats:
-            out = self._outputs(self.model.apply({"params": params, **state.model_state}, x, train=False, hparams=hp))
-            fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
-            return fit + weight_penalty(params, hp["l1"], hp["l2"])
+            logits = self.model.apply({"params": params, **state.model_state}, x, train=False, hparams=hp)
+            return self._fit(params, logits, y, hp)
         return self.objective(params, state.model_state, x, y, hp, {"dropout": jax.random.PRNGKey(0)})[0]
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
