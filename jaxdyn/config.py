@@ -84,7 +84,6 @@ class TaskConfig:
     kind: str = "supervised"  # supervised | gan (then [gan] holds the two players)
 
 
-TASK_KINDS = ("supervised", "gan")
 
 
 @dataclass(frozen=True)

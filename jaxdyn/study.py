@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,18 @@ import pandas as pd
 from jaxdyn import rundir, runner
 from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, load_config, to_toml
 from jaxdyn.validation import check_hparam, check_member_value, check_members, validate
-from jaxdyn.data import Augment, cache_dir, dataset_info, load_dataset
-from jaxdyn.losses import objective_name
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
-from jaxdyn.models import MODELS, build_model
-from jaxdyn.optim import FAMILIES
 from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
-from jaxdyn.schedules import learning_rate
 from jaxdyn.report import plot_curves
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
+from jaxdyn.data import cache_dir, load_dataset
 from jaxdyn.gan.config import check_gan_value
-from jaxdyn.gan.task import gan_task
-from jaxdyn.tasks.supervised import Seeds, SupervisedTask
+from jaxdyn.models import MODELS
+from jaxdyn.tasks.kinds import TASK_KINDS
+from jaxdyn.tasks.supervised import Seeds
 
 
 @dataclass(frozen=True)
@@ -58,39 +54,14 @@ class Cohort:
     def hparam_names(self) -> list[str]:
         return list(self.config.member_hparams())
 
-    def task(self) -> SupervisedTask:
-        data = self.config.data
-        info = dataset_info(data)
-        if self.config.task.kind == "gan":
-            return gan_task(self.config, info)
-        # Dropout, label noise and input noise are compiled in only when some member
-        # uses them, so the default path draws no masks.
-        uses = lambda name: bool((self.members.get(name, pd.Series([0.0])) > 0).any())
-        return SupervisedTask(
-            model=build_model(self.config.model, info.input_shape, info.n_out, uses("dropout")),
-            optimizer=FAMILIES[self.config.optim.name],
-            batch_size=self.config.train.batch_size,
-            input_shape=info.input_shape,
-            loss=objective_name(self.config.loss.name, info.regression),
-            full_batch=self.config.train.full_batch,
-            label_noise=uses("label_noise"),
-            n_classes=info.n_classes,
-            target_shape=info.target_shape,
-            augment=Augment(data.shift, uses("noise_std"), data.crop, data.flip),
-            track_updates=any(p.step_metrics for p, _ in self.config.probes.enabled()),
-            # A constant schedule is no schedule: the default path stays as it was.
-            schedule=None if self.config.optim.schedule == "constant" else partial(
-                learning_rate, cfg=self.config.optim, steps=self.config.train.steps),
-        )
+    def task(self):
+        """This cohort's task (``TASK_KINDS[task.kind].build``)."""
+        return TASK_KINDS[self.config.task.kind].build(self.config, self.members)
 
     def probes(self, task, mesh) -> ProbeSet:
-        """This cohort's enabled probes, compiled for ``task`` on ``mesh``."""
-        model = self.config.model
-        probes = self.config.probes
-        if self.config.task.kind == "gan":  # probes of the two players come later; validation refuses asked ones
-            probes = dataclasses.replace(probes, tables=tuple((n, dataclasses.replace(o, every=0))
-                                                              for n, o in probes.tables))
-        return ProbeSet(probes, task, model, MODELS[model.kind].hidden_activation(model), mesh, self.members)
+        """This cohort's enabled probes over the task's views, compiled for ``task`` on ``mesh``."""
+        views = TASK_KINDS[self.config.task.kind].probe_views(self.config, task)
+        return ProbeSet(self.config.probes, views, mesh, self.members)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, TASK_KINDS, Config, StudyConfig, closest_hint
+from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig, closest_hint
 from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info
 from jaxdyn.errors import ConfigError
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
@@ -18,6 +18,7 @@ from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
+from jaxdyn.tasks.kinds import TASK_KINDS
 
 
 def validate(cfg: Config) -> None:
@@ -36,10 +37,6 @@ def validate(cfg: Config) -> None:
         from jaxdyn.gan.config import check_gan
 
         check_gan(cfg.gan, info.input_shape, closest_hint)
-        asked = [p.name for p, _ in cfg.probes.enabled() if not p.default_on]
-        if asked:
-            raise ConfigError(f"probes.{asked[0]}: probes of GAN members (each player apart) are not built yet; "
-                              f"remove [probes.{asked[0]}] (the default norms and activations are skipped for GANs)")
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _check_schedule(cfg.optim, cfg.train.steps)

@@ -53,11 +53,11 @@ def test_each_player_improves_against_a_fixed_opponent(loss, ring):
     @jax.jit
     def d_only(state):
         grads = jax.grad(task.d_loss)(state.params["discriminator"], state, real, z, key)
-        return task._update(state, "discriminator", grads)
+        return task._update(state, "discriminator", grads)[0]
 
     @jax.jit
     def g_only(state):
-        return task._update(state, "generator", jax.grad(task.g_loss)(state.params["generator"], state, z))
+        return task._update(state, "generator", jax.grad(task.g_loss)(state.params["generator"], state, z))[0]
 
     before = task.d_loss(state.params["discriminator"], state, real, z, key)
     s = state

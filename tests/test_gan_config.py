@@ -24,7 +24,7 @@ def test_a_gan_study_on_the_ring(tmp_path):
     assert (m.diverged_at == -1).all()
     metrics = set(res.metrics.metric)
     assert {"train_d_loss", "train_g_loss", "test_modes", "test_high_quality", "test_reverse_kl"} <= metrics
-    assert "weight_norm" not in metrics  # probes of the players come later; the defaults are skipped
+    assert {"g_weight_norm", "d_grad_norm", "g_update_ratio", "d_dead_frac"} <= metrics  # the default probes, per player
     assert list(res.summary().columns[-3:]) == ["modes_mean", "modes_std", "diverged"]
     assert np.allclose(m.groupby("member").g_learning_rate.first(), 1e-3)
 
@@ -45,7 +45,6 @@ def test_gan_config_round_trips_through_toml():
     ({"gan": {"d_optim": "adamm"}}, "gan.d_optim = 'adamm' is not known; did you mean 'adam'?"),
     ({"gan": {"generator": {"hiden": [8]}}}, "gan.generator.hiden is not a field of model kind 'mlp'"),
     ({"gan": {"loss": "wgan_gp", "discriminator": {"norm": "batch"}}}, "WGAN-GP's per-sample gradient penalty"),
-    ({"probes": {"hessian": {}}}, "probes.hessian: probes of GAN members (each player apart) are not built yet"),
     ({"grid": {"gan.gp_weight": [1.0, -1.0]}}, "gan.gp_weight = -1.0: must be >= 0"),
     ({"grid": {"gan.d_learning_rate": [1e-3, -1.0]}}, "gan.d_learning_rate = -1.0: must be >= 0"),
 ])

@@ -17,7 +17,7 @@ from jaxdyn.models import MLP
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes import PROBES, ProbeContext, ProbesConfig
 from jaxdyn.probes.activations import ActivationsOptions, histogram
-from jaxdyn.probes.base import HISTOGRAMS
+from jaxdyn.probes.base import HISTOGRAMS, ProbeView
 from jaxdyn.probes.hessian import HessianOptions
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.study import expand
@@ -183,7 +183,7 @@ def test_a_population_member_equals_its_solo_probe(mesh):
                                               ("hessian", HessianOptions(k=2, trace_samples=4)),
                                               ("gradient_noise", PROBES["gradient_noise"].options()),
                                               ("weights", PROBES["weights"].options())))
-    rows, hist, _ = ProbeSet(cfg, task, None, "tanh", mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
+    rows, hist, _ = ProbeSet(cfg, (ProbeView(task, None, "tanh"),), mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
     for i in range(4):
         member = jax.tree.map(lambda a: a[i], state)
         for name in ("norms", "activations", "hessian", "gradient_noise", "weights"):

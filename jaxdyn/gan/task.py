@@ -17,6 +17,7 @@ families may differ), and ``gp_weight`` for WGAN-GP's penalty.
 """
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -27,9 +28,11 @@ from jaxdyn.data import Dataset
 from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from jaxdyn.gan.metrics import mode_metrics
 from jaxdyn.optim import OptimizerFamily
-from jaxdyn.tasks.supervised import MemberState, Seeds
+from jaxdyn.probes.base import ProbeView
+from jaxdyn.tasks.supervised import MemberState, Seeds, layer_norms
 
 EVAL_SEED = 0x6A7  # the latent batch every member is evaluated on: the same for all
+PROBE_SEED = 0x6A8  # the latents of the probe batch (and the penalty's mixing there)
 PLAYERS = ("generator", "discriminator")
 
 
@@ -59,6 +62,7 @@ class GANTask:
     centers: tuple | None = None
     std: float = 0.0
     eval_samples: int = 2500
+    track_updates: bool = False  # per-layer update norms of each player in the step metrics (g_update_norm, ...)
 
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
@@ -100,11 +104,9 @@ class GANTask:
         """D's logits ``[B]`` (evaluation mode: running statistics, no dropout)."""
         return self.discriminator.apply({"params": params, **model_state}, x, train=False, hparams=hp)[:, 0]
 
-    def d_loss(self, d_params, state, real, z, key):
-        hp = state.hparams
-        fake = self.generate(state.params["generator"], state.model_state["generator"], z, hp)
-        fake = jax.lax.stop_gradient(fake)
-        d_state = state.model_state["discriminator"]
+    def d_objective(self, d_params, d_state, g_params, g_state, real, z, key, hp):
+        """D's loss (with WGAN-GP's penalty) on ``real`` against G's samples of ``z``, G fixed."""
+        fake = jax.lax.stop_gradient(self.generate(g_params, g_state, z, hp))
         loss = discriminator_loss(self.loss, self.critic(d_params, d_state, real, hp),
                                   self.critic(d_params, d_state, fake, hp))
         if self.loss == "wgan_gp":
@@ -112,13 +114,20 @@ class GANTask:
                 lambda x: self.critic(d_params, d_state, x, hp), real, fake, key)
         return loss
 
-    def g_loss(self, g_params, state, z):
-        hp = state.hparams
-        fake = self.generate(g_params, state.model_state["generator"], z, hp)
-        return generator_loss(self.loss, self.critic(state.params["discriminator"],
-                                                     state.model_state["discriminator"], fake, hp))
+    def g_objective(self, g_params, g_state, d_params, d_state, z, hp):
+        """G's loss on its samples of ``z``, D fixed."""
+        return generator_loss(self.loss, self.critic(d_params, d_state, self.generate(g_params, g_state, z, hp), hp))
 
-    def _update(self, state: MemberState, player: str, grads) -> MemberState:
+    def d_loss(self, d_params, state, real, z, key):
+        p, s = state.params, state.model_state
+        return self.d_objective(d_params, s["discriminator"], p["generator"], s["generator"], real, z, key,
+                                state.hparams)
+
+    def g_loss(self, g_params, state, z):
+        p, s = state.params, state.model_state
+        return self.g_objective(g_params, s["generator"], p["discriminator"], s["discriminator"], z, state.hparams)
+
+    def _update(self, state: MemberState, player: str, grads) -> tuple[MemberState, dict]:
         i = PLAYERS.index(player)
         family = self._family(player)
         opt = state.opt_state[i]
@@ -126,7 +135,13 @@ class GANTask:
         updates, opt = family.transform(family.defaults).update(grads, opt, state.params[player])
         params = {**state.params, player: optax.apply_updates(state.params[player], updates)}
         opt_state = tuple(opt if j == i else s for j, s in enumerate(state.opt_state))
-        return state._replace(params=params, opt_state=opt_state)
+        metrics = {}
+        if self.track_updates:  # the norms probe's step metrics, per player
+            norm = layer_norms(updates)
+            metrics[f"{player[0]}_update_norm"] = norm
+            metrics[f"{player[0]}_update_ratio"] = jax.tree.map(lambda u, w: u / w, norm,
+                                                                layer_norms(state.params[player]))
+        return state._replace(params=params, opt_state=opt_state), metrics
 
     def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
         """``n_critic`` discriminator updates, then one generator update."""
@@ -140,14 +155,17 @@ class GANTask:
             loss, grads = jax.value_and_grad(self.d_loss)(
                 state.params["discriminator"], state, data.x_train[idx], z,
                 jax.random.fold_in(noise_key, 10_000 + i))
-            return self._update(state, "discriminator", grads), loss
+            state, updates = self._update(state, "discriminator", grads)
+            return state, (loss, updates)
 
-        state, d_losses = jax.lax.scan(critic_step, state, jnp.arange(self.n_critic))
+        state, (d_losses, d_updates) = jax.lax.scan(critic_step, state, jnp.arange(self.n_critic))
         z = jax.random.normal(jax.random.fold_in(noise_key, self.n_critic), (self.batch_size, self.latent_dim))
         g_loss, grads = jax.value_and_grad(self.g_loss)(state.params["generator"], state, z)
-        state = self._update(state, "generator", grads)
+        state, g_updates = self._update(state, "generator", grads)
         d_loss = d_losses[-1]
-        return state._replace(step=state.step + 1), {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+        metrics = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss, **g_updates,
+                   **jax.tree.map(lambda v: v.mean(0), d_updates)}  # D's: the mean over its n_critic updates
+        return state._replace(step=state.step + 1), metrics
 
     def samples(self, state: MemberState, n: int | None = None) -> jax.Array:
         """``n`` samples of this member from the fixed evaluation latents."""
@@ -170,7 +188,69 @@ class GANTask:
         return out
 
 
-def gan_task(cfg, info) -> GANTask:
+class PlayerState(NamedTuple):
+    """One player of a GAN member as the probes see it: its own variables, optimizer
+    state and (unprefixed) hyperparameters, and the other player, held fixed."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    hparams: dict
+    opponent: tuple  # (params, model_state) of the other player
+    data_key: jax.Array  # the member's data key folded with the player's index (random probe directions)
+
+
+@dataclass(frozen=True)
+class PlayerTask:
+    """A player's side of the game as a model with a loss, for the probes (``ProbeView``).
+
+    The probe batch is ``(real examples, latents)`` for the discriminator and
+    ``(latents, latents)`` for the generator: the ``i``-th example's loss pairs real
+    example ``i`` with G's sample of latent ``i``, so per-example gradients exist.
+    """
+
+    gan: GANTask
+    player: str
+    has_targets = False  # no labels: the NTK's target alignment does not apply
+
+    @property
+    def model(self) -> nn.Module:
+        return getattr(self.gan, self.player)
+
+    def probe_loss(self, params, state: PlayerState, x, y, batch_stats: bool = True) -> jax.Array:
+        other, other_state = state.opponent
+        if self.player == "generator":
+            return self.gan.g_objective(params, state.model_state, other, other_state, x, state.hparams)
+        return self.gan.d_objective(params, state.model_state, other, other_state, x, y,
+                                    jax.random.PRNGKey(PROBE_SEED), state.hparams)
+
+    def view(self, state: MemberState) -> PlayerState:
+        i = PLAYERS.index(self.player)
+        other = PLAYERS[1 - i]
+        own = {k: v for k, v in state.hparams.items() if not k.startswith(("g_", "d_"))}
+        own.update({k[2:]: v for k, v in state.hparams.items() if k.startswith(self.player[0] + "_")})
+        return PlayerState(state.params[self.player], state.model_state[self.player], state.opt_state[i], own,
+                           (state.params[other], state.model_state[other]), jax.random.fold_in(state.data_key, i))
+
+    def batch(self, x, y):
+        z = jax.random.normal(jax.random.PRNGKey(PROBE_SEED), (x.shape[0], self.gan.latent_dim))
+        return (z, z) if self.player == "generator" else (x, z)
+
+
+def probe_views(task: GANTask, cfg) -> tuple[ProbeView, ...]:
+    """The generator's and the discriminator's views; their metric names start ``g_`` and ``d_``."""
+    from jaxdyn.models import MODELS
+
+    views = []
+    for player in PLAYERS:
+        model = getattr(cfg, player)
+        side = PlayerTask(task, player)
+        views.append(ProbeView(side, model, MODELS[model.kind].hidden_activation(model), prefix=player[0] + "_",
+                               state=side.view, params=lambda p, player=player: p[player], batch=side.batch))
+    return tuple(views)
+
+
+def gan_task(cfg, info, track_updates: bool = False) -> GANTask:
     """The GAN of a study config (``[task] kind = "gan"``) on a dataset with ``info``."""
     import numpy as np
 
@@ -185,5 +265,5 @@ def gan_task(cfg, info) -> GANTask:
         discriminator=build_model(g.discriminator, info.input_shape, 1),
         g_optimizer=FAMILIES[g.g_optim], d_optimizer=FAMILIES[g.d_optim],
         data_shape=tuple(info.input_shape), latent_dim=g.latent_dim, batch_size=cfg.train.batch_size,
-        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=float(std),
+        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=float(std), track_updates=track_updates,
         centers=None if centers is None else tuple(map(tuple, centers.tolist())))

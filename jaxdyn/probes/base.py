@@ -26,6 +26,31 @@ class ProbeContext:
 
 
 @dataclass(frozen=True)
+class ProbeView:
+    """One thing the probes measure in each member, and how to see it as a supervised model.
+
+    A supervised member is one view of itself. A GAN member has two, the generator
+    and the discriminator, each with the other player held fixed: ``state`` maps the
+    member state to the view's (``params``, ``model_state``, ``opt_state``, ``hparams``
+    of that player), ``params`` does the same to the initial parameters, and
+    ``batch`` maps the probe batch ``(x, y)`` to the view's inputs and targets. The
+    view's rows carry ``prefix`` before every metric name (``g_grad_norm``, ...).
+
+    Attributes:
+      task: has ``model`` (a Flax module) and ``probe_loss(params, state, x, y, batch_stats)``.
+      model_config: the view's model config; ``hidden_activation`` its hidden nonlinearity.
+    """
+
+    task: Any
+    model_config: Any
+    hidden_activation: str
+    prefix: str = ""
+    state: Callable = lambda state: state
+    params: Callable = lambda params: params
+    batch: Callable = lambda x, y: (x, y)
+
+
+@dataclass(frozen=True)
 class Probe:
     """One registered probe.
 
@@ -70,4 +95,4 @@ def options_doc(cls) -> str:
     return ", ".join(f"{f}={getattr(cls, f)!r}" for f in cls.__dataclass_fields__)
 
 
-__all__ = ["COSTS", "HISTOGRAMS", "Every", "Probe", "ProbeContext", "field", "options_doc"]
+__all__ = ["COSTS", "HISTOGRAMS", "Every", "Probe", "ProbeContext", "ProbeView", "field", "options_doc"]

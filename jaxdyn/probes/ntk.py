@@ -9,7 +9,8 @@ the others in the subset; no dropout), the kernel is summed over outputs:
 - ``ntk_distance``: ``1 − ⟨Θ, Θ₀⟩ / (‖Θ‖ ‖Θ₀‖)`` (Frobenius), the kernel distance of
   Fort et al. (2020) from the member's own NTK at initialisation Θ₀.
 - ``ntk_alignment``: kernel-target alignment ``⟨Θ, YYᵀ⟩ / (‖Θ‖ ‖YYᵀ‖)`` (Cristianini et
-  al. 2002), Y the one-hot labels (or the regression targets), uncentred.
+  al. 2002), Y the one-hot labels (or the regression targets), uncentred. Views
+  without targets (a GAN's players) have no alignment row.
 
 Memory is the common complaint about the empirical NTK (neural-tangents #30,
 #100); ``mode`` chooses how much is held at once:
@@ -81,9 +82,11 @@ def ntk(ctx, state, init_params, x, y) -> dict:
         return {"ntk_trace": trace_only(task, state, state.params, x)}
     theta = kernel(task, state, state.params, x, opts.mode)
     theta0 = kernel(task, state, init_params, x, opts.mode)
-    target = jax.nn.one_hot(y, task.n_classes).reshape(n, -1) if task.n_classes else y.reshape(n, -1)
-    return {"ntk_trace": jnp.trace(theta), "ntk_distance": 1 - cosine(theta, theta0),
-            "ntk_alignment": cosine(theta, target @ target.T)}
+    out = {"ntk_trace": jnp.trace(theta), "ntk_distance": 1 - cosine(theta, theta0)}
+    if getattr(task, "has_targets", True):
+        target = jax.nn.one_hot(y, task.n_classes).reshape(n, -1) if task.n_classes else y.reshape(n, -1)
+        out["ntk_alignment"] = cosine(theta, target @ target.T)
+    return out
 
 
 PROBE = Probe("ntk", NTKOptions, ntk,

@@ -17,35 +17,41 @@ from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
 from jaxdyn.results import tidy
 
 class ProbeSet:
-    """The enabled probes of one cohort.
+    """The enabled probes of one cohort, over each of its views (``ProbeView``).
 
     Args:
       probes_config: the study's ``ProbesConfig``.
-      task: the cohort's task.
-      model_config: the cohort's model config; ``hidden_activation`` its hidden layers'
-        nonlinearity (``ModelSpec.hidden_activation``).
+      views: what is probed in each member: one view for a supervised member, the
+        generator and the discriminator for a GAN; each view's metric names carry its prefix.
       mesh: the devices.
       members: the cohort's member table (cross-member probes choose their pairs from it).
     """
 
-    def __init__(self, probes_config, task, model_config, hidden_activation: str, mesh, members=None):
+    def __init__(self, probes_config, views, mesh, members=None):
         self.enabled = probes_config.enabled()
+        self.views = tuple(views)
         self.members = members
         self.batch_size = probes_config.batch_size
         self.needs_init = any(p.needs_init for p, _ in self.enabled)
-        self._contexts = {p.name: ProbeContext(task, o, model_config, hidden_activation) for p, o in self.enabled}
+        self._contexts = {(v.prefix, p.name): ProbeContext(v.task, o, v.model_config, v.hidden_activation)
+                          for v in self.views for p, o in self.enabled}
         self._mesh = mesh
         self._compiled = {}  # one program per set of probes due together
         self._ema = {}  # (metric, member) -> (numerator EMA, denominator EMA), on the host
 
     def _program(self, names: tuple[str, ...]):
-        """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {name: result}``."""
+        """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {prefix: {name: result}}``."""
         if names not in self._compiled:
             from jaxdyn.probes import PROBES
 
             def member(subset):
-                return lambda state, params0, x, y: {
-                    n: PROBES[n].fn(self._contexts[n], state, params0, x, y) for n in subset}
+                def each_view(state, params0, x, y):
+                    out = {}
+                    for v in self.views:
+                        s, p0, (vx, vy) = v.state(state), v.params(params0), v.batch(x, y)
+                        out[v.prefix] = {n: PROBES[n].fn(self._contexts[(v.prefix, n)], s, p0, vx, vy) for n in subset}
+                    return out
+                return each_view
 
             batched = tuple(n for n in names if not PROBES[n].sequential)
             one_by_one = tuple(n for n in names if PROBES[n].sequential)
@@ -53,7 +59,8 @@ class ProbeSet:
             def per_device(state, params0, x, y):
                 out = jax.vmap(member(batched), in_axes=(0, 0, None, None))(state, params0, x, y) if batched else {}
                 if one_by_one:  # LAPACK must not run batched on two CPU devices at once
-                    out.update(jax.lax.map(lambda m: member(one_by_one)(m[0], m[1], x, y), (state, params0)))
+                    more = jax.lax.map(lambda m: member(one_by_one)(m[0], m[1], x, y), (state, params0))
+                    out = {v.prefix: {**out.get(v.prefix, {}), **more[v.prefix]} for v in self.views}
                 return out
 
             self._compiled[names] = jax.jit(jax.shard_map(
@@ -81,37 +88,45 @@ class ProbeSet:
         on_device = tuple(p.name for p, _ in due if p.fn is not None)
         results = jax.device_get(self._program(on_device)(state, params0, x, y)) if on_device else {}
         host_state = None
-        for probe, options in due:
-            piece = jax.tree.map(lambda a: np.asarray(a)[:k], results[probe.name]) if probe.name in results else None
-            if probe.kind == "pairs":
-                if host_state is None and probe.fn is None:
-                    host_state = jax.tree.map(lambda a: np.asarray(a)[:k], jax.device_get(state))
-                pairs.append(self._pair_rows(probe, options, piece, host_state, x, y, members, cohort, step))
-                continue
-            result = piece
-            histograms = result.pop(HISTOGRAMS, {})
-            for name, num, den in probe.ema:
-                result[name] = self._smooth(name, members, result[num], result[den], options.ema)
-            if result:
-                rows.append(tidy(result, members, cohort, steps, ""))
-            for metric, layers in histograms.items():
-                for layer, counts in layers.items():
-                    hists.append(histogram_rows(counts, members, cohort, step, metric, layer, options.hist_range))
+        for view in self.views:
+            named = lambda metric: view.prefix + metric
+            for probe, options in due:
+                piece = results[view.prefix].get(probe.name) if results else None
+                piece = None if piece is None else jax.tree.map(lambda a: np.asarray(a)[:k], piece)
+                if probe.kind == "pairs":
+                    if host_state is None and probe.fn is None:
+                        host_state = jax.tree.map(lambda a: np.asarray(a)[:k], jax.device_get(state))
+                    pairs.append(self._pair_rows(view, probe, options, piece, host_state, x, y, members, cohort,
+                                                 step))
+                    continue
+                result = piece
+                histograms = result.pop(HISTOGRAMS, {})
+                for name, num, den in probe.ema:
+                    result[name] = self._smooth(named(name), members, result[num], result[den], options.ema)
+                if result:
+                    rows.append(tidy({named(m): v for m, v in result.items()}, members, cohort, steps, ""))
+                for metric, layers in histograms.items():
+                    for layer, counts in layers.items():
+                        hists.append(histogram_rows(counts, members, cohort, step, named(metric), layer,
+                                                    options.hist_range))
         frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         return frame(rows), frame(hists), frame(pairs)
 
-    def _pair_rows(self, probe, options, piece, host_state, x, y, members, cohort: int, step: int) -> pd.DataFrame:
+    def _pair_rows(self, view, probe, options, piece, host_state, x, y, members, cohort: int,
+                   step: int) -> pd.DataFrame:
         from jaxdyn.probes.similarity import choose_pairs
 
         position = {int(m): i for i, m in enumerate(members)}
         chosen = [(position[a], position[b]) for a, b in choose_pairs(self.members, options.pairs)]
-        out = probe.pair_fn(self._contexts[probe.name], piece, host_state, jax.device_get(x), jax.device_get(y),
-                            chosen, options)
+        vx, vy = view.batch(x, y)
+        out = probe.pair_fn(self._contexts[(view.prefix, probe.name)], piece,
+                            None if host_state is None else jax.device_get(jax.vmap(view.state)(host_state)), jax.device_get(vx),
+                            jax.device_get(vy), chosen, options)
         return pd.DataFrame({
             "cohort": np.int32(cohort),
             "member_a": np.array([members[a] for a, *_ in out], np.int32),
             "member_b": np.array([members[b] for _, b, *_ in out], np.int32),
-            "step": np.int64(step), "metric": [r[2] for r in out], "layer": [r[3] for r in out],
+            "step": np.int64(step), "metric": [view.prefix + r[2] for r in out], "layer": [r[3] for r in out],
             "value": np.array([r[4] for r in out], np.float32)})
 
     def _smooth(self, name: str, members, num: np.ndarray, den: np.ndarray, decay: float) -> np.ndarray:
@@ -128,8 +143,9 @@ class ProbeSet:
 
     def resume(self, history: pd.DataFrame) -> None:
         """Rebuild the host-side averages from the rows a resumed run already wrote."""
-        for probe, options in self.enabled:
+        for view, (probe, options) in ((v, e) for v in self.views for e in self.enabled):
             for name, num, den in probe.ema:
+                name, num, den = (view.prefix + n for n in (name, num, den))
                 rows = history[history.metric.isin([num, den]) & (history.layer == "")]
                 wide = rows.pivot_table(index=["step", "member"], columns="metric", values="value").sort_index()
                 for step, group in wide.groupby(level="step"):
