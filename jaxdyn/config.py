@@ -291,7 +291,8 @@ def _grid_values(key: str, values) -> tuple:
     """Check a grid axis's name and coerce its values to the field's type."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
-    gan_numbers = [f"gan.{p}_{h}" for p in ("g", "d") for h in hparam_names] + ["gan.gp_weight"]
+    gan_numbers = [f"gan.{p}_{h}" for p in ("g", "d") for h in hparam_names] + ["gan.gp_weight"] + [
+        f"gan.{k.split('.')[1]}" for k in schedule_names]
     valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *gan_numbers]
     if key not in valid:
         raise ConfigError(f"unknown grid axis {key!r}{closest_hint(key, valid)}")
@@ -387,7 +388,8 @@ def to_dict(cfg: Config) -> dict:
     out["probes"] = probes_to_dict(cfg.probes)
     out["task"] = {"kind": cfg.task.kind}
     if cfg.task.kind == "gan":
-        out["gan"] = {k: getattr(cfg.gan, k) for k in GAN_STRUCTURAL if f"gan.{k}" not in gridded}
+        out["gan"] = {k: list(v) if isinstance(v := getattr(cfg.gan, k), tuple) else v
+                      for k in GAN_STRUCTURAL if f"gan.{k}" not in gridded}
         for player in ("generator", "discriminator"):
             out["gan"][player] = {k: list(v) if isinstance(v, tuple) else v
                                   for k, v in dataclasses.asdict(getattr(cfg.gan, player)).items()}

@@ -50,11 +50,11 @@ class MetricParts:
     """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``.
 
     ``prefix`` is empty for the metrics (``metrics.parquet``), ``hist_`` for the
-    probes' histograms (``histograms.parquet``) and ``pairs_`` for cross-member rows
-    (``pairs.parquet``).
+    probes' histograms (``histograms.parquet``), ``pairs_`` for cross-member rows
+    (``pairs.parquet``) and ``samples_`` for generated samples (``samples.parquet``).
     """
 
-    PREFIXES = ("", "hist_", "pairs_")
+    PREFIXES = ("", "hist_", "pairs_", "samples_")
 
     def __init__(self, run_dir: Path, prefix: str = ""):
         self.dir = Path(run_dir) / "parts"
@@ -118,6 +118,17 @@ def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, pre
         else:
             frames.append(rows(prefix + name, "", values))
     return pd.concat(frames, ignore_index=True)
+
+
+def sample_rows(values: np.ndarray, members: np.ndarray, cohort: int, step: int) -> pd.DataFrame:
+    """Rows ``cohort, member, step, sample, x0 … x{D-1}`` from samples ``[K, n, D]`` (one flattened example per row)."""
+    k, n, d = values.shape
+    frame = pd.DataFrame(values.reshape(k * n, d).astype(np.float32), columns=[f"x{i}" for i in range(d)])
+    frame.insert(0, "sample", np.tile(np.arange(n, dtype=np.int32), k))
+    frame.insert(0, "step", np.int64(step))
+    frame.insert(0, "member", np.repeat(members.astype(np.int32), n))
+    frame.insert(0, "cohort", np.int32(cohort))
+    return frame
 
 
 def final_values(metrics: pd.DataFrame) -> pd.DataFrame:

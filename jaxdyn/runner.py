@@ -17,7 +17,7 @@ import pandas as pd
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints
 from jaxdyn.errors import ConfigError
-from jaxdyn.results import MetricParts, final_values, tidy
+from jaxdyn.results import MetricParts, final_values, sample_rows, tidy
 
 
 class Interrupted(RuntimeError):
@@ -91,6 +91,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
     parts = MetricParts(run_dir)
     histograms, pair_parts = MetricParts(run_dir, "hist_"), MetricParts(run_dir, "pairs_")
+    snapshots = MetricParts(run_dir, "samples_")
     ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
     try:
         task = cohort.task()
@@ -105,6 +106,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         parts.drop_after(cohort.index, done)
         train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
         evaluate = pop.make_evaluate(task, mesh)
+        # A task that makes samples (a GAN) shows some at every evaluation: samples.png.
+        snapshot = pop.make_snapshot(task, mesh) if hasattr(task, "snapshot") else None
         probes = cohort.probes(task, mesh)
         params0 = init().params if probes.needs_init else None  # the seeds give them again on a resume
         if done:
@@ -130,6 +133,10 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
                 test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
                 frame = pd.concat([frame, test], ignore_index=True)
+                if snapshot is not None:
+                    samples = np.asarray(jax.device_get(snapshot(state)))[:k]
+                    snapshots.write(cohort.index, done, sample_rows(samples, cohort.members["member"].to_numpy(),
+                                                                    cohort.index, done * t.chunk_steps))
             if probes:
                 rows, hist, pairs = probes.measure(state, params0, data, done, last, done * t.chunk_steps,
                                                    cohort.index, cohort.members["member"].to_numpy())

@@ -24,9 +24,9 @@ from jaxdyn.memory import check_memory
 from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
-from jaxdyn.report import plot_curves
+from jaxdyn.report import plot_curves, plot_samples
 from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
-from jaxdyn.data import cache_dir, load_dataset
+from jaxdyn.data import cache_dir, dataset_info, load_dataset
 from jaxdyn.gan.config import check_gan_value
 from jaxdyn.models import MODELS
 from jaxdyn.tasks.kinds import TASK_KINDS
@@ -204,11 +204,16 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
-    for prefix, name in (("hist_", "histograms.parquet"), ("pairs_", "pairs.parquet")):
+    for prefix, name in (("hist_", "histograms.parquet"), ("pairs_", "pairs.parquet"), ("samples_", "samples.parquet")):
         table = MetricParts(run_dir, prefix).read()
         if len(table):
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
     write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
+    samples = MetricParts(run_dir, "samples_").read()
+    if len(samples):  # a task that generates (a GAN): what each member makes, over time
+        info = dataset_info(cohorts[0].config.data)
+        centers = None if info.modes is None else np.asarray(info.modes[0])
+        plot_samples(members, samples, info.input_shape, run_dir / "samples.png", centers)
     if summary:
         print_summary(members)
     return Results(run_dir, members, metrics)

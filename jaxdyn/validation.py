@@ -36,7 +36,7 @@ def validate(cfg: Config) -> None:
     if cfg.task.kind == "gan":
         from jaxdyn.gan.config import check_gan
 
-        check_gan(cfg.gan, info.input_shape, closest_hint)
+        check_gan(cfg.gan, info.input_shape, closest_hint, cfg.train.steps)
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _check_schedule(cfg.optim, cfg.train.steps)

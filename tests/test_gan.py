@@ -52,25 +52,25 @@ def test_each_player_improves_against_a_fixed_opponent(loss, ring):
 
     @jax.jit
     def d_only(state):
-        grads = jax.grad(task.d_loss)(state.params["discriminator"], state, real, z, key)
+        grads = jax.grad(lambda p: task.d_loss(p, state, real, z, key)[0])(state.params["discriminator"])
         return task._update(state, "discriminator", grads)[0]
 
     @jax.jit
     def g_only(state):
-        return task._update(state, "generator", jax.grad(task.g_loss)(state.params["generator"], state, z))[0]
+        return task._update(state, "generator", jax.grad(lambda p: task.g_loss(p, state, z)[0])(state.params["generator"]))[0]
 
-    before = task.d_loss(state.params["discriminator"], state, real, z, key)
+    before = task.d_loss(state.params["discriminator"], state, real, z, key)[0]
     s = state
     for _ in range(30):
         s = d_only(s)
-    assert task.d_loss(s.params["discriminator"], s, real, z, key) < before - 0.05
+    assert task.d_loss(s.params["discriminator"], s, real, z, key)[0] < before - 0.05
     for a, b in zip(jax.tree.leaves(s.params["generator"]), jax.tree.leaves(state.params["generator"])):
         np.testing.assert_array_equal(a, b)  # the generator held fixed
-    before = task.g_loss(s.params["generator"], s, z)
+    before = task.g_loss(s.params["generator"], s, z)[0]
     t = s
     for _ in range(30):
         t = g_only(t)
-    assert task.g_loss(t.params["generator"], t, z) < before - 0.05
+    assert task.g_loss(t.params["generator"], t, z)[0] < before - 0.05
     for a, b in zip(jax.tree.leaves(t.params["discriminator"]), jax.tree.leaves(s.params["discriminator"])):
         np.testing.assert_array_equal(a, b)  # the discriminator held fixed
 

@@ -1,6 +1,8 @@
 """GAN studies from a config: [task] kind = "gan", the [gan] section, its axes and its messages."""
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxdyn
@@ -14,7 +16,8 @@ GAN = {"study": {"seeds": 2}, "task": {"kind": "gan"}, "data": {"name": "ring"},
 
 
 def test_a_gan_study_on_the_ring(tmp_path):
-    cfg = {**GAN, "grid": {"gan.loss": ["non_saturating", "least_squares"], "gan.d_learning_rate": [1e-3, 3e-4]}}
+    cfg = {**GAN, "grid": {"gan.loss": ["non_saturating", "least_squares"], "gan.d_learning_rate": [1e-3, 3e-4]},
+           "train": {**GAN["train"], "eval_every": 1}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
     m = res.members
     assert len(m) == 2 * 2 * 2 and sorted(m["gan.loss"].unique()) == ["least_squares", "non_saturating"]
@@ -27,6 +30,14 @@ def test_a_gan_study_on_the_ring(tmp_path):
     assert {"g_weight_norm", "d_grad_norm", "g_update_ratio", "d_dead_frac"} <= metrics  # the default probes, per player
     assert list(res.summary().columns[-3:]) == ["modes_mean", "modes_std", "diverged"]
     assert np.allclose(m.groupby("member").g_learning_rate.first(), 1e-3)
+    # What each member generates, at every evaluation: 256 points each, and their picture.
+    samples = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    assert list(samples.columns) == ["cohort", "member", "step", "sample", "x0", "x1"]
+    assert sorted(samples.step.unique()) == [1000, 2000] and (samples.groupby(["member", "step"]).size() == 256).all()
+    final = samples[samples.step == 2000]
+    assert abs(np.hypot(final.x0, final.x1).median() - 1) < 0.2  # the generators have found the unit ring
+    image = plt.imread(tmp_path / "run" / "samples.png")
+    assert image.shape[0] > 8 * 100 and image[..., :3].std() > 0.05  # a row per member, and not blank
 
 
 def test_gan_config_round_trips_through_toml():

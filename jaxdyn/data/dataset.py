@@ -26,6 +26,8 @@ class DatasetInfo:
       n_classes: classes per label; 0 for a regression dataset (real-valued targets).
       target_shape: shape of one example's target: ``()`` for one label or value,
         ``(L,)`` for L of them (the copy task's L recalled symbols).
+      modes: ``(centers, std)`` of a mixture whose modes are known (``ring``, ``grid``:
+        centers a tuple of points), for GAN mode metrics and sample plots; else None.
     """
 
     n_train: int
@@ -33,6 +35,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     n_classes: int
     target_shape: tuple[int, ...] = ()
+    modes: tuple | None = None
 
     @property
     def regression(self) -> bool:

@@ -151,7 +151,9 @@ def mixture(name: str) -> tuple[np.ndarray, float]:
 
 def mixture_info(name: str):
     def info(cfg) -> DatasetInfo:
-        return DatasetInfo(*MIXTURE_SIZES, input_shape=(2,), n_classes=len(mixture(name)[0]))
+        centers, std = mixture(name)
+        return DatasetInfo(*MIXTURE_SIZES, input_shape=(2,), n_classes=len(centers),
+                           modes=(tuple(map(tuple, centers.tolist())), float(std)))
     return info
 
 

@@ -11,6 +11,8 @@ g_optim = "adam"          # the generator's optimizer family
 d_optim = "adam"          # the discriminator's (may differ)
 g_learning_rate = 1e-4    # member numbers: g_<family number>, d_<family number>, gp_weight
 d_b1 = 0.5
+schedule = "cosine"       # both players' learning rates (optional; as optim.schedule, with its fields)
+alpha = 0.0               # the schedule's member numbers are unprefixed: alpha, decay_rate
 [gan.generator]           # a model config from the zoo: latents -> one example
 kind = "mlp"
 hidden = [128, 128]
@@ -20,7 +22,9 @@ hidden = [128, 128]
 ```
 
 The structural fields are cohort axes (``gan.loss``, ``gan.n_critic``, ...); the
-numbers are member axes (``gan.g_learning_rate``, ``gan.d_b1``, ``gan.gp_weight``).
+numbers are member axes (``gan.g_learning_rate``, ``gan.d_b1``, ``gan.gp_weight``,
+``gan.alpha``). A schedule multiplies each player's own learning rate by the same
+factor of the step (``schedules.SCHEDULES``; ``decay_steps = 0`` means ``train.steps``).
 """
 
 import dataclasses
@@ -29,12 +33,14 @@ from typing import Any, Mapping
 
 from jaxdyn.errors import ConfigError
 from jaxdyn.gan.losses import GAN_LOSSES
-from jaxdyn.models import MODELS
+from jaxdyn.models import MODELS, check_model
 from jaxdyn.models.mlp import MLPConfig
 from jaxdyn.optim import FAMILIES
+from jaxdyn.schedules import SCHEDULES
 
 GP_WEIGHT = 10.0  # Gulrajani et al. (2017)'s λ
-STRUCTURAL = ("loss", "n_critic", "latent_dim", "g_optim", "d_optim", "eval_samples")
+SCHEDULE_FIELDS = ("schedule", "decay_steps", "warmup_steps", "transition_steps", "boundaries")
+STRUCTURAL = ("loss", "n_critic", "latent_dim", "g_optim", "d_optim", "eval_samples", *SCHEDULE_FIELDS)
 PLAYERS = {"g": "generator", "d": "discriminator"}
 
 
@@ -46,6 +52,11 @@ class GANConfig:
     g_optim: str = "adam"
     d_optim: str = "adam"
     eval_samples: int = 2500  # generated samples scored at each evaluation (PacGAN: 2,500)
+    schedule: str = "constant"  # of both learning rates: as optim.schedule
+    decay_steps: int = 0
+    warmup_steps: int = 0
+    transition_steps: int = 1000
+    boundaries: tuple[int, ...] = ()
     generator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))
     discriminator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))
     hparams: tuple[tuple[str, float], ...] = ()  # the numbers the user set
@@ -53,10 +64,22 @@ class GANConfig:
     def family(self, prefix: str):
         return FAMILIES[self.g_optim if prefix == "g" else self.d_optim]
 
+    def schedule_config(self):
+        """The schedule's fields as an ``OptimConfig`` (what ``schedules`` reads)."""
+        from jaxdyn.config import OptimConfig
+
+        return OptimConfig(**{k: getattr(self, k) for k in SCHEDULE_FIELDS})
+
+    def schedule_numbers(self) -> dict[str, float]:
+        """The schedule's member numbers and defaults: ``{"alpha": 0.0}`` for cosine."""
+        return {k.split(".")[1]: h.default for k, h in SCHEDULES[self.schedule].hparams.items()} \
+            if self.schedule in SCHEDULES else {}
+
     def member_hparams(self) -> dict[str, float]:
-        """Every member number: both families' (prefixed), ``gp_weight``, and the model numbers."""
+        """Every member number: both families' (prefixed), ``gp_weight``, the schedule's, and the model numbers."""
         out = {f"{p}_{k}": v for p in PLAYERS for k, v in self.family(p).defaults.items()}
         out["gp_weight"] = GP_WEIGHT
+        out.update(self.schedule_numbers())
         out.update(self.hparams)
         return {**out, "leaky_slope": 0.01, "dropout": 0.0}
 
@@ -77,18 +100,26 @@ def gan_from_dict(raw, check_type, model_from_dict, frozen) -> GANConfig:
 
 
 def member_keys(cfg: GANConfig) -> list[str]:
-    """The numbers this GAN takes: each player's family numbers, prefixed, and gp_weight."""
-    return [f"{p}_{k}" for p in PLAYERS for k in cfg.family(p).defaults] + ["gp_weight"]
+    """The numbers this GAN takes: each player's family numbers, prefixed, gp_weight, and the schedule's."""
+    return [f"{p}_{k}" for p in PLAYERS for k in cfg.family(p).defaults] + ["gp_weight", *cfg.schedule_numbers()]
 
 
-def check_gan(cfg: GANConfig, input_shape, closest_hint) -> None:
-    """Range and name checks of ``[gan]`` before anything compiles."""
+def check_gan(cfg: GANConfig, input_shape, closest_hint, steps: int) -> None:
+    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``)."""
     if cfg.loss not in GAN_LOSSES:
         raise ConfigError(f"gan.loss = {cfg.loss!r} is not known{closest_hint(cfg.loss, GAN_LOSSES)}")
     for prefix in PLAYERS:
         name = getattr(cfg, f"{prefix}_optim")
         if name not in FAMILIES:
             raise ConfigError(f"gan.{prefix}_optim = {name!r} is not known{closest_hint(name, FAMILIES)}")
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"gan.schedule = {cfg.schedule!r} is not known{closest_hint(cfg.schedule, SCHEDULES)}")
+    from jaxdyn.validation import _check_schedule
+
+    try:
+        _check_schedule(cfg.schedule_config(), steps)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("optim.", "gan.")) from None
     for key, low in (("n_critic", 1), ("latent_dim", 1), ("eval_samples", 1)):
         if getattr(cfg, key) < low:
             raise ConfigError(f"gan.{key} = {getattr(cfg, key)}: must be >= {low}")
@@ -101,8 +132,11 @@ def check_gan(cfg: GANConfig, input_shape, closest_hint) -> None:
     if cfg.loss == "wgan_gp" and getattr(cfg.discriminator, "norm", "none") == "batch":
         raise ConfigError("gan.discriminator.norm = 'batch' mixes examples, which WGAN-GP's per-sample gradient "
                           "penalty forbids; use norm = \"layer\" or \"none\"")
-    MODELS[cfg.generator.kind].check(cfg.generator, (cfg.latent_dim,))
-    MODELS[cfg.discriminator.kind].check(cfg.discriminator, tuple(input_shape))
+    if MODELS[cfg.discriminator.kind].generates:
+        raise ConfigError(f"gan.discriminator.kind = {cfg.discriminator.kind!r} generates examples; the "
+                          "discriminator must map an example to a score: use \"mlp\" or \"cnn\"")
+    check_model(cfg.generator, (cfg.latent_dim,), tuple(input_shape))
+    check_model(cfg.discriminator, tuple(input_shape))
 
 
 def check_gan_value(cfg: GANConfig, key: str, value: float) -> None:
@@ -114,8 +148,8 @@ def check_gan_value(cfg: GANConfig, key: str, value: float) -> None:
         if not value >= 0:
             raise ConfigError(f"gan.gp_weight = {value!r}: must be >= 0")
         return
-    prefix, name = key.split("_", 1)
+    prefix, name = key.split("_", 1) if key[:2] in ("g_", "d_") else ("g", key)
     try:
-        check_hparam(OptimConfig(name=getattr(cfg, f"{prefix}_optim")), name, value)
+        check_hparam(OptimConfig(name=getattr(cfg, f"{prefix}_optim"), schedule=cfg.schedule), name, value)
     except ConfigError as e:
         raise ConfigError(str(e).replace(f"optim.{name}", f"gan.{key}")) from None

@@ -1,7 +1,8 @@
 """The five GAN objectives, as (discriminator loss, generator loss) of D's logits.
 
 ``real`` and ``fake`` are D's outputs ``[B]`` on a real batch and a generated one;
-each loss is a mean over the batch, and each player minimises its own.
+each term is a mean over its own batch (the real and the generated batch may differ in
+size), and each player minimises its own loss.
 
 - ``minimax`` (Goodfellow et al. 2014): D: −log σ(r) − log(1 − σ(f)); G: log(1 − σ(f)).
 - ``non_saturating`` (the same paper's fix): D as minimax; G: −log σ(f).
@@ -19,13 +20,13 @@ GAN_LOSSES = ("minimax", "non_saturating", "wgan_gp", "hinge", "least_squares")
 
 def discriminator_loss(name: str, real: jax.Array, fake: jax.Array) -> jax.Array:
     if name in ("minimax", "non_saturating"):
-        return (jax.nn.softplus(-real) + jax.nn.softplus(fake)).mean()
+        return jax.nn.softplus(-real).mean() + jax.nn.softplus(fake).mean()
     if name == "wgan_gp":
-        return (fake - real).mean()  # the gradient penalty is added by the caller
+        return fake.mean() - real.mean()  # the gradient penalty is added by the caller
     if name == "hinge":
-        return (jax.nn.relu(1 - real) + jax.nn.relu(1 + fake)).mean()
+        return jax.nn.relu(1 - real).mean() + jax.nn.relu(1 + fake).mean()
     if name == "least_squares":
-        return (0.5 * jnp.square(real - 1) + 0.5 * jnp.square(fake)).mean()
+        return 0.5 * jnp.square(real - 1).mean() + 0.5 * jnp.square(fake).mean()
     raise KeyError(name)
 
 

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdyn.data import Dataset
@@ -63,6 +64,7 @@ class GANTask:
     std: float = 0.0
     eval_samples: int = 2500
     track_updates: bool = False  # per-layer update norms of each player in the step metrics (g_update_norm, ...)
+    schedule: Any = None  # (step, hparams) -> factor on both players' learning rates; None: constant
 
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
@@ -95,43 +97,67 @@ class GANTask:
             dropout_key=jax.random.PRNGKey(seeds.dropout_seed),  # the latent seed
             alive=jnp.ones((), bool), diverged_at=jnp.full((), -1, jnp.int32))
 
+    def _run(self, module, params, model_state, x, hp, train: bool):
+        """``(output, model_state)``. Train mode normalises BatchNorm layers with the batch's
+        own statistics and returns the running ones updated; evaluation mode uses the
+        running ones. A model without such state runs the same either way."""
+        variables = {"params": params, **model_state}
+        if train and model_state:
+            out, new = module.apply(variables, x, train=True, hparams=hp, mutable=list(model_state))
+            return out, {**model_state, **new}
+        return module.apply(variables, x, train=train, hparams=hp), model_state
+
     def generate(self, params, model_state, z, hp):
         """Samples ``[B, *data_shape]`` from latents ``z`` (evaluation mode)."""
-        out = self.generator.apply({"params": params, **model_state}, z, train=False, hparams=hp)
-        return out.reshape(z.shape[0], *self.data_shape)
+        return self._run(self.generator, params, model_state, z, hp, False)[0].reshape(z.shape[0], *self.data_shape)
 
     def critic(self, params, model_state, x, hp):
         """D's logits ``[B]`` (evaluation mode: running statistics, no dropout)."""
-        return self.discriminator.apply({"params": params, **model_state}, x, train=False, hparams=hp)[:, 0]
+        return self._run(self.discriminator, params, model_state, x, hp, False)[0][:, 0]
 
-    def d_objective(self, d_params, d_state, g_params, g_state, real, z, key, hp):
-        """D's loss (with WGAN-GP's penalty) on ``real`` against G's samples of ``z``, G fixed."""
-        fake = jax.lax.stop_gradient(self.generate(g_params, g_state, z, hp))
-        loss = discriminator_loss(self.loss, self.critic(d_params, d_state, real, hp),
-                                  self.critic(d_params, d_state, fake, hp))
-        if self.loss == "wgan_gp":
+    def d_objective(self, d_params, d_state, g_params, g_state, real, z, key, hp, train: bool = False):
+        """``(D's loss, D's model state)``: the loss (with WGAN-GP's penalty) on ``real``
+        against G's samples of ``z``, G fixed. In train mode D sees the real and the fake
+        batch apart, as DCGAN does, each normalised by its own statistics; G's running
+        statistics move only in G's own step."""
+        fake = self._run(self.generator, g_params, g_state, z, hp, train)[0].reshape(z.shape[0], *self.data_shape)
+        fake = jax.lax.stop_gradient(fake)
+        on_real, d_state = self._run(self.discriminator, d_params, d_state, real, hp, train)
+        on_fake, d_state = self._run(self.discriminator, d_params, d_state, fake, hp, train)
+        loss = discriminator_loss(self.loss, on_real[:, 0], on_fake[:, 0])
+        if self.loss == "wgan_gp":  # a BatchNorm critic is refused with WGAN-GP, so the mode does not matter
             loss = loss + hp["gp_weight"] * gradient_penalty(
                 lambda x: self.critic(d_params, d_state, x, hp), real, fake, key)
-        return loss
+        return loss, d_state
 
-    def g_objective(self, g_params, g_state, d_params, d_state, z, hp):
-        """G's loss on its samples of ``z``, D fixed."""
-        return generator_loss(self.loss, self.critic(d_params, d_state, self.generate(g_params, g_state, z, hp), hp))
+    def g_objective(self, g_params, g_state, d_params, d_state, z, hp, train: bool = False):
+        """``(G's loss, G's model state)``: the loss on its samples of ``z``, D fixed."""
+        fake, g_state = self._run(self.generator, g_params, g_state, z, hp, train)
+        on_fake = self._run(self.discriminator, d_params, d_state, fake.reshape(z.shape[0], *self.data_shape), hp,
+                            train)[0]
+        return generator_loss(self.loss, on_fake[:, 0]), g_state
 
-    def d_loss(self, d_params, state, real, z, key):
+    def d_loss(self, d_params, state, real, z, key, train: bool = False):
+        """D's loss in ``state`` with D's parameters ``d_params`` (and its new model state)."""
         p, s = state.params, state.model_state
         return self.d_objective(d_params, s["discriminator"], p["generator"], s["generator"], real, z, key,
-                                state.hparams)
+                                state.hparams, train)
 
-    def g_loss(self, g_params, state, z):
+    def g_loss(self, g_params, state, z, train: bool = False):
+        """G's loss in ``state`` with G's parameters ``g_params`` (and its new model state)."""
         p, s = state.params, state.model_state
-        return self.g_objective(g_params, s["generator"], p["discriminator"], s["discriminator"], z, state.hparams)
+        return self.g_objective(g_params, s["generator"], p["discriminator"], s["discriminator"], z, state.hparams,
+                                train)
 
     def _update(self, state: MemberState, player: str, grads) -> tuple[MemberState, dict]:
         i = PLAYERS.index(player)
         family = self._family(player)
         opt = state.opt_state[i]
-        opt = opt._replace(hyperparams={**opt.hyperparams, **self._numbers(player, state.hparams)})
+        numbers = self._numbers(player, state.hparams)
+        if self.schedule is not None:  # this step's factor on the player's own rate
+            numbers["learning_rate"] = (numbers["learning_rate"] * self.schedule(state.step, state.hparams)
+                                        ).astype(jnp.float32)
+        opt = opt._replace(hyperparams={**opt.hyperparams, **numbers})
         updates, opt = family.transform(family.defaults).update(grads, opt, state.params[player])
         params = {**state.params, player: optax.apply_updates(state.params[player], updates)}
         opt_state = tuple(opt if j == i else s for j, s in enumerate(state.opt_state))
@@ -152,15 +178,18 @@ class GANTask:
         def critic_step(state, i):
             idx = jax.random.randint(jax.random.fold_in(batch_key, i), (self.batch_size,), 0, n)
             z = jax.random.normal(jax.random.fold_in(noise_key, i), (self.batch_size, self.latent_dim))
-            loss, grads = jax.value_and_grad(self.d_loss)(
+            (loss, d_state), grads = jax.value_and_grad(self.d_loss, has_aux=True)(
                 state.params["discriminator"], state, data.x_train[idx], z,
-                jax.random.fold_in(noise_key, 10_000 + i))
+                jax.random.fold_in(noise_key, 10_000 + i), True)
+            state = state._replace(model_state={**state.model_state, "discriminator": d_state})
             state, updates = self._update(state, "discriminator", grads)
             return state, (loss, updates)
 
         state, (d_losses, d_updates) = jax.lax.scan(critic_step, state, jnp.arange(self.n_critic))
         z = jax.random.normal(jax.random.fold_in(noise_key, self.n_critic), (self.batch_size, self.latent_dim))
-        g_loss, grads = jax.value_and_grad(self.g_loss)(state.params["generator"], state, z)
+        (g_loss, g_state), grads = jax.value_and_grad(self.g_loss, has_aux=True)(state.params["generator"], state, z,
+                                                                                 True)
+        state = state._replace(model_state={**state.model_state, "generator": g_state})
         state, g_updates = self._update(state, "generator", grads)
         d_loss = d_losses[-1]
         metrics = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss, **g_updates,
@@ -171,6 +200,12 @@ class GANTask:
         """``n`` samples of this member from the fixed evaluation latents."""
         z = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (n or self.eval_samples, self.latent_dim))
         return self.generate(state.params["generator"], state.model_state["generator"], z, state.hparams)
+
+    def snapshot(self, state: MemberState) -> jax.Array:
+        """A few samples to look at, ``[n, features]``, from latents that are the same for
+        every member and evaluation: 256 points of 2D data, 16 images, 8 other examples."""
+        n = 256 if self.data_shape == (2,) else 16 if len(self.data_shape) >= 2 else 8
+        return self.samples(state, min(n, self.eval_samples)).reshape(-1, int(np.prod(self.data_shape)))
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Both players' losses on held-out real data against the evaluation samples, and
@@ -218,11 +253,13 @@ class PlayerTask:
         return getattr(self.gan, self.player)
 
     def probe_loss(self, params, state: PlayerState, x, y, batch_stats: bool = True) -> jax.Array:
+        """The player's loss, BatchNorm on the batch's own statistics as in training (running
+        statistics untouched), or on the running ones (``batch_stats = False``)."""
         other, other_state = state.opponent
         if self.player == "generator":
-            return self.gan.g_objective(params, state.model_state, other, other_state, x, state.hparams)
+            return self.gan.g_objective(params, state.model_state, other, other_state, x, state.hparams, batch_stats)[0]
         return self.gan.d_objective(params, state.model_state, other, other_state, x, y,
-                                    jax.random.PRNGKey(PROBE_SEED), state.hparams)
+                                    jax.random.PRNGKey(PROBE_SEED), state.hparams, batch_stats)[0]
 
     def view(self, state: MemberState) -> PlayerState:
         i = PLAYERS.index(self.player)
@@ -252,18 +289,21 @@ def probe_views(task: GANTask, cfg) -> tuple[ProbeView, ...]:
 
 def gan_task(cfg, info, track_updates: bool = False) -> GANTask:
     """The GAN of a study config (``[task] kind = "gan"``) on a dataset with ``info``."""
-    import numpy as np
-
-    from jaxdyn.data.synthetic import mixture
     from jaxdyn.models import build_model
     from jaxdyn.optim import FAMILIES
 
+    from jaxdyn.schedules import SCHEDULES
+
     g = cfg.gan
-    centers, std = mixture(cfg.data.name) if cfg.data.name in ("ring", "grid") else (None, 0.0)
+    factor = SCHEDULES[g.schedule].factor
+    schedule = None if g.schedule == "constant" else (
+        lambda count, hp: factor(count, hp, g.schedule_config(), cfg.train.steps))
+    centers, std = info.modes if info.modes is not None else (None, 0.0)
     return GANTask(
-        generator=build_model(g.generator, (g.latent_dim,), int(np.prod(info.input_shape))),
+        generator=build_model(g.generator, (g.latent_dim,), int(np.prod(info.input_shape)),
+                              output_shape=info.input_shape),
         discriminator=build_model(g.discriminator, info.input_shape, 1),
         g_optimizer=FAMILIES[g.g_optim], d_optimizer=FAMILIES[g.d_optim],
         data_shape=tuple(info.input_shape), latent_dim=g.latent_dim, batch_size=cfg.train.batch_size,
-        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=float(std), track_updates=track_updates,
-        centers=None if centers is None else tuple(map(tuple, centers.tolist())))
+        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=std, track_updates=track_updates, schedule=schedule,
+        centers=centers)

@@ -21,6 +21,7 @@ from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 from jaxdyn.models.linear import Linear, LinearConfig
 from jaxdyn.models.mlp import MLP, MLPConfig
 from jaxdyn.models.rnn import RNN, RNNConfig
+from jaxdyn.models.upconv import UpConv, UpConvConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ModelSpec:
       doc: one line for ``jaxdyn list``.
       hidden_activation: ``config -> name`` of the nonlinearity whose outputs the hidden
         layers sow (for the activation probe's dead and saturated units).
+      generates: the model makes examples (a GAN's generator): ``build`` takes the shape
+        of one example in place of ``n_out``, and ``check`` takes it as ``output_shape``.
     """
 
     config: type
@@ -44,6 +47,7 @@ class ModelSpec:
     check: Callable
     doc: str
     hidden_activation: Callable = lambda cfg: getattr(cfg, "activation", "identity")
+    generates: bool = False
 
 
 # Member hyperparameters a model may read; a kind has those of its config fields.
@@ -59,12 +63,28 @@ MODELS: dict[str, ModelSpec] = {
     "linear": ModelSpec(LinearConfig, Linear.from_config, LinearConfig.check, Linear.__doc__.splitlines()[0]),
     # Every cell's output is tanh-bounded: Elman's tanh, LSTM's o * tanh(c), GRU's mix of tanh states.
     "rnn": ModelSpec(RNNConfig, RNN.from_config, RNNConfig.check, RNN.__doc__.splitlines()[0], lambda cfg: "tanh"),
+    "upconv": ModelSpec(UpConvConfig, UpConv.from_config, UpConvConfig.check, UpConv.__doc__.splitlines()[0],
+                        generates=True),
 }
 
 
-def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False):
-    """Flax module for ``cfg`` (a kind's config dataclass) with ``n_out`` outputs."""
-    return MODELS[cfg.kind].build(cfg, input_shape, n_out, use_dropout)
+def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False, output_shape=None):
+    """Flax module for ``cfg`` (a kind's config dataclass) with ``n_out`` outputs; a generating
+    kind makes examples of ``output_shape`` instead (flattened: ``prod(output_shape)`` outputs)."""
+    spec = MODELS[cfg.kind]
+    if spec.generates:
+        return spec.build(cfg, input_shape, tuple(output_shape or (n_out,)), use_dropout)
+    return spec.build(cfg, input_shape, n_out, use_dropout)
 
 
-__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "build_model"]
+def check_model(cfg, input_shape, output_shape=None) -> None:
+    """``cfg``'s own checks for inputs of ``input_shape`` (and, for a generator, examples of ``output_shape``)."""
+    spec = MODELS[cfg.kind]
+    if spec.generates:
+        spec.check(cfg, input_shape, output_shape)
+    else:
+        spec.check(cfg, input_shape)
+
+
+__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "UpConv",
+           "build_model", "check_model"]
