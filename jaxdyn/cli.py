@@ -67,11 +67,17 @@ def _list() -> None:
         default = "on by default" if probe.default_on else "off unless configured"
         print(f"  {name:<14} {probe.kind}, {probe.cost}, {default}: {probe.doc}\n{'':16} options: "
               f"{options_doc(probe.options)}")
+    from jaxdyn.gan.config import STRUCTURAL
     from jaxdyn.gan.losses import GAN_LOSSES
+    from jaxdyn.tasks.kinds import TASK_KINDS
 
-    print("tasks (task.kind): supervised (default); gan: [gan] loss = " + " | ".join(GAN_LOSSES) +
-          ", n_critic, latent_dim, g_optim, d_optim, eval_samples, [gan.generator] and [gan.discriminator] "
-          "(model configs); member numbers g_<optimizer number>, d_<optimizer number>, gp_weight")
+    print("tasks (task.kind):")
+    for name, kind in TASK_KINDS.items():
+        print(f"  {name:<11} {kind.doc}")
+    print("  [gan] loss = " + " | ".join(GAN_LOSSES) + "; " + ", ".join(STRUCTURAL[1:]) +
+          "; [gan.generator] and [gan.discriminator] (model configs); member numbers g_<optimizer number>, "
+          "d_<optimizer number>, gp_weight, and the schedule's (alpha, decay_rate); metric names of each "
+          "player's probes start g_ / d_")
     print("cohort grid axes: " + ", ".join(COHORT_AXES))
     print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
 

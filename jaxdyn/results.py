@@ -27,7 +27,8 @@ def write_atomic(path: Path, write) -> None:
 
 
 FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
-GAN_FINAL_COLUMNS = ["final_modes", "final_high_quality", "final_reverse_kl"]  # only where a GAN logged them
+GAN_FINAL_COLUMNS = ["final_modes", "final_high_quality", "final_reverse_kl",
+                     "final_confidence"]  # only where a GAN logged them (confidence: digits' classifier)
 
 
 def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ def test_the_catalogue_is_there():
     names = {p.stem for p in EXAMPLES}
     assert {"mnist1d_linear", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru", "activation_init", "optimizers",
             "batchnorm_dropout", "l2_sweep", "lr_schedules", "adding_T10", "adding_T50", "adding_T100",
-            "adding_T200"} <= names
+            "adding_T200", "gan_ring", "gan_grid", "gan_digits"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -68,3 +68,20 @@ def test_edge_of_stability_script_sharpness_reaches_two_over_eta(tmp_path):
     fastest = rows[-1]  # η = 0.14 reaches 2/η within a few hundred steps and stays there
     assert 0.85 < fastest["plateau_x_lr_over_2"] < 1.15, fastest
     assert (tmp_path / "edge_of_stability.png").stat().st_size > 0
+
+
+def test_gan_mode_collapse_script_covers_the_ring(tmp_path, capsys):
+    import importlib.util
+
+    path = EXAMPLES[0].parent.parent / "scripts" / "gan_mode_collapse.py"
+    spec = importlib.util.spec_from_file_location("gan_mode_collapse", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    report = script.main(["--data", "ring", "--seeds", "2", "--steps", "2000", "--out", str(tmp_path), "--results", "",
+                          "--overrides", "gan.loss=minimax", "gan.d_learning_rate=0.001", "train.chunk_steps=500"])
+    rows = report["ring"]["rows"]
+    assert [(r["loss"], r["g_learning_rate"]) for r in rows] == [("minimax", 0.0003), ("minimax", 0.001)]
+    assert all(r["seeds"] == 2 for r in rows) and max(r["modes"] for r in rows) >= 6  # a learning check, not a smoke test
+    assert (tmp_path / "gan_mode_collapse.png").stat().st_size > 0 and (tmp_path / "ring" / "samples.png").exists()
+    printed = capsys.readouterr().out
+    assert "best objective on the ring: minimax" in printed and "published on the 2D ring" in printed

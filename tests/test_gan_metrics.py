@@ -48,3 +48,42 @@ def test_mode_metrics_run_vmapped_per_member():
     collapsed = np.repeat(centers[:1], 800, 0)
     out = jax.jit(jax.vmap(lambda s: mode_metrics(s, centers, std)))(np.stack([one, collapsed]))
     np.testing.assert_array_equal(np.asarray(out["modes"]), [8, 1])
+
+
+def test_class_metrics_on_hand_made_classifier_outputs():
+    from jaxdyn.gan.metrics import class_metrics
+
+    sure = lambda classes: np.eye(10)[classes] * 0.95 + 0.005  # top class 0.955
+    one = class_metrics(sure(np.full(100, 3)))
+    assert float(one["modes"]) == 1 and float(one["high_quality"]) == 1
+    np.testing.assert_allclose(float(one["reverse_kl"]), np.log(10), rtol=1e-6)
+    even = class_metrics(sure(np.arange(100) % 10))
+    assert float(even["modes"]) == 10 and abs(float(even["reverse_kl"])) < 1e-6
+    np.testing.assert_allclose(float(even["confidence"]), 0.955, rtol=1e-6)
+    unsure = class_metrics(np.full((50, 10), 0.1))  # nothing reaches CONFIDENT
+    assert float(unsure["modes"]) == 0 and float(unsure["high_quality"]) == 0 and np.isnan(float(unsure["reverse_kl"]))
+    half = class_metrics(np.concatenate([sure([1] * 30 + [2] * 10), np.full((40, 10), 0.1)]))
+    assert float(half["modes"]) == 2 and float(half["high_quality"]) == 0.5
+    p = np.array([0.75, 0.25])  # the confident samples' class shares
+    np.testing.assert_allclose(float(half["reverse_kl"]), np.sum(p * np.log(p * 10)), rtol=1e-6)
+
+
+def test_the_digits_classifier_is_accurate_and_trained_once(tmp_path, monkeypatch):
+    from jaxdyn.data import load_dataset
+    from jaxdyn.gan import classifier
+
+    monkeypatch.setenv("JAXDYN_CACHE", str(tmp_path))
+    model, params, accuracy = classifier.digits_classifier()
+    assert accuracy >= 0.95 and (tmp_path / "gan" / "digits_classifier-v1.npz").is_file()
+    test = load_dataset("digits")
+    again = np.mean(np.argmax(model.apply({"params": params}, test.x_test), axis=1) == test.y_test)
+    np.testing.assert_allclose(again, accuracy, rtol=1e-6)  # the stored figure is the model's own
+
+    def no_training(*args):
+        raise AssertionError("trained again although cached")
+
+    monkeypatch.setattr(classifier, "_train", no_training)
+    _, cached, cached_accuracy = classifier.digits_classifier()
+    assert cached_accuracy == accuracy
+    for a, b in zip(jax.tree.leaves(cached), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)

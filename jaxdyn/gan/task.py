@@ -27,7 +27,7 @@ import optax
 
 from jaxdyn.data import Dataset
 from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
-from jaxdyn.gan.metrics import mode_metrics
+from jaxdyn.gan.metrics import class_metrics, mode_metrics
 from jaxdyn.optim import OptimizerFamily
 from jaxdyn.probes.base import ProbeView
 from jaxdyn.tasks.supervised import MemberState, Seeds, layer_norms
@@ -65,6 +65,7 @@ class GANTask:
     eval_samples: int = 2500
     track_updates: bool = False  # per-layer update norms of each player in the step metrics (g_update_norm, ...)
     schedule: Any = None  # (step, hparams) -> factor on both players' learning rates; None: constant
+    classifier: Any = None  # (module, params) scoring samples by class (digits), when no centres are known
 
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
@@ -209,7 +210,8 @@ class GANTask:
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
         """Both players' losses on held-out real data against the evaluation samples, and
-        the mode metrics of those samples when the modes are known."""
+        the mode metrics of those samples: against the modes where they are known
+        (``ring``, ``grid``), by the cached classifier's classes on ``digits``."""
         fake = self.samples(state)
         real = x[: self.eval_samples]
         hp = state.hparams
@@ -220,6 +222,9 @@ class GANTask:
         out = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
         if self.centers is not None:
             out.update(mode_metrics(fake, jnp.asarray(self.centers), self.std))
+        elif self.classifier is not None:
+            module, params = self.classifier
+            out.update(class_metrics(jax.nn.softmax(module.apply({"params": params}, fake))))
         return out
 
 
@@ -299,11 +304,17 @@ def gan_task(cfg, info, track_updates: bool = False) -> GANTask:
     schedule = None if g.schedule == "constant" else (
         lambda count, hp: factor(count, hp, g.schedule_config(), cfg.train.steps))
     centers, std = info.modes if info.modes is not None else (None, 0.0)
+    classifier = None
+    if cfg.data.name == "digits":  # the bundled digits: score samples by the cached classifier's classes
+        from jaxdyn.gan.classifier import digits_classifier
+
+        classifier = digits_classifier()[:2]
     return GANTask(
         generator=build_model(g.generator, (g.latent_dim,), int(np.prod(info.input_shape)),
                               output_shape=info.input_shape),
         discriminator=build_model(g.discriminator, info.input_shape, 1),
         g_optimizer=FAMILIES[g.g_optim], d_optimizer=FAMILIES[g.d_optim],
         data_shape=tuple(info.input_shape), latent_dim=g.latent_dim, batch_size=cfg.train.batch_size,
-        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=std, track_updates=track_updates, schedule=schedule,
+        loss=g.loss, n_critic=g.n_critic, eval_samples=g.eval_samples, std=std, track_updates=track_updates,
+        schedule=schedule, classifier=classifier,
         centers=centers)

@@ -51,7 +51,8 @@ def _tile(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _draw(ax, values: np.ndarray, data_shape: tuple, centers, limits) -> None:
+def draw_panel(ax, values: np.ndarray, data_shape: tuple, centers, limits) -> None:
+    """One member's samples ``[n, features]`` on ``ax``: points over the modes, an image mosaic, or lines."""
     if data_shape == (2,):
         if centers is not None:
             ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="red", s=30, zorder=3, linewidths=1)
@@ -64,6 +65,13 @@ def _draw(ax, values: np.ndarray, data_shape: tuple, centers, limits) -> None:
         ax.plot(values.T, linewidth=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def panel_limits(points) -> list[tuple[float, float]]:
+    """Axis limits around 2D ``points`` (the modes) with a margin, the same for every panel."""
+    ref = np.asarray(points)
+    pad = 0.25 * (ref.max(0) - ref.min(0)).max() + 0.1
+    return [(ref[:, i].min() - pad, ref[:, i].max() + pad) for i in range(2)]
 
 
 def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path: Path, centers=None) -> list[Path]:
@@ -85,12 +93,8 @@ def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path:
     ids = [m for m in members.member if m in set(samples.member)]
     by_key = {key: group[features].to_numpy() for key, group in samples[samples.step.isin(steps)]
               .groupby(["member", "step"])}
-    limits = None
-    if data_shape == (2,):
-        ref = np.concatenate([np.asarray(centers)] if centers is not None else [samples[features].to_numpy()])
-        span = ref.max(0) - ref.min(0)
-        pad = 0.25 * span.max() + 0.1
-        limits = [(ref[:, i].min() - pad, ref[:, i].max() + pad) for i in range(2)]
+    limits = panel_limits(centers if centers is not None else samples[features].to_numpy()) \
+        if data_shape == (2,) else None
     written = []
     for page, start in enumerate(range(0, len(ids), PER_PAGE)):
         chunk = ids[start: start + PER_PAGE]
@@ -105,7 +109,7 @@ def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path:
                     ax.set_xticks([])
                     ax.set_yticks([])
                 else:
-                    _draw(ax, values, data_shape, centers, limits)
+                    draw_panel(ax, values, data_shape, centers, limits)
                 if r == 0:
                     ax.set_title(f"step {step:,}", fontsize="medium")
                 if c == 0:
