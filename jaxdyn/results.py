@@ -158,9 +158,39 @@ class Results:
     members: pd.DataFrame
     metrics: pd.DataFrame
 
-    def summary(self) -> pd.DataFrame:
-        """Mean and std of final test accuracy (test loss for regression) over seeds, per setting."""
-        return summarize(self.members)
+    def summary(self, aggregate: str = "mean_std") -> pd.DataFrame:
+        """The final headline metric (test accuracy; test MSE for regression; modes for a GAN)
+        over seeds, per setting: ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``."""
+        return summarize(self.members, aggregate)
+
+    def frame(self, metric: str, by=None, layer: str = "") -> pd.DataFrame:
+        """Tidy rows of one metric: ``member, step, value`` and the setting columns ``by``
+        (default: every hyperparameter and cohort setting that varies, not the seeds),
+        plus ``init_seed``. ``layer`` picks a per-layer probe's layer (``""``: the whole model).
+
+        Raises:
+          KeyError: no such metric, with the metrics there are.
+        """
+        rows = self.metrics[(self.metrics.metric == metric) & (self.metrics.layer.fillna("") == layer)]
+        if rows.empty:
+            known = sorted(self.metrics.metric.unique())
+            raise KeyError(f"no {metric!r} rows{f' for layer {layer!r}' if layer else ''} in {self.run_dir}; "
+                           f"metrics: {', '.join(known)}")
+        keys = list(by) if by is not None else varying_settings(self.members)
+        missing = [k for k in keys if k not in self.members.columns]
+        if missing:
+            raise KeyError(f"by = {missing}: not columns of members.csv ({', '.join(self.members.columns)})")
+        settings = self.members[["member", *dict.fromkeys([*keys, "init_seed"])]]
+        return rows[["member", "step", "value"]].merge(settings, on="member").sort_values(["member", "step"],
+                                                                                           ignore_index=True)
+
+    def plot(self, metric: str, by=None, aggregate: str = "mean_std", layer: str = ""):
+        """A matplotlib ``Figure`` of ``metric`` against step: one line per setting (``by``),
+        its centre and band over seeds as ``aggregate`` makes them."""
+        from jaxdyn.report.explore import plot_metric
+
+        keys = list(by) if by is not None else varying_settings(self.members)
+        return plot_metric(self.frame(metric, keys, layer), metric, keys, aggregate)
 
 
 def varying_settings(members: pd.DataFrame) -> list[str]:
@@ -178,21 +208,38 @@ def headline(members: pd.DataFrame) -> str:
     return "test_accuracy" if members.final_test_accuracy.notna().any() else "test_loss"
 
 
-def summarize(members: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std of the final headline metric over seeds, and members diverged, per setting.
+AGGREGATE_COLUMNS = {"mean_std": ("mean", "std"), "median_iqr": ("median", "q25", "q75"),
+                     "iqm": ("iqm", "ci_low", "ci_high")}
 
-    The columns are ``test_accuracy_mean, test_accuracy_std`` for classification and
-    ``test_loss_mean, test_loss_std`` for regression (``headline``).
+
+def summarize(members: pd.DataFrame, aggregate: str = "mean_std") -> pd.DataFrame:
+    """The final headline metric over seeds, and members diverged, per setting.
+
+    The columns are ``<metric>_mean, <metric>_std`` (``aggregate = "mean_std"``),
+    ``<metric>_median, _q25, _q75`` (``"median_iqr"``) or ``<metric>_iqm, _ci_low,
+    _ci_high`` (``"iqm"``: a 95% stratified-bootstrap interval), where the metric is
+    ``test_accuracy``, ``test_loss`` (regression) or ``modes`` (GANs): ``headline``.
+    Diverged members' NaN finals are left out of the aggregate.
     """
+    from jaxdyn.aggregate import AGGREGATES
+    from jaxdyn.aggregate import aggregate as combine
+
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
     keys = ["cohort", *varying_settings(members)]
     metric = headline(members)
     grouped = members.assign(diverged=members.diverged_at >= 0).groupby(keys, dropna=False)
-    table = grouped.agg(
-        members=("member", "size"),
-        **{f"{metric}_mean": (f"final_{metric}", "mean"), f"{metric}_std": (f"final_{metric}", "std")},
-        diverged=("diverged", "sum"),
-    )
-    return table.reset_index()
+    table = grouped.agg(members=("member", "size"), diverged=("diverged", "sum")).reset_index()
+    finals = [group[f"final_{metric}"].to_numpy() for _, group in grouped]  # in the order of agg's rows
+    if aggregate == "mean_std":  # pandas' own, as before: the std of one seed is NaN
+        stats = grouped[f"final_{metric}"].agg(["mean", "std"]).reset_index(drop=True)
+        columns = {f"{metric}_mean": stats["mean"].to_numpy(), f"{metric}_std": stats["std"].to_numpy()}
+    else:
+        values = np.array([combine(f, aggregate) for f in finals]).reshape(-1, 3)
+        names = AGGREGATE_COLUMNS[aggregate]
+        columns = {f"{metric}_{n}": values[:, i] for i, n in enumerate(names)}
+    table = table.assign(**columns)
+    return table[[*keys, "members", *columns, "diverged"]]
 
 
 def load(run_dir) -> Results:

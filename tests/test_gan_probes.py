@@ -43,7 +43,7 @@ def test_each_player_is_probed_against_its_own_loss_with_the_other_fixed(mesh):
     real = jnp.asarray(ring.x_train[:N])
     z = jax.random.normal(jax.random.PRNGKey(PROBE_SEED), (N, 2))
     host = jax.device_get(state)
-    for i in range(4):
+    for i in (0, 3):  # the fastest and the slowest discriminator
         p = jax.tree.map(lambda a: jnp.asarray(a[i]), host.params)
         g_apply = lambda gp, zz: g_net.apply({"params": gp}, zz, train=False, hparams={"dropout": 0.0})
         d_apply = lambda dp, xx: d_net.apply({"params": dp}, xx, train=False, hparams={"dropout": 0.0})[:, 0]
@@ -62,7 +62,7 @@ def test_each_player_is_probed_against_its_own_loss_with_the_other_fixed(mesh):
             np.testing.assert_allclose(got("grad_norm"), [jnp.linalg.norm(ravel_pytree(jax.grad(loss)(own))[0])],
                                        rtol=1e-4)
             np.testing.assert_allclose(got("weight_norm", "head"), [jnp.linalg.norm(ravel_pytree(own["head"])[0])], rtol=1e-5)
-            top = jnp.linalg.eigvalsh(jax.hessian(lambda f: loss(unravel(f)))(flat))[-1]
+            top = jnp.linalg.eigvalsh(jax.jit(jax.hessian(lambda f: loss(unravel(f))))(flat))[-1]
             np.testing.assert_allclose(got("sharpness"), [top], rtol=2e-3, atol=1e-5)
         # Adam's ν preconditions G; D's SGD has no second moment, so it has no preconditioned row.
         assert len(rows[(rows.member == i) & (rows.metric == "g_preconditioned_sharpness")]) == 1

@@ -1,0 +1,70 @@
+"""``extract_member``: one member of a run as Flax variables that ``model.apply`` takes directly."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdyn.checkpoint import committed_steps, load_state
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member, as its newest checkpoint holds it.
+
+    Attributes:
+      variables: ``{"params": ..., **model_state}`` (BatchNorm's ``batch_stats`` when the
+        model has them); for a GAN, ``{"generator": {...}, "discriminator": {...}}``.
+      model: the Flax module (for a GAN, ``{"generator": module, "discriminator": module}``).
+      hparams: the member's hyperparameters as float32 scalars; models read theirs
+        (``dropout``, ``leaky_slope``) from it: ``model.apply(variables, x, train=False, hparams=hparams)``.
+      config: the cohort's config (the study's, with this cohort's settings, no grid).
+      step: the training step the checkpoint was taken at.
+    """
+
+    member: int
+    cohort: int
+    variables: Any
+    model: Any
+    hparams: dict
+    config: Any
+    step: int
+
+
+def extract_member(run_dir, member: int) -> Member:
+    """Member ``member`` of the run in ``run_dir`` (finished, interrupted or resumed) from its
+    cohort's newest checkpoint.
+
+    Raises:
+      KeyError: no such member in the study.
+      FileNotFoundError: its cohort has no checkpoint yet.
+    """
+    from jaxdyn.config import load_config
+    from jaxdyn.study import expand
+
+    run_dir = Path(run_dir)
+    cohorts = expand(load_config(run_dir / "config.toml"))
+    found = [(c, i) for c in cohorts for i, m in enumerate(c.members["member"]) if int(m) == int(member)]
+    if not found:
+        total = sum(len(c.members) for c in cohorts)
+        raise KeyError(f"member {member} is not in {run_dir}: its members are 0..{total - 1}")
+    cohort, position = found[0]
+    if not committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+        raise FileNotFoundError(f"{run_dir}: cohort {cohort.index} (member {member}) has no checkpoint yet")
+    state = load_state(run_dir, cohort.index)
+    pick = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[position]), tree)
+    params, model_state = pick(state["params"]), pick(state.get("model_state", {}) or {})
+    task = cohort.task()
+    row = cohort.members.iloc[position]
+    hparams = {name: jnp.float32(row[name]) for name in cohort.hparam_names}
+    if hasattr(task, "model"):
+        variables, model = {"params": params, **model_state}, task.model
+    else:  # a GAN: each player's variables and module
+        players = ("generator", "discriminator")
+        variables = {p: {"params": params[p], **(model_state.get(p) or {})} for p in players}
+        model = {p: getattr(task, p) for p in players}
+    return Member(int(member), cohort.index, variables, model, hparams, cohort.config,
+                  int(np.asarray(state["step"])[position]))

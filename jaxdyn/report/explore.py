@@ -1,0 +1,35 @@
+"""``Results.plot``: one metric against step, a line per setting with its band over seeds."""
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+
+LOG_METRICS = ("loss", "norm", "sharpness", "trace", "noise_scale")  # drawn on a log axis when positive
+
+
+def plot_metric(frame: pd.DataFrame, metric: str, by: list[str], how: str = "mean_std") -> Figure:
+    """``frame`` (``Results.frame``) as a Figure: for each setting of ``by`` and each step,
+    the centre and band of ``how`` over seeds (``jaxdyn.aggregate``); NaN values
+    (diverged members) are left out of each step's aggregate."""
+    if how not in AGGREGATES:
+        raise ValueError(f"aggregate = {how!r}: use one of {', '.join(AGGREGATES)}")
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
+    for i, (key, group) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                          for k, v in zip(by, key)) or "all members"
+        steps = np.sort(group.step.unique())
+        stats = np.array([combine(group[group.step == s].value.to_numpy(), how) for s in steps])
+        ax.plot(steps, stats[:, 0], color=f"C{i % 10}", label=label, marker="o" if len(steps) < 3 else None)
+        ax.fill_between(steps, stats[:, 1], stats[:, 2], color=f"C{i % 10}", alpha=0.2)
+    values = frame.value.to_numpy()
+    if any(word in metric for word in LOG_METRICS) and np.all(values[np.isfinite(values)] > 0):
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel=metric, title=f"{metric}: {AGGREGATES[how]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
