@@ -243,15 +243,40 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std") -> pd.DataFram
 
 
 def load(run_dir) -> Results:
-    """Results of a finished run folder."""
+    """Results of a run folder: finished, or interrupted or still running (then from what it
+    has written so far: the per-chunk parts, each finished cohort's member table, and the
+    newest checkpoint's ``diverged_at`` for a cohort still under way)."""
     run_dir = Path(run_dir)
-    for name in ("members.csv", "metrics.parquet"):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(
-                f"{run_dir / name} is missing: the run did not finish; continue it with "
-                f"`jaxdyn run --resume {run_dir}`"
-            )
-    return Results(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
+    if (run_dir / "members.csv").exists() and (run_dir / "metrics.parquet").exists():
+        return Results(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
+    if not (run_dir / "config.toml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxdyn run folder: it has no config.toml (nor members.csv)")
+    return _load_partial(run_dir)
+
+
+def _load_partial(run_dir: Path) -> Results:
+    """A run that has not finished: its members so far, with final values of the last rows written."""
+    from jaxdyn.checkpoint import committed_steps, load_state
+    from jaxdyn.config import load_config
+    from jaxdyn.runner import _member_table
+    from jaxdyn.study import expand
+
+    parts = MetricParts(run_dir)
+    tables = []
+    for cohort in expand(load_config(run_dir / "config.toml")):
+        done = parts.dir / f"members_c{cohort.index:03d}.csv"
+        if done.exists():
+            tables.append(pd.read_csv(done))
+            continue
+        if not parts._files(cohort.index):
+            continue  # not started: no member has a row yet
+        diverged = np.full(len(cohort.members), -1)
+        if committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+            diverged = np.asarray(load_state(run_dir, cohort.index)["diverged_at"])
+        tables.append(_member_table(cohort, parts, diverged).astype({"diverged_at": int}))
+    if not tables:
+        raise FileNotFoundError(f"{run_dir}: no chunk has finished yet, so there is nothing to load")
+    return Results(run_dir, member_table(tables), parts.read())
 
 
 def print_summary(members: pd.DataFrame, console=None) -> None:

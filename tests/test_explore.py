@@ -88,3 +88,22 @@ def test_an_extracted_member_reproduces_its_final_test_accuracy(run):
         assert jax.tree.leaves(m.variables["batch_stats"])[0].shape[-1] == 32
     with pytest.raises(KeyError, match="members are 0..5"):
         jaxdyn.extract_member(run.run_dir, 6)
+
+
+def test_load_and_extract_work_on_a_run_cut_short(run, tmp_path):
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(run.run_dir, cut)
+    for name in ("members.csv", "metrics.parquet", "parts/members_c000.csv", "parts/c000_000003.parquet",
+                 "parts/samples_c000_000003.parquet"):
+        (cut / name).unlink(missing_ok=True)  # as if killed during chunk 3, before the end of the study
+    partial = jaxdyn.load(cut)
+    assert list(partial.members.columns) == list(run.members.columns) and len(partial.members) == 6
+    at_200 = run.metrics[(run.metrics.metric == "test_accuracy") & (run.metrics.step == 200)].set_index("member")
+    np.testing.assert_array_equal(partial.members.set_index("member").final_test_accuracy,
+                                  at_200.value.reindex(range(6)).to_numpy())
+    assert (partial.members.diverged_at == -1).all() and partial.metrics.step.max() == 200
+    assert jaxdyn.extract_member(cut, 2).step == 300  # the checkpoint after chunk 3 was already committed
+    with pytest.raises(FileNotFoundError, match="no config.toml"):
+        jaxdyn.load(tmp_path)
