@@ -68,8 +68,8 @@ OPTIM_FIELDS = ("name", "schedule", "decay_steps", "warmup_steps", "transition_s
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 6000
-    batch_size: int = 100
+    steps: int = 6000  # optimisation steps of every member
+    batch_size: int = 100  # examples per step, drawn with replacement by each member
     chunk_steps: int = 500  # steps per compiled chunk: the host sees the device once per chunk
     log_every: int = 100  # train loss/accuracy are averaged over windows of this many steps
     eval_every: int = 2  # chunks between test-set evaluations (and always at the end)
@@ -90,8 +90,8 @@ class TaskConfig:
 class LossConfig:
     name: str = "auto"  # auto (cross_entropy for classes, mse for values) | cross_entropy | mse | bce
     l1: float = 0.0  # member hyperparameters: penalties on weights, and label smoothing
-    l2: float = 0.0
-    label_smoothing: float = 0.0
+    l2: float = 0.0  # member hyperparameter: λ of λ/2 Σ w² on the kernels
+    label_smoothing: float = 0.0  # member hyperparameter: cross-entropy targets (1 - ε) one-hot + ε/classes
 
 
 @dataclass(frozen=True)

@@ -46,19 +46,19 @@ PLAYERS = {"g": "generator", "d": "discriminator"}
 
 @dataclass(frozen=True)
 class GANConfig:
-    loss: str = "non_saturating"
-    n_critic: int = 1
-    latent_dim: int = 2
-    g_optim: str = "adam"
-    d_optim: str = "adam"
+    loss: str = "non_saturating"  # minimax | non_saturating | wgan_gp | hinge | least_squares
+    n_critic: int = 1  # discriminator updates per generator update
+    latent_dim: int = 2  # dimension of the Gaussian latent vector
+    g_optim: str = "adam"  # the generator's optimizer family
+    d_optim: str = "adam"  # the discriminator's (may differ)
     eval_samples: int = 2500  # generated samples scored at each evaluation (PacGAN: 2,500)
     schedule: str = "constant"  # of both learning rates: as optim.schedule
-    decay_steps: int = 0
-    warmup_steps: int = 0
-    transition_steps: int = 1000
-    boundaries: tuple[int, ...] = ()
-    generator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))
-    discriminator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))
+    decay_steps: int = 0  # as optim.decay_steps
+    warmup_steps: int = 0  # as optim.warmup_steps
+    transition_steps: int = 1000  # as optim.transition_steps
+    boundaries: tuple[int, ...] = ()  # as optim.boundaries
+    generator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))  # [gan.generator]: latents -> one example
+    discriminator: Any = field(default_factory=lambda: MLPConfig(hidden=(128, 128)))  # [gan.discriminator]: example -> logit
     hparams: tuple[tuple[str, float], ...] = ()  # the numbers the user set
 
     def family(self, prefix: str):

@@ -31,10 +31,10 @@ class CNNConfig:
     kind: str = "cnn"
     channels: tuple[int, ...] = (25, 25, 25)  # one entry per conv layer: output channels
     kernels: tuple[int, ...] = (5, 3, 3)  # window length (square window in 2D)
-    strides: tuple[int, ...] = (2, 2, 2)
+    strides: tuple[int, ...] = (2, 2, 2)  # one per conv layer
     padding: Any = (1, 1, 1)  # one int per layer (symmetric, every spatial axis), or "same" | "valid"
     pool: str = "none"  # none | max | avg, window = stride = pool_size, after each conv activation
-    pool_size: int = 2
+    pool_size: int = 2  # window and stride of the pooling
     global_pool: str = "none"  # none (flatten) | mean | max over the spatial axes after the convs
     hidden: tuple[int, ...] = ()  # dense widths after the convs, before the linear head
     activation: str = "relu"

@@ -38,14 +38,14 @@ class UpConvConfig:
 
     kind: str = "upconv"
     channels: tuple[int, ...] = (64, 32)  # feature maps after the projection, then after each upsampling but the last
-    kernel: int = 3
+    kernel: int = 3  # window of every conv layer
     activation: str = "relu"
     out_activation: str = "none"  # none | sigmoid | tanh
     init: str = "lecun_normal"
     init_scale: float = 1.0  # member hyperparameter
     norm: str = "batch"  # none | batch | layer, after the projection and each upsampling conv but the last
     leaky_slope: float = 0.01  # member hyperparameter: for activation = "leaky_relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "auto"  # einsum | lax | auto: see the cnn kind
     conv_dims: int = 0  # 0 = from the output's rank, as the CNN reads inputs; 2 makes [H, W] an image
 
     def check(self, input_shape, output_shape=None) -> None:

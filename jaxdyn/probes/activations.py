@@ -33,9 +33,9 @@ SATURATING = ("tanh", "sigmoid")
 @dataclass(frozen=True)
 class ActivationsOptions:
     every: int = 1
-    saturation: float = 0.99
-    bins: int = 40
-    hist_range: float = 5.0
+    saturation: float = 0.99  # |h| beyond this counts as saturated (tanh; 2h - 1 for sigmoid)
+    bins: int = 40  # histogram bins
+    hist_range: float = 5.0  # the histogram covers [-hist_range, hist_range]; the tails go to the end bins
 
     def check(self) -> None:
         if not 0 < self.saturation < 1:

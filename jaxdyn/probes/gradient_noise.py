@@ -31,7 +31,7 @@ CHUNK = 16  # examples whose gradients are held at once
 @dataclass(frozen=True)
 class GradientNoiseOptions:
     every: int = 1
-    ema: float = 0.9
+    ema: float = 0.9  # decay of the moving averages behind grad_noise_scale_ema
 
     def check(self) -> None:
         if not 0 <= self.ema < 1:

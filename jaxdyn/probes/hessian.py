@@ -35,11 +35,11 @@ START_SEED = 0x4E55  # the Lanczos start vector's key: the same for every member
 @dataclass(frozen=True)
 class HessianOptions:
     every: int = 1
-    k: int = 1
-    iters: int = 20
-    trace_samples: int = 0
-    preconditioned: bool = True
-    blocks: bool = False
+    k: int = 1  # top eigenvalues: sharpness, hessian_eig_2 ...
+    iters: int = 20  # Lanczos iterations
+    trace_samples: int = 0  # Hutchinson probes for the trace; 0 = no trace
+    preconditioned: bool = True  # also the top eigenvalue of P^-1 H under Adam's second moment
+    blocks: bool = False  # also each layer's diagonal block
 
     def check(self) -> None:
         if self.k < 1:

@@ -29,9 +29,9 @@ DIRECTION_TAG = 0x511CE
 @dataclass(frozen=True)
 class LossSlicesOptions:
     every: int = 1
-    points: int = 11
-    span: float = 1.0
-    dims: int = 1
+    points: int = 11  # points per direction
+    span: float = 1.0  # the slice covers [-span, span] filter-normalised steps
+    dims: int = 1  # 1 (a line) or 2 (a plane)
 
     def check(self) -> None:
         if self.points < 2:

@@ -34,8 +34,8 @@ MODES = ("full", "chunked", "trace")
 @dataclass(frozen=True)
 class NTKOptions:
     every: int = 1
-    examples: int = 32
-    mode: str = "full"
+    examples: int = 32  # the first N probe examples
+    mode: str = "full"  # full | chunked (a layer at a time) | trace (ntk_trace only)
 
     def check(self) -> None:
         if self.examples < 2:

@@ -39,8 +39,8 @@ PAIR_MODES = ("setting", "reference")
 @dataclass(frozen=True)
 class CKAOptions:
     every: int = 1
-    pairs: str = "setting"
-    debiased: bool = False
+    pairs: str = "setting"  # setting (all pairs of seeds) | reference (each against its setting's first)
+    debiased: bool = False  # the unbiased HSIC estimator
 
     def check(self) -> None:
         if self.pairs not in PAIR_MODES:
@@ -50,8 +50,8 @@ class CKAOptions:
 @dataclass(frozen=True)
 class LMCOptions:
     every: int = 1
-    pairs: str = "setting"
-    alphas: int = 11
+    pairs: str = "setting"  # setting | reference
+    alphas: int = 11  # points on the path, ends included
 
     def check(self) -> None:
         if self.pairs not in PAIR_MODES:

@@ -33,7 +33,7 @@ from jaxdyn.probes.base import Probe
 @dataclass(frozen=True)
 class WeightsOptions:
     every: int = 1
-    min_tail: int = 5
+    min_tail: int = 5  # the power-law fit considers tails of at least this many eigenvalues
 
     def check(self) -> None:
         if self.min_tail < 2:
