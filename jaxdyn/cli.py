@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder to create (default runs/<name>-<time>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (the summary table is still printed)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the cohorts x members, the programs to compile and the memory per member; "
+                          "train nothing")
     sub.add_parser("list", help="list datasets, models, activations, initialisers and optimizers")
     return parser
 
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
         _quiet_libraries()
     hint = "" if debug else " (JAXDYN_DEBUG=1 shows the traceback)"
     try:
+        if args.dry_run:
+            _dry_run(args)
+            return 0
         results = jaxdyn.run(args.config, overrides=args.overrides, out=args.out,
                              resume=args.resume, progress=not args.no_progress)
     except (jaxdyn.ConfigError, jaxdyn.RunError) as e:
@@ -129,6 +135,16 @@ def main(argv=None) -> int:
         return 1
     print(f"results in {results.run_dir}")
     return 0
+
+
+def _dry_run(args) -> None:
+    from jaxdyn.study import plan
+
+    table = plan(args.config, overrides=args.overrides)
+    shown = table.assign(MiB_per_member=(table.bytes_per_member / 2**20).round(3)).drop(columns="bytes_per_member")
+    print(shown.to_string(index=False))
+    print(f"{len(table)} cohorts, {int(table.members.sum())} members ({int(table.padded.sum())} with padding), "
+          f"{int(table.programs.sum())} programs to compile; nothing was trained")
 
 
 def _report(debug: bool, message: str) -> None:

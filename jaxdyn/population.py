@@ -108,6 +108,12 @@ def init_population(task, seeds, hparams: dict, mesh: Mesh) -> MemberState:
       seeds: ``Seeds`` of int32 arrays ``[K_padded]``.
       hparams: name -> float32 array ``[K_padded]``.
     """
+    return make_init(task, mesh)(seeds, hparams)
+
+
+def make_init(task, mesh: Mesh):
+    """``init(seeds, hparams) -> MemberState``, compiled once however often it is called
+    (a run calls it for the state and again for the probes' initial parameters)."""
     # One member at a time within each device (lax.map, not vmap): a batched QR (the
     # orthogonal initialiser) runs on jaxlib's LAPACK thread pool, and with two CPU
     # devices doing so at once both waited on that pool for ever (seen: K = 4 on 2
@@ -117,7 +123,7 @@ def init_population(task, seeds, hparams: dict, mesh: Mesh) -> MemberState:
 
     sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(AXIS), P(AXIS)), out_specs=P(AXIS),
                             check_vma=False)
-    return jax.jit(sharded)(seeds, hparams)
+    return jax.jit(sharded)
 
 
 def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, mesh: Mesh):

@@ -96,7 +96,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     try:
         task = cohort.task()
         seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
-        init = partial(pop.init_population, task, seeds, hparams, mesh)
+        init = partial(pop.make_init(task, mesh), seeds, hparams)
         # The layout is checked from the saved host state before anything compiles.
         done, state = ckpt.restore_newest(lambda host: _check_resumable(host["metadata"], metadata, run_dir), init)
         if done:
@@ -167,6 +167,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         ckpt.abandon()  # the first error is the one to report, not a second from closing
         raise
     ckpt.close()
+    programs = [init.func, train_chunk, evaluate, *([snapshot] if snapshot is not None else []), *probes.programs()]
+    log(f"cohort {cohort.index}: {sum(p._cache_size() for p in programs)} programs compiled")
     return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
 
 

@@ -147,6 +147,32 @@ def expand(cfg: Config) -> list[Cohort]:
     return cohorts
 
 
+def plan(config=None, *, overrides=()) -> pd.DataFrame:
+    """What a study would run, without training: one row per cohort with its settings,
+    members (and padded members), members stepped together per device, state bytes per
+    member, and the programs it compiles (initialisation, the train chunk, evaluation,
+    samples for a task that makes them, and one per set of probes that come due
+    together). Validates the config as ``run`` does.
+    """
+    from jaxdyn.memory import member_state_bytes
+    from jaxdyn.population import plan_layout
+
+    cfg = load_config(config, overrides)
+    mesh = make_mesh()
+    rows = []
+    for cohort in expand(cfg):
+        t = cohort.config.train
+        layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
+        task = cohort.task()
+        probe_sets = cohort.probes(task, mesh).due_sets(t.steps // t.chunk_steps)
+        rows.append({"cohort": cohort.index, **{k: str(list(v)) if isinstance(v, tuple) else v
+                                                for k, v in cohort.settings.items()},
+                     "members": len(cohort.members), "padded": layout.n_padded, "devices": mesh.size,
+                     "group": layout.group_size, "bytes_per_member": member_state_bytes(cohort),
+                     "programs": 3 + hasattr(task, "snapshot") + len(probe_sets)})
+    return pd.DataFrame(rows)
+
+
 def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True,
         summary: bool = True) -> Results:
     """Run a study end to end and return its ``Results``.

@@ -107,3 +107,27 @@ def test_load_and_extract_work_on_a_run_cut_short(run, tmp_path):
     assert jaxdyn.extract_member(cut, 2).step == 300  # the checkpoint after chunk 3 was already committed
     with pytest.raises(FileNotFoundError, match="no config.toml"):
         jaxdyn.load(tmp_path)
+
+
+def test_dry_run_counts_match_the_real_run(tmp_path, capsys):
+    import re
+
+    from jaxdyn.cli import main
+    from jaxdyn.study import plan
+
+    cfg = {"study": {"seeds": 2}, "model": {"kind": "mlp"},
+           "train": {"steps": 40, "batch_size": 32, "chunk_steps": 10, "log_every": 10},
+           "probes": {"hessian": {"every": 2, "iters": 4}},  # due with the defaults after chunks 2 and 4 only
+           "grid": {"model.hidden": [[8], [16]], "optim.learning_rate": [1e-3, 1e-2]}}
+    table = plan(cfg)
+    assert list(table.members) == [4, 4] and list(table.programs) == [5, 5]  # init, chunk, evaluation, 2 probe sets
+    capsys.readouterr()
+    jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    compiled = [int(n) for n in re.findall(r"cohort \d+: (\d+) programs compiled", capsys.readouterr().out)]
+    assert compiled == list(table.programs)
+    gan = {"task": {"kind": "gan"}, "data": {"name": "ring"}, "train": cfg["train"],
+           "gan": {"generator": {"hidden": [8]}, "discriminator": {"hidden": [8]}}}
+    assert list(plan(gan).programs) == [5]  # and the samples; the default probes of both players are one program
+    assert main(["run", "--dry-run", "--set", "study.seeds=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 cohorts, 12 members (12 with padding), 4 programs to compile; nothing was trained" in printed

@@ -71,6 +71,16 @@ class ProbeSet:
     def __bool__(self) -> bool:
         return bool(self.enabled)
 
+    def programs(self) -> list:
+        """The compiled programs so far: one per set of probes that came due together."""
+        return list(self._compiled.values())
+
+    def due_sets(self, n_chunks: int) -> set[tuple[str, ...]]:
+        """The sets of on-device probes that come due together in a run of ``n_chunks`` chunks
+        (each is one program): what ``--dry-run`` counts."""
+        return {names for c in range(1, n_chunks + 1)
+                if (names := tuple(p.name for p, _ in self.due(c, c == n_chunks) if p.fn is not None))}
+
     def due(self, chunk: int, last: bool) -> list:
         return [(p, o) for p, o in self.enabled if last or chunk % o.every == 0]
 
