@@ -184,6 +184,13 @@ class Results:
         return rows[["member", "step", "value"]].merge(settings, on="member").sort_values(["member", "step"],
                                                                                            ignore_index=True)
 
+    def ensemble(self, by=None) -> pd.DataFrame:
+        """Each setting's seeds as one ensemble (averaged predictions) beside the mean of its
+        members' own test scores: ``jaxdyn.ensemble.ensemble``."""
+        from jaxdyn.ensemble import ensemble
+
+        return ensemble(self.run_dir, by)
+
     def plot(self, metric: str, by=None, aggregate: str = "mean_std", layer: str = ""):
         """A matplotlib ``Figure`` of ``metric`` against step: one line per setting (``by``),
         its centre and band over seeds as ``aggregate`` makes them."""

@@ -131,3 +131,22 @@ def test_dry_run_counts_match_the_real_run(tmp_path, capsys):
     assert main(["run", "--dry-run", "--set", "study.seeds=3"]) == 0
     printed = capsys.readouterr().out
     assert "1 cohorts, 12 members (12 with padding), 4 programs to compile; nothing was trained" in printed
+
+
+def test_the_ensemble_of_seeds_is_scored_apart_from_the_mean_of_members(run):
+    data = load_dataset("digits")
+    table = run.ensemble()
+    assert list(table.columns) == ["learning_rate", "members", "ensemble_test_loss", "mean_test_loss",
+                                   "ensemble_test_accuracy", "mean_test_accuracy"]
+    for row in table.itertuples():
+        ids = run.members[run.members.learning_rate == row.learning_rate].member
+        probs = []
+        for member in ids:  # the members' own predictions, through extract_member
+            m = jaxdyn.extract_member(run.run_dir, int(member))
+            probs.append(jax.nn.softmax(m.model.apply(m.variables, data.x_test, train=False, hparams=m.hparams)))
+        mean = np.mean(probs, axis=0)
+        np.testing.assert_allclose(row.ensemble_test_accuracy, np.mean(mean.argmax(1) == data.y_test), atol=1e-9)
+        np.testing.assert_allclose(row.ensemble_test_loss, -np.mean(np.log(mean[np.arange(len(mean)), data.y_test])),
+                                   rtol=1e-4)
+        np.testing.assert_allclose(row.mean_test_accuracy, run.members.final_test_accuracy[ids].mean())
+        assert row.members == 3
