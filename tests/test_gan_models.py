@@ -38,9 +38,12 @@ GAN = {"task": {"kind": "gan"}, "data": {"name": "digits"}, "train": {"steps": 2
 
 @pytest.mark.parametrize("change, message", [
     ({"generator": {"kind": "upconv", "channels": [8, 8, 8, 8]}},
-     "4 upsamplings need every output size [8, 8] divisible by 16; use 3 entries or fewer"),
+     "gan.generator.channels = [8, 8, 8, 8]: 4 upsamplings need every output size [8, 8] divisible by 16; use 3 "
+     "entries or fewer"),
     ({"discriminator": {"kind": "upconv"}}, "gan.discriminator.kind = 'upconv' generates examples"),
-    ({"generator": {"kind": "upconv", "out_activation": "softmax"}}, "model.out_activation = 'softmax' is not known"),
+    ({"discriminator": {"kind": "cnn", "channels": [8, 8], "kernels": [3]}},
+     "gan.discriminator.kernels = [3] has 1 entries but gan.discriminator.channels = [8, 8] has 2"),
+    ({"generator": {"kind": "upconv", "out_activation": "softmax"}}, "gan.generator.out_activation = 'softmax' is not known"),
     ({"schedule": "cosin"}, "gan.schedule = 'cosin' is not known; did you mean 'cosine'?"),
     ({"schedule": "warmup_cosine", "warmup_steps": 50}, "gan.warmup_steps = 50 must be below the decay length"),
     ({"schedule": "cosine", "alpha": 2.0}, "gan.alpha = 2.0"),

@@ -135,8 +135,11 @@ def check_gan(cfg: GANConfig, input_shape, closest_hint, steps: int) -> None:
     if MODELS[cfg.discriminator.kind].generates:
         raise ConfigError(f"gan.discriminator.kind = {cfg.discriminator.kind!r} generates examples; the "
                           "discriminator must map an example to a score: use \"mlp\" or \"cnn\"")
-    check_model(cfg.generator, (cfg.latent_dim,), tuple(input_shape))
-    check_model(cfg.discriminator, tuple(input_shape))
+    for player, args in (("generator", ((cfg.latent_dim,), tuple(input_shape))), ("discriminator", (tuple(input_shape),))):
+        try:
+            check_model(getattr(cfg, player), *args)
+        except ConfigError as e:  # the shared model checks name their fields model.<field>
+            raise ConfigError(str(e).replace("model.", f"gan.{player}.")) from None
 
 
 def check_gan_value(cfg: GANConfig, key: str, value: float) -> None:
