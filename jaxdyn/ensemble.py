@@ -8,7 +8,6 @@ left out of both.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -26,6 +25,7 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
     from jaxdyn.checkpoint import load_state
     from jaxdyn.config import load_config
     from jaxdyn.data import load_dataset
+    from jaxdyn.extract import member_parts
     from jaxdyn.results import load, varying_settings
     from jaxdyn.study import expand
 
@@ -40,12 +40,11 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
                              "predictions to average")
         data = load_dataset(cohort.config.data)
         state = load_state(run_dir, cohort.index)
-        predict = jax.jit(lambda p, s, hp: task._outputs(task.model.apply({"params": p, **s}, data.x_test,
-                                                                           train=False, hparams=hp)))
+        predict = jax.jit(lambda p, s, hp, x: task._outputs(task.model.apply({"params": p, **s}, x, train=False,
+                                                                             hparams=hp)))
         for position, member in enumerate(cohort.members["member"]):
-            pick = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[position]), tree)
-            hp = {h: jnp.float32(cohort.members[h].iloc[position]) for h in cohort.hparam_names}
-            out = np.asarray(predict(pick(state["params"]), pick(state.get("model_state", {}) or {}), hp))
+            params, model_state, hp = member_parts(cohort, state, position)
+            out = np.asarray(predict(params, model_state, hp, data.x_test))
             outputs[int(member)] = jax.nn.softmax(out, axis=-1) if task.n_classes else out
             classes[int(member)] = (task.n_classes, data.y_test)
     rows = []

@@ -34,6 +34,15 @@ class Member:
     step: int
 
 
+def member_parts(cohort, state, position: int) -> tuple[Any, Any, dict]:
+    """``(params, model_state, hparams)`` of the member at ``position`` of a cohort's saved state
+    (``checkpoint.load_state``), its hyperparameters as float32 scalars."""
+    pick = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[position]), tree)
+    row = cohort.members.iloc[position]
+    return (pick(state["params"]), pick(state.get("model_state", {}) or {}),
+            {name: jnp.float32(row[name]) for name in cohort.hparam_names})
+
+
 def extract_member(run_dir, member: int) -> Member:
     """Member ``member`` of the run in ``run_dir`` (finished, interrupted or resumed) from its
     cohort's newest checkpoint.
@@ -55,11 +64,8 @@ def extract_member(run_dir, member: int) -> Member:
     if not committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
         raise FileNotFoundError(f"{run_dir}: cohort {cohort.index} (member {member}) has no checkpoint yet")
     state = load_state(run_dir, cohort.index)
-    pick = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[position]), tree)
-    params, model_state = pick(state["params"]), pick(state.get("model_state", {}) or {})
+    params, model_state, hparams = member_parts(cohort, state, position)
     task = cohort.task()
-    row = cohort.members.iloc[position]
-    hparams = {name: jnp.float32(row[name]) for name in cohort.hparam_names}
     if hasattr(task, "model"):
         variables, model = {"params": params, **model_state}, task.model
     else:  # a GAN: each player's variables and module
