@@ -168,7 +168,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         raise
     ckpt.close()
     programs = [init.func, train_chunk, evaluate, *([snapshot] if snapshot is not None else []), *probes.programs()]
-    log(f"cohort {cohort.index}: {sum(p._cache_size() for p in programs)} programs compiled")
+    # jit's count of compiled variants; a jax without it only loses this log line.
+    log(f"cohort {cohort.index}: {sum(getattr(p, '_cache_size', lambda: 0)() for p in programs)} programs compiled")
     return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
 
 
