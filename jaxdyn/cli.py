@@ -1,4 +1,4 @@
-"""``jaxdyn run | list``: a thin shell over the Python API."""
+"""``jaxdyn run | report | export | list``: a thin shell over the Python API."""
 
 import argparse
 import logging
@@ -22,8 +22,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="print the cohorts x members, the programs to compile and the memory per member; "
                           "train nothing")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
+    report = sub.add_parser("report", help="write RUN_DIR/report.html (also for a run still going or interrupted)")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    _grouping(report)
+    export = sub.add_parser("export", help="export a run's tables to another tool")
+    export.add_argument("format", choices=["tensorboard"], help="tensorboard: one TensorBoard run per member")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT", help="folder to write (TensorBoard's --logdir)")
     sub.add_parser("list", help="list datasets, models, activations, initialisers and optimizers")
     return parser
+
+
+def _grouping(parser) -> None:
+    from jaxdyn.aggregate import AGGREGATES
+
+    parser.add_argument("--aggregate", default="mean_std", choices=list(AGGREGATES),
+                        help="how seeds are combined: " + "; ".join(f"{k}: {v}" for k, v in AGGREGATES.items()))
+    parser.add_argument("--by", action="append", metavar="COLUMN",
+                        help="a members.csv column that makes a setting (repeatable; default: every varying "
+                             "hyperparameter and cohort setting, not the seeds)")
 
 
 def _list() -> None:
@@ -114,8 +132,16 @@ def main(argv=None) -> int:
         _quiet_libraries()
     hint = "" if debug else " (JAXDYN_DEBUG=1 shows the traceback)"
     try:
-        if args.dry_run:
+        if getattr(args, "dry_run", False):
             _dry_run(args)
+            return 0
+        if args.command == "report":
+            return _write_report(args.run_dir, args.aggregate, args.by)
+        if args.command == "export":
+            from jaxdyn.export import export_tensorboard
+
+            written = export_tensorboard(args.run_dir, args.out)
+            print(f"{len(written)} TensorBoard runs in {args.out}; view with: tensorboard --logdir {args.out}")
             return 0
         results = jaxdyn.run(args.config, overrides=args.overrides, out=args.out,
                              resume=args.resume, progress=not args.no_progress)
@@ -134,7 +160,28 @@ def main(argv=None) -> int:
         _report(debug, f"jaxdyn: internal error: {type(e).__name__}: {first_line}{hint}; please report it")
         return 1
     print(f"results in {results.run_dir}")
+    if not args.no_report:
+        return _write_report(results.run_dir)
     return 0
+
+
+def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
+    from jaxdyn.report import write_report
+
+    try:
+        report = write_report(run_dir, aggregate, by)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"jaxdyn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a read-only folder: the run's own tables are already written
+        print(f"jaxdyn: error: cannot write the report in {run_dir} ({e.strerror or e}); free space or fix "
+              f"the folder's permissions, then: jaxdyn report {run_dir}", file=sys.stderr)
+        return 1
+    print(f"report: {report.path} ({len(report.views)} views, {len(report.images)} images in {report.path.parent / 'report'})")
+    for key, error in report.failed.items():
+        print(f"jaxdyn: the report's {key} view failed ({error}); the others were written; please report it",
+              file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _dry_run(args) -> None:

@@ -52,10 +52,11 @@ class MetricParts:
 
     ``prefix`` is empty for the metrics (``metrics.parquet``), ``hist_`` for the
     probes' histograms (``histograms.parquet``), ``pairs_`` for cross-member rows
-    (``pairs.parquet``) and ``samples_`` for generated samples (``samples.parquet``).
+    (``pairs.parquet``), ``samples_`` for generated samples (``samples.parquet``) and
+    ``time_`` for each chunk's wall time (``timing.csv``).
     """
 
-    PREFIXES = ("", "hist_", "pairs_", "samples_")
+    PREFIXES = ("", "hist_", "pairs_", "samples_", "time_")
 
     def __init__(self, run_dir: Path, prefix: str = ""):
         self.dir = Path(run_dir) / "parts"
@@ -158,10 +159,11 @@ class Results:
     members: pd.DataFrame
     metrics: pd.DataFrame
 
-    def summary(self, aggregate: str = "mean_std") -> pd.DataFrame:
+    def summary(self, aggregate: str = "mean_std", by=None) -> pd.DataFrame:
         """The final headline metric (test accuracy; test MSE for regression; modes for a GAN)
-        over seeds, per setting: ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``."""
-        return summarize(self.members, aggregate)
+        over seeds, per setting (``by``; default: the cohort and every varying setting):
+        ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``."""
+        return summarize(self.members, aggregate, by)
 
     def frame(self, metric: str, by=None, layer: str = "") -> pd.DataFrame:
         """Tidy rows of one metric: ``member, step, value`` and the setting columns ``by``
@@ -219,7 +221,7 @@ AGGREGATE_COLUMNS = {"mean_std": ("mean", "std"), "median_iqr": ("median", "q25"
                      "iqm": ("iqm", "ci_low", "ci_high")}
 
 
-def summarize(members: pd.DataFrame, aggregate: str = "mean_std") -> pd.DataFrame:
+def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd.DataFrame:
     """The final headline metric over seeds, and members diverged, per setting.
 
     The columns are ``<metric>_mean, <metric>_std`` (``aggregate = "mean_std"``),
@@ -233,9 +235,10 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std") -> pd.DataFram
 
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
-    keys = ["cohort", *varying_settings(members)]
+    keys = ["cohort", *varying_settings(members)] if by is None else list(by)
     metric = headline(members)
-    grouped = members.assign(diverged=members.diverged_at >= 0).groupby(keys, dropna=False)
+    marked = members.assign(diverged=members.diverged_at >= 0, _all=0)
+    grouped = marked.groupby(keys or ["_all"], dropna=False)
     table = grouped.agg(members=("member", "size"), diverged=("diverged", "sum")).reset_index()
     finals = [group[f"final_{metric}"].to_numpy() for _, group in grouped]  # in the order of agg's rows
     if aggregate == "mean_std":  # pandas' own, as before: the std of one seed is NaN
@@ -246,7 +249,7 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std") -> pd.DataFram
         names = AGGREGATE_COLUMNS[aggregate]
         columns = {f"{metric}_{n}": values[:, i] for i, n in enumerate(names)}
     table = table.assign(**columns)
-    return table[[*keys, "members", *columns, "diverged"]]
+    return table[[*keys, "members", *columns, "diverged"]]  # no keys: one row, all members
 
 
 def load(run_dir) -> Results:

@@ -36,6 +36,7 @@ def run_info(config_toml: str) -> dict:
         "versions": _versions(),
         "n_devices": len(jax.devices()),
         "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,  # shown in the report; not checked on resume
         "env": {name: os.environ.get(name) for name in ENV_RECORDED},
     }
 

@@ -91,7 +91,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
     parts = MetricParts(run_dir)
     histograms, pair_parts = MetricParts(run_dir, "hist_"), MetricParts(run_dir, "pairs_")
-    snapshots = MetricParts(run_dir, "samples_")
+    snapshots, timing = MetricParts(run_dir, "samples_"), MetricParts(run_dir, "time_")
     ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
     try:
         task = cohort.task()
@@ -146,9 +146,12 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 if len(pairs):
                     pair_parts.write(cohort.index, done, pairs)
             parts.write(cohort.index, done, frame)
+            seconds = time.perf_counter() - tic  # the chunk's steps, evaluation, probes and rows
+            timing.write(cohort.index, done, pd.DataFrame({
+                "cohort": [cohort.index], "chunk": [done], "step": [done * t.chunk_steps], "seconds": [seconds],
+                "members": [k], "alive": [int(alive.sum())], "member_steps": [k * t.chunk_steps]}))
             if progress is not None:
-                rate = k * t.chunk_steps / (time.perf_counter() - tic)
-                progress.advance(t.chunk_steps, rate, int(alive.sum()))
+                progress.advance(t.chunk_steps, k * t.chunk_steps / seconds, int(alive.sum()))
             if done % t.checkpoint_every == 0 or last or stop.requested:
                 ckpt.save(done, state, {"chunks_done": done, "metadata": metadata})
                 pending = done
@@ -199,7 +202,7 @@ def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.Dat
 
 def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:
     diff = {k: (saved.get(k), v) for k, v in current.items()
-            if k not in ("versions", "env") and saved.get(k) != v}
+            if k not in ("versions", "env", "device_kind") and saved.get(k) != v}
     if diff:
         lines = "\n".join(f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(

@@ -234,6 +234,8 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
         table = MetricParts(run_dir, prefix).read()
         if len(table):
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
+    timing = MetricParts(run_dir, "time_").read()
+    write_atomic(run_dir / "timing.csv", lambda p: timing.to_csv(p, index=False))
     write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
     samples = MetricParts(run_dir, "samples_").read()
     if len(samples):  # a task that generates (a GAN): what each member makes, over time

@@ -39,6 +39,13 @@ def test_a_gan_study_on_the_ring(tmp_path):
     assert abs(np.hypot(final.x0, final.x1).median() - 1) < 0.2  # the generators have found the unit ring
     image = plt.imread(tmp_path / "run" / "samples.png")
     assert image.shape[0] > 8 * 100 and image[..., :3].std() > 0.05  # a row per member, and not blank
+    # The report shows the GAN's curves, modes against the learning rate, and the sample grids.
+    report = jaxdyn.write_report(tmp_path / "run")
+    assert report.failed == {} and report.views == ["summary", "curves", "hparams", "samples", "members"]
+    assert [p.name for p in report.images] == ["curves.png", "final_vs_hparams.png", "samples.png"]
+    assert (tmp_path / "run" / "report" / "samples.png").read_bytes() in [p.read_bytes() for p in report.images]
+    page = report.path.read_text()
+    assert "Final modes per setting" in page and "modes_mean" in page and "ensemble" not in page
 
 
 def test_gan_config_round_trips_through_toml():

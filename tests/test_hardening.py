@@ -46,8 +46,9 @@ checkpoint_every = 2
 def test_fully_diverged_cohort_stops_and_the_study_goes_on(tmp_path, capsys):
     (tmp_path / "c.toml").write_text(DIVERGING)
     out = tmp_path / "run"
-    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "--no-progress", "--no-report"]) == 0
     printed = capsys.readouterr().out
+    assert not (out / "report.html").exists() and "report:" not in printed
     assert "every member has diverged; stopped after chunk 1 of 4" in printed
     assert "Diverged entirely" in printed and "model.activation=relu" in printed and "2 of 2 members" in printed
 
@@ -228,7 +229,7 @@ FILL_SCRIPT = textwrap.dedent("""
     echo "${PIPESTATUS[0]}" > "$out/rc_full.txt"
     cp -a "$mnt/run" "$out/failed"
     rm -f "$mnt/filler"
-    "$PYTHON" -m jaxdyn run --resume "$mnt/run" --no-progress > "$out/resume.txt" 2>&1
+    "$PYTHON" -m jaxdyn run --resume "$mnt/run" --no-progress --no-report > "$out/resume.txt" 2>&1
     echo $? > "$out/rc_resume.txt"
     cp -a "$mnt/run" "$out/resumed"
 """)

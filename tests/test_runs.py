@@ -59,6 +59,8 @@ def test_cli_runs_a_tiny_study(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(out), "--set", "study.seeds=3"]) == 0
     printed = capsys.readouterr().out
     assert "final test accuracy over seeds" in printed and "results in" in printed
+    # jaxdyn run ends with the report (no --no-report): every view with data, divergence included.
+    assert f"report: {out / 'report.html'} (" in printed and (out / "report" / "divergence.png").exists()
 
     res = jaxdyn.load(out)
     m = res.members
@@ -100,7 +102,7 @@ def test_console_script_lists_registries():
 
 def _start(args, tmp_path, **env_vars):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
-    return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", *args, "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", *args, "--no-progress", "--no-report"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
 
 

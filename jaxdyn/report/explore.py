@@ -17,19 +17,36 @@ def plot_metric(frame: pd.DataFrame, metric: str, by: list[str], how: str = "mea
         raise ValueError(f"aggregate = {how!r}: use one of {', '.join(AGGREGATES)}")
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
+    draw_metric(ax, frame, metric, by, how)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def setting_label(by, key) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in zip(by, key)) or "all members"
+
+
+def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, colors=None) -> list[str]:
+    """Draw ``plot_metric``'s lines and bands on ``ax``; ``colors`` maps a setting's label to its
+    colour (default: C0, C1, ... in order). Returns the labels drawn."""
     groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
+    drawn = []
     for i, (key, group) in enumerate(groups):
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                          for k, v in zip(by, key)) or "all members"
+        label = setting_label(by, key)
         steps = np.sort(group.step.unique())
         stats = np.array([combine(group[group.step == s].value.to_numpy(), how) for s in steps])
-        ax.plot(steps, stats[:, 0], color=f"C{i % 10}", label=label, marker="o" if len(steps) < 3 else None)
-        ax.fill_between(steps, stats[:, 1], stats[:, 2], color=f"C{i % 10}", alpha=0.2)
+        if not np.isfinite(stats[:, 0]).any():
+            continue
+        color = colors[label] if colors else f"C{i % 10}"
+        ax.plot(steps, stats[:, 0], color=color, label=label, marker="o" if len(steps) < 3 else None)
+        ax.fill_between(steps, stats[:, 1], stats[:, 2], color=color, alpha=0.2)
+        drawn.append(label)
     values = frame.value.to_numpy()
-    if any(word in metric for word in LOG_METRICS) and np.all(values[np.isfinite(values)] > 0):
+    finite = values[np.isfinite(values)]
+    if any(word in metric for word in LOG_METRICS) and finite.size and np.all(finite > 0):
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: {AGGREGATES[how]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
+    return drawn

@@ -1,0 +1,109 @@
+"""What a report is drawn from: every table of a run folder, finished or not.
+
+A finished run has its merged tables (``metrics.parquet``, ``histograms.parquet``,
+``pairs.parquet``, ``samples.parquet``, ``timing.csv``); a run that is still going
+or was interrupted has only the per-chunk parts, which are read instead
+(``jaxdyn.load`` does the same for the members and metrics).
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jaxdyn.aggregate import AGGREGATES
+from jaxdyn.results import MetricParts, Results, load, varying_settings
+
+TABLES = {"hist_": "histograms.parquet", "pairs_": "pairs.parquet", "samples_": "samples.parquet",
+          "time_": "timing.csv"}
+
+
+def _table(run_dir: Path, prefix: str, finished: bool) -> pd.DataFrame:
+    path = run_dir / TABLES[prefix]
+    if finished and path.exists():
+        return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    return MetricParts(run_dir, prefix).read()
+
+
+def format_value(value) -> str:
+    """A setting's value as a label shows it: ``0.001``, ``relu``, ``[32, 32]``."""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass
+class ReportData:
+    """A run's tables and how settings are grouped.
+
+    Attributes:
+      results: members and metrics (``jaxdyn.load``).
+      histograms, pairs, samples, timing: the other tables (empty frames when absent).
+      info: ``run.json`` (versions, devices).
+      config: the run's resolved config.
+      finished: whether the run wrote its final tables.
+      aggregate: how seeds are combined: a key of ``jaxdyn.aggregate.AGGREGATES``.
+      by: the member-table columns that make a setting (default: every varying
+        hyperparameter and cohort setting, not the seeds).
+    """
+
+    run_dir: Path
+    results: Results
+    histograms: pd.DataFrame
+    pairs: pd.DataFrame
+    samples: pd.DataFrame
+    timing: pd.DataFrame
+    info: dict
+    config: object
+    finished: bool
+    aggregate: str = "mean_std"
+    by: list = field(default_factory=list)
+
+    @property
+    def members(self) -> pd.DataFrame:
+        return self.results.members
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return self.results.metrics
+
+    def setting_of(self) -> pd.Series:
+        """member -> its setting's label, such as ``learning_rate=0.01, activation=relu``."""
+        from jaxdyn.report.explore import setting_label
+
+        labels = [setting_label(self.by, tuple(row)) for row in self.members[self.by].itertuples(index=False)]
+        return pd.Series(labels, index=self.members.member.to_numpy(), dtype=object)
+
+    def settings(self) -> list[str]:
+        """Setting labels in the member table's order."""
+        return list(dict.fromkeys(self.setting_of()))
+
+
+def load_report_data(run_dir, aggregate: str = "mean_std", by=None) -> ReportData:
+    """Read a run folder for a report.
+
+    Raises:
+      FileNotFoundError: not a run folder, or no chunk has finished yet.
+      ValueError: an unknown ``aggregate``, or a ``by`` column the member table lacks.
+    """
+    from jaxdyn.config import load_config
+
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
+    run_dir = Path(run_dir)
+    results = load(run_dir)
+    finished = (run_dir / "members.csv").exists() and (run_dir / "metrics.parquet").exists()
+    keys = varying_settings(results.members) if by is None else list(by)
+    missing = [k for k in keys if k not in results.members.columns]
+    if missing:
+        raise ValueError(f"by = {missing}: not columns of the member table; columns: "
+                         f"{', '.join(results.members.columns)}")
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    tables = {prefix: _table(run_dir, prefix, finished) for prefix in TABLES}
+    return ReportData(run_dir, results, tables["hist_"], tables["pairs_"], tables["samples_"], tables["time_"],
+                      info, load_config(run_dir / "config.toml"), finished, aggregate, keys)

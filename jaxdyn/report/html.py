@@ -1,0 +1,184 @@
+"""``report.html``: one self-contained file (images embedded, no outside script or style)
+that opens offline, plus the PNGs it shows under ``report/``.
+
+The views come in a fixed order (``VIEWS``); a view with no data is left out. A
+view that fails is reported in its place, with the error, rather than losing the
+rest of the report.
+"""
+
+import base64
+import datetime
+import html
+import io
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jaxdyn.report import probe_views, views
+from jaxdyn.report.data import load_report_data
+from jaxdyn.results import write_atomic
+
+VIEWS = {  # key: (title when it fails, the view)
+    "summary": ("Summary", views.summary),
+    "curves": ("Loss and accuracy curves", views.curves),
+    "hparams": ("Final metric against each hyperparameter", views.final_vs_hparams),
+    "divergence": ("Divergence", views.divergence),
+    "layers": ("Per-layer probes over time", probe_views.layer_heatmaps),
+    "activations": ("Activation histograms over time", probe_views.activation_histograms),
+    "curvature": ("Curvature and gradient noise", probe_views.curvature),
+    "similarity": ("Similarity between members", probe_views.similarity),
+    "samples": ("Generated samples", probe_views.samples),
+    "members": ("Members", views.members_table),
+}
+
+
+@dataclass
+class Report:
+    """What ``write_report`` wrote.
+
+    Attributes:
+      path: ``report.html``.
+      views: the keys of the views shown, in order.
+      images: the PNG files written (one per figure).
+      failed: view key -> the error of a view that could not be drawn.
+    """
+
+    path: Path
+    views: list = field(default_factory=list)
+    images: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
+
+
+def write_report(run_dir, aggregate: str = "mean_std", by=None) -> Report:
+    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/report/*.png`` from whatever the run has
+    written so far (it may be finished, still going, or interrupted).
+
+    Args:
+      aggregate: how seeds are combined: ``mean_std``, ``median_iqr`` or ``iqm``.
+      by: member-table columns that make a setting (default: every varying
+        hyperparameter and cohort setting, not the seeds).
+
+    Raises:
+      FileNotFoundError: not a run folder, or nothing written yet.
+      ValueError: a bad ``aggregate`` or ``by``.
+    """
+    data = load_report_data(run_dir, aggregate, by)
+    out_dir = data.run_dir / "report"
+    out_dir.mkdir(exist_ok=True)
+    report = Report(data.run_dir / "report.html")
+    sections = []
+    for key, (title, make) in VIEWS.items():
+        try:
+            view = make(data, out_dir) if key == "samples" else make(data)
+            if view is None:
+                continue
+            sections.append(_section(view, out_dir, report.images))
+        except Exception as e:  # noqa: BLE001 -- keep the rest of the report; show what went wrong here
+            report.failed[key] = f"{type(e).__name__}: {e}"
+            detail = html.escape("".join(traceback.format_exception(e)))
+            sections.append(f'<section id="{key}" data-view="{key}" class="failed"><h2>{html.escape(title)}</h2>'
+                            f"<p>This view could not be drawn; please report it.</p><pre>{detail}</pre></section>")
+        report.views.append(key)
+    page = _page(data, sections, report.views)
+    write_atomic(report.path, lambda p: p.write_text(page, encoding="utf-8"))
+    return report
+
+
+def _section(view, out_dir: Path, images: list) -> str:
+    parts = [f'<section id="{view.key}" data-view="{view.key}"><h2>{html.escape(view.title)}</h2>',
+             f"<p>{html.escape(view.intro)}</p>"]
+    for block in view.blocks:
+        if isinstance(block, views.Plot):
+            buffer = io.BytesIO()
+            block.figure.savefig(buffer, format="png", dpi=100)
+            png = buffer.getvalue()
+            path = out_dir / f"{block.name}.png"
+            write_atomic(path, lambda p, png=png: p.write_bytes(png))
+            parts.append(_image(png, path, block.caption))
+            images.append(path)
+        elif isinstance(block, Path):
+            png = block.read_bytes()
+            parts.append(_image(png, block, ""))
+            images.append(block)
+        else:
+            parts.append(f'<div class="table">{block}</div>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _image(png: bytes, path: Path, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}" '
+            f'data-file="report/{html.escape(path.name)}">{cap}</figure>')
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0 2em 3em; color: #222; max-width: 1500px; }
+nav { position: sticky; top: 0; background: #fff; padding: .5em 0; border-bottom: 1px solid #ddd; }
+nav a { margin-right: 1em; }
+section { margin-top: 2em; }
+figure { margin: 1em 0; }
+img { max-width: 100%; }
+table { border-collapse: collapse; font-size: 13px; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.facts th { text-align: left; background: #f6f6f6; }
+table.sortable th { cursor: pointer; background: #f0f0f0; position: sticky; top: 2.4em; }
+div.table { overflow-x: auto; max-height: 40em; }
+section.failed, p.broken { color: #a00; }
+"""
+
+CHECK = """
+window.addEventListener('load', function () {
+  var images = document.images, bad = 0;
+  for (var i = 0; i < images.length; i++) {
+    var ok = images[i].complete && images[i].naturalWidth > 0;
+    images[i].dataset.decoded = ok ? 'yes' : 'no';
+    if (!ok) bad++;
+  }
+  document.body.dataset.images = (images.length - bad) + '/' + images.length;
+  if (bad) {
+    var note = document.createElement('p');
+    note.className = 'broken';
+    note.textContent = bad + ' of ' + images.length + ' images could not be shown (is the file cut short?); ' +
+      'the PNGs are in the report folder beside it.';
+    document.body.insertBefore(note, document.body.firstChild);
+  }
+});
+"""
+
+SORT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var up = th.dataset.dir !== 'up';
+      th.dataset.dir = up ? 'up' : 'down';
+      rows.sort(function (a, b) {
+        var x = a.cells[col], y = b.cells[col];
+        var u = x.dataset.v, v = y.dataset.v, r;
+        if (u !== undefined && v !== undefined) {
+          if (u === '') return 1; if (v === '') return -1;
+          r = parseFloat(u) - parseFloat(v);
+        } else { r = x.textContent.localeCompare(y.textContent); }
+        return up ? r : -r;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _page(data, sections: list[str], keys: list[str]) -> str:
+    names = {key: VIEWS[key][0] for key in keys}
+    nav = " ".join(f'<a href="#{k}">{html.escape(t)}</a>' for k, t in names.items())
+    made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    state = "" if data.finished else " (not finished: what was written so far)"
+    title = f"jaxdyn report: {data.config.study.name}"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(str(data.run_dir))}, written {made}{state}.</p>\n"
+            f'<nav>{nav}</nav>\n<main data-views="{" ".join(keys)}">\n' + "\n".join(sections) +
+            f"\n</main><script>{CHECK}{SORT}</script></body></html>\n")

@@ -1,0 +1,239 @@
+"""The report's views of the probes: per-layer heatmaps, activation histograms over
+time, curvature and gradient noise, cross-member similarity, and GAN samples.
+
+A GAN's two players have their own rows (metric names ``g_...`` and ``d_...``),
+drawn apart.
+"""
+
+import numpy as np
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+
+from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+from jaxdyn.report.data import ReportData
+from jaxdyn.report.explore import draw_metric
+from jaxdyn.report.views import Plot, View, colors, legend, metric_frame
+
+MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
+NOT_LAYERS = ("loss_slice_1d", "loss_slice_2d")  # their "layer" is a coordinate, not a layer
+PREFIXES = ("", "g_", "d_")
+
+
+def _ordered(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _norm(values: np.ndarray):
+    finite = values[np.isfinite(values)]
+    if finite.size and np.all(finite > 0) and finite.max() / finite.min() >= 30:
+        return LogNorm(finite.min(), finite.max())
+    return Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+
+
+def _panels(n: int, width: float, height: float):
+    shown = min(n, MAX_PANELS)
+    cols = min(shown, 3)
+    rows = -(-shown // cols)
+    fig = Figure(figsize=(width * cols + 1.4, height * rows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes[shown:]:
+        ax.set_visible(False)
+    return fig, axes[:shown]
+
+
+def _more(n: int) -> str:
+    return f" The first {MAX_PANELS} of {n} settings are drawn." if n > MAX_PANELS else ""
+
+
+def layer_heatmaps(d: ReportData) -> View | None:
+    per_layer = d.metrics[(d.metrics.layer.fillna("") != "") & ~d.metrics.metric.isin(NOT_LAYERS)]
+    if per_layer.empty:
+        return None
+    label = d.setting_of()
+    settings = d.settings()
+    blocks = []
+    for metric in _ordered(per_layer.metric):
+        rows = per_layer[per_layer.metric == metric]
+        layers = _ordered(rows.layer)
+        steps = np.sort(rows.step.unique())
+        grids = {}
+        for setting in settings[:MAX_PANELS]:
+            mine = rows[rows.member.map(label) == setting]
+            grid = np.full((len(layers), len(steps)), np.nan)
+            for (layer, step), values in mine.groupby(["layer", "step"]).value:
+                grid[layers.index(layer), np.searchsorted(steps, step)] = combine(values.to_numpy(), d.aggregate)[0]
+            grids[setting] = grid
+        norm = _norm(np.concatenate([g.reshape(-1) for g in grids.values()]))
+        fig, axes = _panels(len(settings), 4.2, 0.32 * len(layers) + 1.3)
+        for ax, (setting, grid) in zip(axes, grids.items()):
+            image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", norm=norm,
+                              cmap="viridis", extent=(steps[0], steps[-1], len(layers) - 0.5, -0.5))
+            ax.set_yticks(range(len(layers)), layers, fontsize="small")
+            ax.set(xlabel="step", title=setting if len(settings) > 1 else metric)
+            ax.title.set_fontsize("small")
+        fig.colorbar(image, ax=list(axes), label=metric, shrink=0.9)
+        fig.suptitle(f"{metric}: layer × step", fontsize="medium")
+        blocks.append(Plot(f"layers_{metric}", fig))
+    return View("layers", "Per-layer probes over time",
+                "Each per-layer metric as a heatmap of layer (rows, input to output) against step, one panel "
+                f"per setting; the colour is the centre of the {AGGREGATES[d.aggregate]} over seeds. Grey cells "
+                f"have no finite value.{_more(len(settings))}", blocks)
+
+
+def activation_histograms(d: ReportData) -> View | None:
+    hist = d.histograms
+    if hist.empty:
+        return None
+    label = d.setting_of()
+    settings = d.settings()[:4]
+    blocks = []
+    for metric in _ordered(hist.metric):
+        rows = hist[hist.metric == metric]
+        layers = _ordered(rows.layer)
+        steps = np.sort(rows.step.unique())
+        edges = np.append(np.sort(rows.left.unique()), rows.right.max())
+        fig = Figure(figsize=(3.6 * len(settings) + 1.2, 2.3 * len(layers) + 0.6), layout="constrained")
+        axes = np.asarray(fig.subplots(len(layers), len(settings), squeeze=False))
+        for c, setting in enumerate(settings):
+            mine = rows[rows.member.map(label) == setting]
+            for r, layer in enumerate(layers):
+                ax = axes[r, c]
+                counts = mine[mine.layer == layer].groupby(["bin", "step"]).value.mean().unstack("step")
+                counts = counts.reindex(index=range(len(edges) - 1), columns=steps).to_numpy()
+                share = counts / np.maximum(np.nansum(counts, axis=0, keepdims=True), 1e-12)
+                ax.pcolormesh(np.append(steps, steps[-1] + (steps[-1] - steps[0]) / max(len(steps) - 1, 1)),
+                              edges, np.ma.masked_invalid(np.where(share > 0, share, np.nan)), cmap="magma",
+                              norm=LogNorm(1e-4, 1), shading="flat")
+                ax.set(ylabel=f"{layer}\nactivation" if c == 0 else None, xlabel="step" if r == len(layers) - 1
+                       else None)
+                if r == 0:
+                    ax.set_title(setting, fontsize="small")
+        fig.suptitle(f"{metric}: share of units per activation bin, by step (log colour)", fontsize="medium")
+        blocks.append(Plot(f"hist_{metric}", fig))
+    return View("activations", "Activation histograms over time",
+                "Each layer's activations on the probe batch, binned at every probe step: the share of units "
+                "in each bin (pooled over the setting's seeds). Mass piling up at 0 means dead ReLUs; at the "
+                "ends of the range, saturation; values past the range fall in the outermost bins."
+                + ("" if len(d.settings()) <= 4 else f" The first 4 of {len(d.settings())} settings are drawn."),
+                blocks)
+
+
+CURVATURE = ("sharpness", "preconditioned_sharpness", "hessian_trace", "grad_noise_scale")
+
+
+def _threshold(d: ReportData, prefix: str, metric: str, members) -> float | None:
+    """The edge-of-stability line of a setting: 2/η for the sharpness (gradient descent);
+    (2 + 2β₁)/((1 − β₁)η) for Adam's preconditioned sharpness (Cohen et al. 2022)."""
+    rate = f"{prefix}learning_rate"
+    if rate not in d.members.columns:
+        return None
+    eta = float(np.median(members[rate]))
+    if metric == "sharpness":
+        return 2 / eta
+    beta = f"{prefix}b1"
+    if metric == "preconditioned_sharpness" and beta in d.members.columns:
+        b1 = float(np.median(members[beta]))
+        return (2 + 2 * b1) / ((1 - b1) * eta)
+    return None
+
+
+def curvature(d: ReportData) -> View | None:
+    panels = [(p, m) for p in PREFIXES for m in CURVATURE if ((d.metrics.metric == p + m) &
+                                                               (d.metrics.layer.fillna("") == "")).any()]
+    if not panels:
+        return None
+    palette = colors(d)
+    label = d.setting_of()
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5.4 * cols + 2.6, 3.8 * rows), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (prefix, metric) in zip(axes, panels):
+        frame = metric_frame(d, prefix + metric)
+        draw_metric(ax, frame, prefix + metric, d.by, d.aggregate, palette)
+        for setting in _ordered(frame.member.map(label)):
+            line = _threshold(d, prefix, metric, d.members[d.members.member.map(label) == setting])
+            if line is not None:
+                ax.axhline(line, color=palette[setting], linestyle="--", linewidth=1)
+        if metric in ("sharpness", "preconditioned_sharpness"):
+            ax.set_title(f"{prefix}{metric}; dashed: {'2/η' if metric == 'sharpness' else '(2+2β₁)/((1−β₁)η)'}")
+    legend(fig, palette, AGGREGATES[d.aggregate])
+    return View("curvature", "Curvature and gradient noise",
+                "The top Hessian eigenvalue (sharpness) against the edge-of-stability line of each setting's "
+                "learning rate (dashed; gradient descent cannot stay stable above 2/η, Cohen et al. 2021), "
+                "the preconditioned sharpness under Adam against its own line, the Hessian trace (Hutchinson) "
+                "and the gradient noise scale B = tr(Σ)/|G|² (McCandlish et al. 2018). With a schedule, "
+                "the line is drawn at the peak rate.", [Plot("curvature", fig)])
+
+
+def similarity(d: ReportData) -> View | None:
+    pairs = d.pairs
+    if pairs.empty:
+        return None
+    blocks = []
+    label = d.setting_of()
+    for prefix in PREFIXES:
+        cka = pairs[pairs.metric == prefix + "cka"]
+        if len(cka):
+            last = cka[cka.step == cka.step.max()]
+            layers = _ordered(last.layer)[:MAX_PANELS]
+            ids = sorted(set(last.member_a) | set(last.member_b))
+            fig, axes = _panels(len(layers), 3.8, 3.4)
+            for ax, layer in zip(axes, layers):
+                grid = np.full((len(ids), len(ids)), np.nan)
+                np.fill_diagonal(grid, 1.0)
+                for row in last[last.layer == layer].itertuples():
+                    a, b = ids.index(row.member_a), ids.index(row.member_b)
+                    grid[a, b] = grid[b, a] = row.value
+                image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
+                ticks = range(len(ids)) if len(ids) <= 24 else range(0, len(ids), max(len(ids) // 12, 1))
+                ax.set_xticks(list(ticks), [ids[i] for i in ticks], fontsize="x-small", rotation=90)
+                ax.set_yticks(list(ticks), [ids[i] for i in ticks], fontsize="x-small")
+                ax.set(title=f"{prefix}cka, {layer}", xlabel="member")
+            fig.colorbar(image, ax=list(axes), label="linear CKA", shrink=0.9)
+            fig.suptitle(f"CKA between members at step {int(last.step.max())} (grey: pair not measured)",
+                         fontsize="medium")
+            blocks.append(Plot(f"{prefix}cka", fig))
+        path = pairs[pairs.metric == prefix + "lmc_path_loss"]
+        barrier = pairs[pairs.metric == prefix + "lmc_barrier"]
+        if len(path):
+            fig = Figure(figsize=(12, 3.8), layout="constrained")
+            curve_ax, barrier_ax = fig.subplots(1, 2)
+            last = path[path.step == path.step.max()]
+            palette = colors(d)
+            for (a, b), rows in last.groupby(["member_a", "member_b"]):
+                alphas = rows.layer.astype(float).to_numpy()
+                order = np.argsort(alphas)
+                curve_ax.plot(alphas[order], rows.value.to_numpy()[order], color=palette[label[a]], alpha=0.7)
+            curve_ax.set(xlabel="α (0: member a, 1: member b)", ylabel="probe loss",
+                         title=f"loss along the straight path, step {int(last.step.max())}")
+            curve_ax.grid(alpha=0.3)
+            frame = barrier.rename(columns={"member_a": "member"})[["member", "step", "value"]].merge(
+                d.members[["member", *d.by]], on="member")
+            draw_metric(barrier_ax, frame, prefix + "lmc_barrier", d.by, d.aggregate, palette)
+            barrier_ax.set_title("barrier (loss above the straight line) over pairs, by step")
+            legend(fig, palette, "setting of member a")
+            blocks.append(Plot(f"{prefix}lmc", fig))
+    if not blocks:
+        return None
+    return View("similarity", "Similarity between members",
+                "Linear CKA of each layer's representations between pairs of members (1: the same up to "
+                "rotation and scale; Kornblith et al. 2019), and linear mode connectivity: the loss along the "
+                "straight line between two members' parameters, and its barrier over training (Frankle et "
+                "al. 2020; no permutation alignment).", blocks)
+
+
+def samples(d: ReportData, out_dir) -> View | None:
+    from jaxdyn.data import dataset_info
+    from jaxdyn.report.samples import plot_samples
+
+    if d.samples.empty:
+        return None
+    info = dataset_info(d.config.data)
+    centers = None if info.modes is None else np.asarray(info.modes[0])
+    files = plot_samples(d.members, d.samples, info.input_shape, out_dir / "samples.png", centers)
+    return View("samples", "Generated samples",
+                "What each generator makes at a few evaluation steps (the last included); 2D samples are drawn "
+                "over the true modes.", list(files))

@@ -1,0 +1,261 @@
+"""The report's views of training: summary, curves, final metric against each
+hyperparameter, divergence, and the members table.
+
+Each view is a function ``(ReportData) -> View | None``; None when the run has no
+data for it, so that the report leaves it out rather than draw it empty.
+"""
+
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+from jaxdyn.report.data import ReportData, format_value
+from jaxdyn.report.explore import draw_metric, setting_label
+from jaxdyn.results import headline
+
+GAN_CURVES = ("train_d_loss", "train_g_loss", "test_modes", "test_high_quality")
+CURVES = ("train_loss", "test_loss", "test_accuracy", *GAN_CURVES)
+
+
+@dataclass
+class Plot:
+    """A figure of a view, written as ``report/<name>.png``."""
+
+    name: str
+    figure: Figure
+    caption: str = ""
+
+
+@dataclass
+class View:
+    """One section of the report: a title, a paragraph, then figures, files and HTML tables."""
+
+    key: str
+    title: str
+    intro: str
+    blocks: list = field(default_factory=list)  # Plot, pathlib.Path of a PNG, or an HTML string
+
+
+def table_html(frame: pd.DataFrame, sortable: bool = False, digits: int = 4) -> str:
+    """``frame`` as an HTML table; a sortable one sorts by a column when its header is clicked."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            text = "" if np.isnan(v) else f"{v:.{digits}g}"
+            return f'<td class="num" data-v="{"" if np.isnan(v) else repr(float(v))}">{text}</td>'
+        if isinstance(v, (int, np.integer)):
+            return f'<td class="num" data-v="{int(v)}">{int(v)}</td>'
+        return f"<td>{html.escape(str(v))}</td>"
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "\n".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return (f'<table class="{"sortable" if sortable else "plain"}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>\n{body}\n</tbody></table>")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min ({s:.0f} s)"
+
+
+def summary(d: ReportData) -> View:
+    cfg, members, timing = d.config, d.members, d.timing
+    steps = sorted(set(int(c.config.train.steps) for c in _cohorts(cfg)))
+    reached = int(d.metrics.step.max()) if len(d.metrics) else 0
+    status = "finished" if d.finished else ("not finished (still running or interrupted): these are the rows "
+                                            "written so far")
+    facts = {"study": cfg.study.name, "run folder": str(d.run_dir), "status": status,
+             "cohorts": f"{members.cohort.nunique()} of {len(_cohorts(cfg))}",
+             "members": f"{len(members)} ({members.groupby(d.by).ngroups if d.by else 1} settings; seeds per "
+                         f"setting: {_seeds_per_setting(d)})",
+             "steps per member": ", ".join(map(str, steps)) + f" (last step logged: {reached})"}
+    if len(timing):
+        seconds, work = float(timing.seconds.sum()), float(timing.member_steps.sum())
+        later = timing[timing.chunk > timing.groupby("cohort").chunk.transform("min")]
+        facts["wall time"] = f"{_seconds(seconds)} in training chunks (each cohort's first chunk compiles)"
+        facts["member-steps/s"] = f"{work / seconds:,.0f} overall" + (
+            f"; {later.member_steps.sum() / later.seconds.sum():,.0f} after each cohort's first chunk"
+            if len(later) else "")
+    info = d.info
+    if info:
+        facts["device"] = (f"{info.get('n_devices', '?')} × {info.get('platform', '?')} "
+                           f"({info.get('device_kind', 'unknown kind')})")
+        facts["versions"] = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+    facts["grouped by"] = ", ".join(d.by) or "nothing: every member is one setting"
+    facts["aggregate over seeds"] = AGGREGATES[d.aggregate]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    blocks = [f'<table class="facts">{rows}</table>']
+    metric = headline(members)
+    blocks.append(f"<h3>Final {metric.replace('_', ' ')} per setting</h3>")
+    blocks.append(table_html(d.results.summary(d.aggregate, by=d.by or None)))
+    ensemble = _ensemble(d)
+    if isinstance(ensemble, pd.DataFrame):
+        blocks.append("<h3>Seeds as one ensemble, beside the mean of members</h3><p>The ensemble averages "
+                      "the seeds' predicted probabilities (values, for regression) on the whole test set and "
+                      "scores the average; the mean of members averages the seeds' own scores. Diverged members "
+                      "are left out of both.</p>")
+        blocks.append(table_html(ensemble))
+    elif ensemble:
+        blocks.append(f"<p>No ensemble table: {html.escape(ensemble)}</p>")
+    return View("summary", "Summary", "What ran, where, how fast, and the headline result per setting.", blocks)
+
+
+def _seeds_per_setting(d: ReportData) -> str:
+    counts = d.members.groupby(d.by).size() if d.by else pd.Series([len(d.members)])
+    return str(int(counts.iloc[0])) if counts.nunique() == 1 else f"{int(counts.min())} to {int(counts.max())}"
+
+
+def _cohorts(cfg):
+    from jaxdyn.study import expand
+
+    return expand(cfg)
+
+
+def _ensemble(d: ReportData):
+    """The ensemble table, or a reason why there is none (an empty string: not applicable)."""
+    if d.config.task.kind != "supervised":
+        return ""
+    try:
+        return d.results.ensemble(d.by)
+    except Exception as e:  # noqa: BLE001 -- a report draws what it can; say why this part is missing
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def colors(d: ReportData) -> dict:
+    return {s: f"C{i % 10}" for i, s in enumerate(d.settings())}
+
+
+def metric_frame(d: ReportData, metric: str, layer: str = "") -> pd.DataFrame:
+    """Rows of one metric with the setting columns, or an empty frame."""
+    rows = d.metrics[(d.metrics.metric == metric) & (d.metrics.layer.fillna("") == layer)]
+    if rows.empty:
+        return rows
+    return rows[["member", "step", "value"]].merge(d.members[["member", *d.by]], on="member")
+
+
+def curves(d: ReportData) -> View | None:
+    present = [m for m in CURVES if (d.metrics.metric == m).any()]
+    if not present:
+        return None
+    cols = min(len(present), 3)
+    rows = -(-len(present) // cols)
+    fig = Figure(figsize=(4.6 * cols + 2.6, 3.6 * rows), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    palette = colors(d)
+    for ax, metric in zip(axes, present):
+        draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
+        ax.set_title(metric)
+    for ax in axes[len(present):]:
+        ax.set_visible(False)
+    legend(fig, palette, f"{AGGREGATES[d.aggregate]}")
+    return View("curves", "Loss and accuracy curves",
+                f"One line per setting: its seeds' {AGGREGATES[d.aggregate]} (the band) "
+                "(train values are means over each logging window). Diverged members leave each step's "
+                "aggregate from the step they diverged.", [Plot("curves", fig)])
+
+
+def legend(fig: Figure, palette: dict, title: str) -> None:
+    from matplotlib.lines import Line2D
+
+    if len(palette) > 1:
+        handles = [Line2D([], [], color=c) for c in palette.values()]
+        fig.legend(handles, list(palette), loc="outside right upper", fontsize="small", title=title,
+                   title_fontsize="small")
+
+
+def numeric_settings(d: ReportData) -> list[str]:
+    return [k for k in d.by if pd.api.types.is_numeric_dtype(d.members[k]) and not
+            pd.api.types.is_bool_dtype(d.members[k])]
+
+
+def log_axis(values) -> bool:
+    """A log axis for a setting whose values are positive and span a factor of 10 or more (rates)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return v.size > 1 and bool(np.all(v > 0)) and v.max() / v.min() >= 10
+
+
+def final_vs_hparams(d: ReportData) -> View | None:
+    numeric = numeric_settings(d)
+    if not numeric:
+        return None
+    metric = headline(d.members)
+    column = f"final_{metric}"
+    fig = Figure(figsize=(5 * len(numeric) + 2.6, 3.8), layout="constrained")
+    axes = np.asarray(fig.subplots(1, len(numeric), squeeze=False)).reshape(-1)
+    for ax, hparam in zip(axes, numeric):
+        others = [k for k in d.by if k != hparam]
+        groups = d.members.groupby(others, dropna=False, sort=True) if others else [((), d.members)]
+        for i, (key, group) in enumerate(groups):
+            xs = np.sort(group[hparam].unique())
+            stats = np.array([combine(group.loc[group[hparam] == x, column].to_numpy(), d.aggregate) for x in xs])
+            ax.errorbar(xs, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]],
+                        marker="o", capsize=3, color=f"C{i % 10}", label=setting_label(others, key))
+        if log_axis(d.members[hparam]):
+            ax.set_xscale("log")
+        ax.set(xlabel=hparam, ylabel=column, title=f"{column} against {hparam.split('.')[-1]}")
+        if metric == "test_loss" and log_axis(d.members[column]):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize="x-small")
+    return View("hparams", "Final metric against each hyperparameter",
+                f"The final {metric.replace('_', ' ')} against each numeric setting that varies; points are the "
+                f"{AGGREGATES[d.aggregate]}, one line per value of the other settings. Diverged members are left "
+                "out (the divergence view shows where they are).", [Plot("final_vs_hparams", fig)])
+
+
+def divergence(d: ReportData) -> View | None:
+    members = d.members
+    diverged = members.diverged_at >= 0
+    if not diverged.any():
+        return None
+    label = d.setting_of()
+    marked = members.assign(setting=members.member.map(label), diverged=diverged,
+                            step=members.diverged_at.where(diverged))
+    table = marked.groupby("setting", sort=False).agg(
+        members=("member", "size"), diverged=("diverged", "sum"), first_step=("step", "min"),
+        median_step=("step", "median")).reset_index()
+    numeric = numeric_settings(d)
+    fig = Figure(figsize=(11, 0.35 * len(table) + 2.6), layout="constrained")
+    bars, where = fig.subplots(1, 2, width_ratios=[1, 1.2])
+    frac = table.diverged / table.members
+    bars.barh(np.arange(len(table)), frac, color=["C3" if f > 0 else "C2" for f in frac])
+    bars.set(yticks=np.arange(len(table)), xlim=(0, 1), xlabel="fraction of seeds diverged",
+             title="diverged, per setting")
+    bars.set_yticklabels(table.setting, fontsize="small")
+    bars.invert_yaxis()
+    x = numeric[0] if numeric else "init_seed"
+    y = numeric[1] if len(numeric) > 1 else "init_seed"
+    if x == y:
+        x = "member"
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(members))
+    ys = members[y].to_numpy(np.float64)
+    ys = ys * (1 + 0.1 * jitter) if log_axis(ys) else ys + jitter
+    ok = ~diverged.to_numpy()
+    where.scatter(members[x][ok], ys[ok], marker="o", color="0.6", label="trained to the end")
+    where.scatter(members[x][~ok], ys[~ok], marker="x", color="C3", s=50, label="diverged")
+    for axis, name in (("x", x), ("y", y)):
+        if log_axis(members[name]):
+            getattr(where, f"set_{axis}scale")("log")
+    where.set(xlabel=x, ylabel=y, title="where in hyperparameter space")
+    where.legend(fontsize="small")
+    where.grid(alpha=0.3)
+    table = table.rename(columns={"first_step": "first diverged at", "median_step": "median step"})
+    return View("divergence", "Divergence",
+                f"{int(diverged.sum())} of {len(members)} members diverged (a non-finite loss or parameters); "
+                "each was frozen at its last finite state and the rest trained on.",
+                [table_html(table), Plot("divergence", fig)])
+
+
+def members_table(d: ReportData) -> View:
+    shown = d.members.head(5000)
+    note = f" The first 5,000 of {len(d.members):,} are shown; members.csv has all." if len(d.members) > 5000 else ""
+    return View("members", "Members",
+                f"Every member with its settings, seeds, hyperparameters and final metrics; click a header to "
+                f"sort.{note}", [table_html(shown, sortable=True)])
+
+
+__all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "summary"]

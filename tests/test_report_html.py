@@ -1,0 +1,157 @@
+"""report.html: every view from a small real run, its numbers against the tables, its
+images not blank, a run cut short, and the page rendered by a real browser."""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxdyn
+from jaxdyn.report import write_report
+from jaxdyn.report import probe_views, views
+from jaxdyn.report.data import load_report_data
+
+CFG = {"study": {"name": "report", "seeds": 2}, "model": {"hidden": [16, 16]}, "optim": {"name": "sgd"},
+       "train": {"steps": 40, "batch_size": 32, "chunk_steps": 10, "log_every": 5, "eval_every": 2},
+       "grid": {"optim.learning_rate": [0.05, 0.5, 1e6]},  # 1e6 blows the ReLU net up
+       "probes": {"batch_size": 32, "hessian": {"iters": 6, "trace_samples": 2}, "gradient_noise": {},
+                  "cka": {}, "lmc_barrier": {"alphas": 3}}}
+EXPECTED = ["summary", "curves", "hparams", "divergence", "layers", "activations", "curvature", "similarity",
+            "members"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    jaxdyn.run(CFG, out=out, progress=False, summary=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    return write_report(run)
+
+
+def pixel_std(path) -> float:
+    image = matplotlib.image.imread(path)[..., :3]
+    return float(image.std())
+
+
+def test_every_view_is_written_with_images_that_are_not_blank(run, report):
+    assert report.failed == {}
+    assert report.views == EXPECTED  # no GAN samples in a supervised run: that view is left out
+    page = report.path.read_text()
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page)
+    assert len(embedded) == len(report.images) >= len(EXPECTED) - 3  # summary, divergence table, members
+    for (data, name), path in zip(embedded, report.images):
+        assert path == run / "report" / f"{name}.png" and base64.b64decode(data) == path.read_bytes()
+        assert pixel_std(path) > 0.02, f"{path.name} looks blank"
+    for key in EXPECTED:
+        assert f'data-view="{key}"' in page
+    assert {f"layers_{m}" for m in ("grad_norm", "update_ratio", "dead_frac")} <= {p.stem for p in report.images}
+
+
+def test_views_draw_the_numbers_in_the_tables(run):
+    d = load_report_data(run)
+    members, metrics = d.members, d.metrics
+    assert d.by == ["learning_rate"]
+    # 3: the final accuracy against the learning rate, mean over seeds, diverged members included
+    # (frozen members are still evaluated), on a log axis.
+    (plot,) = views.final_vs_hparams(d).blocks
+    ax = plot.figure.axes[0]
+    expected = members.groupby("learning_rate").final_test_accuracy.mean()
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), expected.to_numpy(), rtol=1e-6)
+    assert ax.get_xscale() == "log"
+    # 5: a heatmap cell is the mean over the setting's seeds of that layer's value at that step.
+    heat = next(b for b in probe_views.layer_heatmaps(d).blocks if b.name == "layers_grad_norm")
+    grid = heat.figure.axes[0].images[0].get_array()
+    rows = metrics[(metrics.metric == "grad_norm") & (metrics.layer != "")]
+    layers = list(dict.fromkeys(rows.layer))
+    first = members[members.learning_rate == 0.05].member
+    at = rows[rows.member.isin(first) & (rows.step == 20) & (rows.layer == layers[1])].value
+    np.testing.assert_allclose(grid[1, 1], at.mean(), rtol=1e-6)
+    # 7: the dashed edge-of-stability line of each setting is 2 / its learning rate.
+    (plot,) = probe_views.curvature(d).blocks
+    sharp = next(a for a in plot.figure.axes if a.get_title().startswith("sharpness"))
+    dashed = sorted(line.get_ydata()[0] for line in sharp.lines if line.get_linestyle() == "--")
+    np.testing.assert_allclose(dashed, sorted(2 / np.array([0.05, 0.5, 1e6])), rtol=1e-6)
+    # 4: the divergence table counts the blown-up members.
+    table = views.divergence(d).blocks[0]
+    assert re.search(r"<td>learning_rate=1e\+06</td><td[^>]*>2</td><td[^>]*>2</td>", table)
+    # 1: the ensemble is shown apart from the mean of members, which equals the member table's mean.
+    summary = "".join(views.summary(d).blocks)
+    assert "Seeds as one ensemble" in summary
+    ens = d.results.ensemble(d.by)
+    np.testing.assert_allclose(ens.mean_test_accuracy[ens.learning_rate == 0.5],
+                               members[members.learning_rate == 0.5].final_test_accuracy.mean(), rtol=1e-6)
+
+
+def test_a_run_cut_short_gets_a_report_of_what_it_wrote(run, tmp_path):
+    cut = tmp_path / "cut"
+    shutil.copytree(run, cut, ignore=shutil.ignore_patterns("report*"))
+    for name in ("members.csv", "metrics.parquet", "histograms.parquet", "pairs.parquet", "timing.csv"):
+        (cut / name).unlink()
+    for part in (cut / "parts").glob("*c000_*"):
+        if int(part.stem.split("_")[-1]) > 2:
+            part.unlink()
+    (cut / "parts" / "members_c000.csv").unlink()
+    report = write_report(cut, aggregate="iqm")
+    assert report.failed == {} and report.views[:2] == ["summary", "curves"]
+    page = report.path.read_text()
+    assert "not finished" in page and "interquartile mean" in page
+    steps = pd.read_parquet(next((cut / "parts").glob("c000_000002.parquet"))).step.max()
+    assert steps == 20 and "last step logged: 20" in page
+
+
+def test_bad_arguments_name_the_fix(run, tmp_path):
+    with pytest.raises(ValueError, match="aggregate = 'mode': use one of mean_std, median_iqr, iqm"):
+        write_report(run, aggregate="mode")
+    with pytest.raises(ValueError, match=r"by = \['lr'\]: not columns"):
+        write_report(run, by=["lr"])
+    with pytest.raises(FileNotFoundError, match="not a jaxdyn run folder"):
+        write_report(tmp_path)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=5000", "--dump-dom"]
+
+
+def chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no chromium found: .ci/run installs Debian's chromium package")
+        pytest.skip("no chromium on this machine (apt-get install chromium): the browser test is skipped")
+    return found
+
+
+def render(path, tmp_path) -> str:
+    """The page's DOM after its scripts ran, from headless Chromium."""
+    out = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          path.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "<main" in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_report_renders_in_a_real_browser(report, tmp_path):
+    dom = render(report.path, tmp_path)
+    n = len(report.images)
+    assert f'data-images="{n}/{n}"' in dom  # every image decoded (the page's own check, run by Chromium)
+    assert dom.count('data-decoded="yes"') == n and 'data-decoded="no"' not in dom
+    shown = re.findall(r'<section id="([a-z]+)" data-view=', dom)
+    assert shown == report.views
+    # The check can fail: a cut-short image is reported on the page.
+    broken = tmp_path / "broken.html"
+    page = report.path.read_text()
+    start = page.index("base64,") + len("base64,")
+    broken.write_text(page[:start] + "AAAA" + page[start + 400:])
+    dom = render(broken, tmp_path)
+    assert f'data-images="{n - 1}/{n}"' in dom and f"1 of {n} images could not be shown" in dom
