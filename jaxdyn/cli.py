@@ -140,7 +140,11 @@ def main(argv=None) -> int:
         if args.command == "export":
             from jaxdyn.export import export_tensorboard
 
-            written = export_tensorboard(args.run_dir, args.out)
+            try:
+                written = export_tensorboard(args.run_dir, args.out)
+            except (FileNotFoundError, FileExistsError) as e:
+                print(f"jaxdyn: error: {e}", file=sys.stderr)
+                return 2
             print(f"{len(written)} TensorBoard runs in {args.out}; view with: tensorboard --logdir {args.out}")
             return 0
         results = jaxdyn.run(args.config, overrides=args.overrides, out=args.out,

@@ -155,3 +155,44 @@ def test_the_report_renders_in_a_real_browser(report, tmp_path):
     broken.write_text(page[:start] + "AAAA" + page[start + 400:])
     dom = render(broken, tmp_path)
     assert f'data-images="{n - 1}/{n}"' in dom and f"1 of {n} images could not be shown" in dom
+
+
+def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from jaxdyn.cli import main
+
+    assert main(["export", "tensorboard", str(run), str(tmp_path / "tb")]) == 0
+    res = jaxdyn.load(run)
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == [f"member_{m:05d}" for m in res.members.member]
+    member = int(res.members.member[res.members.diverged_at >= 0].iloc[0])  # NaN losses survive the trip
+    events = EventAccumulator(str(tmp_path / "tb" / f"member_{member:05d}"),
+                              size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    events.Reload()
+    mine = res.metrics[res.metrics.member == member]
+    for (metric, layer), rows in mine.groupby(["metric", "layer"]):
+        got = events.Scalars(f"{metric}/{layer}" if layer else metric)
+        assert [e.step for e in got] == rows.step.tolist()
+        np.testing.assert_array_equal(np.float32([e.value for e in got]), rows.value.to_numpy(np.float32))
+    hist = pd.read_parquet(run / "histograms.parquet")
+    one = hist[(hist.member == member) & (hist.layer == "hidden_0") & (hist.step == 20)].sort_values("bin")
+    (event,) = [e for e in events.Histograms("act_hist/hidden_0") if e.step == 20]
+    np.testing.assert_allclose(event.histogram_value.bucket, one.value, rtol=1e-6)
+    np.testing.assert_allclose(event.histogram_value.bucket_limit, one.right, rtol=1e-6)
+    # The HParams plugin: the member's settings and seeds, and its final metrics as the session's metrics.
+    plugin = {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+              for tag, content in events.PluginTagToContent("hparams").items()}
+    start = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    row = res.members.set_index("member").loc[member]
+    assert start["learning_rate"].number_value == pytest.approx(row.learning_rate)
+    assert start["init_seed"].number_value == row.init_seed and start["cohort"].number_value == 0
+    experiment = plugin["_hparams_/experiment"].experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["final/train_loss", "final/test_loss",
+                                                             "final/test_accuracy"]
+    assert "learning_rate" in [h.name for h in experiment.hparam_infos]
+    assert events.Scalars("final/test_accuracy")[0].value == pytest.approx(row.final_test_accuracy)
+    with pytest.raises(FileExistsError, match="export into a new folder"):
+        from jaxdyn.export import export_tensorboard
+
+        export_tensorboard(run, tmp_path / "tb", progress=False)

@@ -151,9 +151,9 @@ def curves(d: ReportData) -> View | None:
         ax.set_visible(False)
     legend(fig, palette, f"{AGGREGATES[d.aggregate]}")
     return View("curves", "Loss and accuracy curves",
-                f"One line per setting: its seeds' {AGGREGATES[d.aggregate]} (the band) "
-                "(train values are means over each logging window). Diverged members leave each step's "
-                "aggregate from the step they diverged.", [Plot("curves", fig)])
+                f"One line per setting, its band the spread over seeds ({AGGREGATES[d.aggregate]}); train "
+                "values are means over each logging window. Diverged members leave each step's aggregate from "
+                "the step they diverged.", [Plot("curves", fig)])
 
 
 def legend(fig: Figure, palette: dict, title: str) -> None:
@@ -203,8 +203,8 @@ def final_vs_hparams(d: ReportData) -> View | None:
             ax.legend(fontsize="x-small")
     return View("hparams", "Final metric against each hyperparameter",
                 f"The final {metric.replace('_', ' ')} against each numeric setting that varies; points are the "
-                f"{AGGREGATES[d.aggregate]}, one line per value of the other settings. Diverged members are left "
-                "out (the divergence view shows where they are).", [Plot("final_vs_hparams", fig)])
+                f"{AGGREGATES[d.aggregate]}, one line per value of the other settings. A diverged member counts "
+                "with the score of its frozen last finite state; a NaN final is left out.", [Plot("final_vs_hparams", fig)])
 
 
 def divergence(d: ReportData) -> View | None:
