@@ -2,7 +2,8 @@
 
 Each member's folder ``OUT/member_NNNNN`` holds, written by tensorboardX:
 - every metric as a scalar series: ``train_loss``, ``test_accuracy``, a per-layer
-  probe as ``grad_norm/hidden_0`` (the whole-model value as ``grad_norm``);
+  probe as ``grad_norm/hidden_0`` (the whole-model value as ``grad_norm``), a loss
+  slice's point as ``loss_slice_2d/-1_-1`` (``tag_name``);
 - the activation histograms as TensorBoard histograms (``act_hist/hidden_0``);
 - the member's hyperparameters and settings through the HParams plugin, with its
   final metrics (``final/test_accuracy``, ...) as the session's metrics, so that
@@ -12,6 +13,7 @@ Cross-member tables (CKA, LMC) and GAN samples have no per-member place in
 TensorBoard; they stay in the run folder and the report.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,12 @@ import pandas as pd
 
 from jaxdyn.results import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts, load
 
+
+
+def tag_name(metric: str, layer: str) -> str:
+    """The TensorBoard tag of a metric: ``grad_norm``, ``grad_norm/hidden_0``; characters that
+    TensorBoard tags cannot hold become ``_`` (a 2D loss slice's ``-1,-1`` is ``-1_-1``)."""
+    return re.sub(r"[^-/\w.]", "_", f"{metric}/{layer}" if layer else metric)
 
 
 def _hparam_value(value):
@@ -78,7 +86,7 @@ def export_tensorboard(run_dir, out, progress: bool = True) -> list[Path]:
             writer = SummaryWriter(logdir=str(path))
             mine = scalars.get(member, pd.DataFrame(columns=res.metrics.columns))
             for (metric, layer), series in mine.groupby(["metric", mine.layer.fillna("")], sort=False):
-                tag = f"{metric}/{layer}" if layer else metric
+                tag = tag_name(metric, layer)
                 for step, value in zip(series.step.to_numpy(), series.value.to_numpy(np.float64)):
                     writer.add_scalar(tag, value, int(step))
             if member in histograms:
@@ -105,7 +113,7 @@ def _histograms(writer, rows: pd.DataFrame) -> None:
         total = counts.sum()
         if total <= 0:
             continue
-        writer.add_histogram_raw(f"{metric}/{layer}", min=float(h.left.min()), max=float(h.right.max()),
+        writer.add_histogram_raw(tag_name(metric, layer), min=float(h.left.min()), max=float(h.right.max()),
                                  num=float(total), sum=float(counts @ centres),
                                  sum_squares=float(counts @ centres**2),
                                  bucket_limits=h.right.to_numpy(np.float64).tolist(),

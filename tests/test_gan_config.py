@@ -41,8 +41,9 @@ def test_a_gan_study_on_the_ring(tmp_path):
     assert image.shape[0] > 8 * 100 and image[..., :3].std() > 0.05  # a row per member, and not blank
     # The report shows the GAN's curves, modes against the learning rate, and the sample grids.
     report = jaxdyn.write_report(tmp_path / "run")
-    assert report.failed == {} and report.views == ["summary", "curves", "hparams", "samples", "members"]
-    assert [p.name for p in report.images] == ["curves.png", "final_vs_hparams.png", "samples.png"]
+    assert report.failed == {} and report.views == ["summary", "curves", "hparams", "other", "samples", "members"]
+    assert [p.name for p in report.images] == ["curves.png", "final_vs_hparams.png", "other_metrics.png",
+                                               "samples.png"]  # other: the reverse KL
     assert (tmp_path / "run" / "report" / "samples.png").read_bytes() in [p.read_bytes() for p in report.images]
     page = report.path.read_text()
     assert "Final modes per setting" in page and "modes_mean" in page and "ensemble" not in page

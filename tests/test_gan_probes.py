@@ -88,3 +88,12 @@ def test_every_probe_runs_on_both_players_of_a_gan_study(tmp_path):
     assert hist == {"g_act_hist", "d_act_hist"}
     assert {"g_cka", "d_cka", "g_lmc_barrier", "d_lmc_barrier"} <= pairs
     assert "train_loss" in names and not any(n in names for n in ("weight_norm", "sharpness"))  # no unprefixed rows
+    # The report draws both players' probes apart: g_/d_ heatmaps, histograms, curvature, slices, CKA, LMC.
+    report = jaxdyn.write_report(tmp_path / "run")
+    assert report.failed == {}
+    assert report.views == ["summary", "curves", "layers", "activations", "curvature", "landscape", "other",
+                            "similarity", "samples", "members"]
+    drawn = {p.stem for p in report.images}
+    for player in "gd":
+        assert {f"layers_{player}_grad_norm", f"hist_{player}_act_hist", f"{player}_loss_slice_1d",
+                f"{player}_cka", f"{player}_lmc"} <= drawn, sorted(drawn)

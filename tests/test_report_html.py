@@ -21,9 +21,10 @@ CFG = {"study": {"name": "report", "seeds": 2}, "model": {"hidden": [16, 16]}, "
        "train": {"steps": 40, "batch_size": 32, "chunk_steps": 10, "log_every": 5, "eval_every": 2},
        "grid": {"optim.learning_rate": [0.05, 0.5, 1e6]},  # 1e6 blows the ReLU net up
        "probes": {"batch_size": 32, "hessian": {"iters": 6, "trace_samples": 2}, "gradient_noise": {},
-                  "cka": {}, "lmc_barrier": {"alphas": 3}}}
-EXPECTED = ["summary", "curves", "hparams", "divergence", "layers", "activations", "curvature", "similarity",
-            "members"]
+                  "cka": {}, "lmc_barrier": {"alphas": 3}, "loss_slices": {"points": 3, "dims": 2},
+                  "ntk": {"examples": 4}}}
+EXPECTED = ["summary", "curves", "hparams", "divergence", "layers", "activations", "curvature", "landscape",
+            "other", "similarity", "members"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,15 @@ def test_views_draw_the_numbers_in_the_tables(run):
     sharp = next(a for a in plot.figure.axes if a.get_title().startswith("sharpness"))
     dashed = sorted(line.get_ydata()[0] for line in sharp.lines if line.get_linestyle() == "--")
     np.testing.assert_allclose(dashed, sorted(2 / np.array([0.05, 0.5, 1e6])), rtol=1e-6)
+    # The 1D loss slice at the last step: the mean over seeds at each coordinate.
+    (line, _plane) = probe_views.landscape(d).blocks
+    ax = line.figure.axes[1]
+    rows = metrics[(metrics.metric == "loss_slice_1d") & (metrics.step == 40)]
+    mine = rows[rows.member.isin(members[members.learning_rate == 0.5].member)]
+    expected = mine.groupby(mine.layer.astype(float)).value.mean()
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), expected.to_numpy(), rtol=1e-6)
+    assert {"ntk_trace", "gsnr", "train_accuracy"} <= {a.get_title() for a in probe_views.other_metrics(d)
+                                                       .blocks[0].figure.axes}
     # 4: the divergence table counts the blown-up members.
     table = views.divergence(d).blocks[0]
     assert re.search(r"<td>learning_rate=1e\+06</td><td[^>]*>2</td><td[^>]*>2</td>", table)
@@ -162,6 +172,7 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_pat
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     from jaxdyn.cli import main
+    from jaxdyn.export import tag_name
 
     assert main(["export", "tensorboard", str(run), str(tmp_path / "tb")]) == 0
     res = jaxdyn.load(run)
@@ -171,8 +182,9 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_pat
                               size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     events.Reload()
     mine = res.metrics[res.metrics.member == member]
+    assert events.Scalars("loss_slice_2d/-1_-1")  # "," cannot be in a tag
     for (metric, layer), rows in mine.groupby(["metric", "layer"]):
-        got = events.Scalars(f"{metric}/{layer}" if layer else metric)
+        got = events.Scalars(tag_name(metric, layer))
         assert [e.step for e in got] == rows.step.tolist()
         np.testing.assert_array_equal(np.float32([e.value for e in got]), rows.value.to_numpy(np.float32))
     hist = pd.read_parquet(run / "histograms.parquet")

@@ -31,6 +31,9 @@ def setting_label(by, key) -> str:
 def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, colors=None) -> list[str]:
     """Draw ``plot_metric``'s lines and bands on ``ax``; ``colors`` maps a setting's label to its
     colour (default: C0, C1, ... in order). Returns the labels drawn."""
+    values = frame.value.to_numpy()
+    finite = values[np.isfinite(values)]
+    log = any(word in metric for word in LOG_METRICS) and finite.size and np.all(finite > 0)
     groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
     drawn = []
     for i, (key, group) in enumerate(groups):
@@ -41,11 +44,10 @@ def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, c
             continue
         color = colors[label] if colors else f"C{i % 10}"
         ax.plot(steps, stats[:, 0], color=color, label=label, marker="o" if len(steps) < 3 else None)
-        ax.fill_between(steps, stats[:, 1], stats[:, 2], color=color, alpha=0.2)
+        low = np.maximum(stats[:, 1], stats[:, 0] / 10) if log else stats[:, 1]  # a band that stays on a log axis
+        ax.fill_between(steps, low, stats[:, 2], color=color, alpha=0.2)
         drawn.append(label)
-    values = frame.value.to_numpy()
-    finite = values[np.isfinite(values)]
-    if any(word in metric for word in LOG_METRICS) and finite.size and np.all(finite > 0):
+    if log:
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: {AGGREGATES[how]}")
     ax.grid(alpha=0.3)

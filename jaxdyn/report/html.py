@@ -26,6 +26,8 @@ VIEWS = {  # key: (title when it fails, the view)
     "layers": ("Per-layer probes over time", probe_views.layer_heatmaps),
     "activations": ("Activation histograms over time", probe_views.activation_histograms),
     "curvature": ("Curvature and gradient noise", probe_views.curvature),
+    "landscape": ("Loss landscape slices", probe_views.landscape),
+    "other": ("Whole-model metrics over time", probe_views.other_metrics),
     "similarity": ("Similarity between members", probe_views.similarity),
     "samples": ("Generated samples", probe_views.samples),
     "members": ("Members", views.members_table),

@@ -6,6 +6,7 @@ drawn apart.
 """
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
@@ -14,6 +15,7 @@ from jaxdyn.report.data import ReportData
 from jaxdyn.report.explore import draw_metric
 from jaxdyn.report.views import Plot, View, colors, legend, metric_frame
 
+GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
 NOT_LAYERS = ("loss_slice_1d", "loss_slice_2d")  # their "layer" is a coordinate, not a layer
 PREFIXES = ("", "g_", "d_")
@@ -67,7 +69,7 @@ def layer_heatmaps(d: ReportData) -> View | None:
         fig, axes = _panels(len(settings), 4.2, 0.32 * len(layers) + 1.3)
         for ax, (setting, grid) in zip(axes, grids.items()):
             image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", norm=norm,
-                              cmap="viridis", extent=(steps[0], steps[-1], len(layers) - 0.5, -0.5))
+                              cmap=GREY_BAD, extent=(*_centred_edges(steps)[[0, -1]], len(layers) - 0.5, -0.5))
             ax.set_yticks(range(len(layers)), layers, fontsize="small")
             ax.set(xlabel="step", title=setting if len(settings) > 1 else metric)
             ax.title.set_fontsize("small")
@@ -78,6 +80,15 @@ def layer_heatmaps(d: ReportData) -> View | None:
                 "Each per-layer metric as a heatmap of layer (rows, input to output) against step, one panel "
                 f"per setting; the colour is the centre of the {AGGREGATES[d.aggregate]} over seeds. Grey cells "
                 f"have no finite value.{_more(len(settings))}", blocks)
+
+
+def _centred_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges that put each step in the middle of its cell."""
+    steps = np.asarray(steps, np.float64)
+    if len(steps) == 1:
+        return np.array([steps[0] - 0.5, steps[0] + 0.5])
+    middle = (steps[1:] + steps[:-1]) / 2
+    return np.concatenate([[2 * steps[0] - middle[0]], middle, [2 * steps[-1] - middle[-1]]])
 
 
 def activation_histograms(d: ReportData) -> View | None:
@@ -101,8 +112,7 @@ def activation_histograms(d: ReportData) -> View | None:
                 counts = mine[mine.layer == layer].groupby(["bin", "step"]).value.mean().unstack("step")
                 counts = counts.reindex(index=range(len(edges) - 1), columns=steps).to_numpy()
                 share = counts / np.maximum(np.nansum(counts, axis=0, keepdims=True), 1e-12)
-                ax.pcolormesh(np.append(steps, steps[-1] + (steps[-1] - steps[0]) / max(len(steps) - 1, 1)),
-                              edges, np.ma.masked_invalid(np.where(share > 0, share, np.nan)), cmap="magma",
+                ax.pcolormesh(_centred_edges(steps), edges, np.ma.masked_invalid(np.where(share > 0, share, np.nan)), cmap="magma",
                               norm=LogNorm(1e-4, 1), shading="flat")
                 ax.set(ylabel=f"{layer}\nactivation" if c == 0 else None, xlabel="step" if r == len(layers) - 1
                        else None)
@@ -168,6 +178,89 @@ def curvature(d: ReportData) -> View | None:
                 "the line is drawn at the peak rate.", [Plot("curvature", fig)])
 
 
+def landscape(d: ReportData) -> View | None:
+    """The probe ``loss_slices``: the loss along one (and two) filter-normalised random directions."""
+    blocks = []
+    palette = colors(d)
+    label = d.setting_of()
+    for prefix in PREFIXES:
+        line = d.metrics[d.metrics.metric == prefix + "loss_slice_1d"]
+        if len(line):
+            steps = np.sort(line.step.unique())
+            shown = [int(steps[0]), int(steps[-1])] if len(steps) > 1 else [int(steps[-1])]
+            fig = Figure(figsize=(5.2 * len(shown) + 2.6, 3.8), layout="constrained")
+            axes = np.asarray(fig.subplots(1, len(shown), squeeze=False)).reshape(-1)
+            for ax, step in zip(axes, shown):
+                rows = line[line.step == step].assign(x=lambda f: f.layer.astype(float),
+                                                      setting=lambda f: f.member.map(label))
+                finite = rows.value[np.isfinite(rows.value)]
+                log = len(finite) > 0 and bool((finite > 0).all())
+                for setting, group in rows.groupby("setting", sort=False):
+                    xs = np.sort(group.x.unique())
+                    stats = np.array([combine(group[group.x == x].value.to_numpy(), d.aggregate) for x in xs])
+                    low = np.maximum(stats[:, 1], stats[:, 0] / 10) if log else stats[:, 1]
+                    ax.plot(xs, stats[:, 0], color=palette[setting], marker=".")
+                    ax.fill_between(xs, low, stats[:, 2], color=palette[setting], alpha=0.2)
+                ax.set(xlabel="distance along the direction (0: the member)", ylabel="probe loss",
+                       title=f"{prefix}loss_slice_1d, step {step}", yscale="log" if log else "linear")
+                ax.grid(alpha=0.3)
+            legend(fig, palette, AGGREGATES[d.aggregate])
+            blocks.append(Plot(f"{prefix}loss_slice_1d", fig))
+        plane = d.metrics[d.metrics.metric == prefix + "loss_slice_2d"]
+        if len(plane):
+            last = plane[plane.step == plane.step.max()]
+            coords = last.layer.str.split(",", expand=True).astype(float)
+            last = last.assign(a=coords[0].to_numpy(), b=coords[1].to_numpy(), setting=last.member.map(label))
+            settings = _ordered(last.setting)
+            fig, axes = _panels(len(settings), 3.8, 3.4)
+            for ax, setting in zip(axes, settings):
+                mean = last[last.setting == setting].groupby(["b", "a"]).value.mean().unstack("a")
+                contour = ax.contourf(mean.columns, mean.index, np.log10(np.maximum(mean.to_numpy(), 1e-12)),
+                                      levels=20, cmap="viridis")
+                ax.plot([0], [0], "r+", markersize=10)
+                fig.colorbar(contour, ax=ax, label="log10 loss")
+                ax.set(title=setting if len(settings) > 1 else "", xlabel="direction 1", ylabel="direction 2")
+                ax.title.set_fontsize("small")
+            fig.suptitle(f"{prefix}loss_slice_2d at step {int(last.step.max())} (mean over seeds; +: the member)",
+                         fontsize="medium")
+            blocks.append(Plot(f"{prefix}loss_slice_2d", fig))
+    if not blocks:
+        return None
+    return View("landscape", "Loss landscape slices",
+                "The probe loss around each member along filter-normalised random directions (Li et al. 2018): "
+                "one direction at the first and last probe steps, and the plane of two directions at the last. "
+                f"A sharp, narrow basin has a steep curve.{_more(len(d.settings()))}", blocks)
+
+
+def other_metrics(d: ReportData) -> View | None:
+    """Every whole-model metric that no other view draws: NTK, GSNR, more Hessian eigenvalues, ..."""
+    from jaxdyn.report.views import CURVES
+
+    drawn = {*CURVES, *(p + m for p in PREFIXES for m in CURVATURE)}
+    whole = d.metrics[d.metrics.layer.fillna("") == ""]
+    names = [m for m in _ordered(whole.metric) if m not in drawn and not m.endswith("_stderr")
+             and not m.startswith(tuple(p + "loss_slice" for p in PREFIXES))]
+    if not names:
+        return None
+    palette = colors(d)
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(4.4 * cols + 2.6, 3.2 * rows), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes, names):
+        draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
+        ax.set_title(metric)
+    legend(fig, palette, AGGREGATES[d.aggregate])
+    return View("other", "Whole-model metrics over time",
+                "Every whole-model metric the views above do not draw, per setting over seeds: the train "
+                "accuracy, the whole model's weight, gradient and update norms and distance from "
+                "initialisation (the heatmaps show them per layer), further Hessian eigenvalues, the gradient "
+                "signal-to-noise ratio, the NTK's trace, alignment and distance from initialisation, a GAN's "
+                "reverse KL.", [Plot("other_metrics", fig)])
+
+
 def similarity(d: ReportData) -> View | None:
     pairs = d.pairs
     if pairs.empty:
@@ -187,7 +280,7 @@ def similarity(d: ReportData) -> View | None:
                 for row in last[last.layer == layer].itertuples():
                     a, b = ids.index(row.member_a), ids.index(row.member_b)
                     grid[a, b] = grid[b, a] = row.value
-                image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
+                image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap=GREY_BAD)
                 ticks = range(len(ids)) if len(ids) <= 24 else range(0, len(ids), max(len(ids) // 12, 1))
                 ax.set_xticks(list(ticks), [ids[i] for i in ticks], fontsize="x-small", rotation=90)
                 ax.set_yticks(list(ticks), [ids[i] for i in ticks], fontsize="x-small")
@@ -207,8 +300,10 @@ def similarity(d: ReportData) -> View | None:
                 alphas = rows.layer.astype(float).to_numpy()
                 order = np.argsort(alphas)
                 curve_ax.plot(alphas[order], rows.value.to_numpy()[order], color=palette[label[a]], alpha=0.7)
+            finite = last.value[np.isfinite(last.value)]
             curve_ax.set(xlabel="α (0: member a, 1: member b)", ylabel="probe loss",
-                         title=f"loss along the straight path, step {int(last.step.max())}")
+                         title=f"loss along the straight path, step {int(last.step.max())}",
+                         yscale="log" if len(finite) and (finite > 0).all() else "linear")
             curve_ax.grid(alpha=0.3)
             frame = barrier.rename(columns={"member_a": "member"})[["member", "step", "value"]].merge(
                 d.members[["member", *d.by]], on="member")

@@ -123,8 +123,21 @@ def _ensemble(d: ReportData):
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+def palette(n: int) -> list:
+    """``n`` distinct colours: tab10, tab20 up to 20, then evenly spaced along turbo."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
+
+
 def colors(d: ReportData) -> dict:
-    return {s: f"C{i % 10}" for i, s in enumerate(d.settings())}
+    """A colour per setting, the same in every figure."""
+    settings = d.settings()
+    return dict(zip(settings, palette(len(settings))))
 
 
 def metric_frame(d: ReportData, metric: str, layer: str = "") -> pd.DataFrame:
@@ -170,11 +183,12 @@ def numeric_settings(d: ReportData) -> list[str]:
             pd.api.types.is_bool_dtype(d.members[k])]
 
 
-def log_axis(values) -> bool:
-    """A log axis for a setting whose values are positive and span a factor of 10 or more (rates)."""
+def log_axis(values, name: str = "") -> bool:
+    """A log axis for values that are positive and either a rate (``name`` says so) or span a
+    factor of 10 or more."""
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
-    return v.size > 1 and bool(np.all(v > 0)) and v.max() / v.min() >= 10
+    return v.size > 1 and bool(np.all(v > 0)) and ("rate" in name or v.max() / v.min() >= 10)
 
 
 def final_vs_hparams(d: ReportData) -> View | None:
@@ -187,13 +201,14 @@ def final_vs_hparams(d: ReportData) -> View | None:
     axes = np.asarray(fig.subplots(1, len(numeric), squeeze=False)).reshape(-1)
     for ax, hparam in zip(axes, numeric):
         others = [k for k in d.by if k != hparam]
-        groups = d.members.groupby(others, dropna=False, sort=True) if others else [((), d.members)]
+        groups = list(d.members.groupby(others, dropna=False, sort=True)) if others else [((), d.members)]
+        shades = palette(len(groups))
         for i, (key, group) in enumerate(groups):
             xs = np.sort(group[hparam].unique())
             stats = np.array([combine(group.loc[group[hparam] == x, column].to_numpy(), d.aggregate) for x in xs])
             ax.errorbar(xs, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]],
-                        marker="o", capsize=3, color=f"C{i % 10}", label=setting_label(others, key))
-        if log_axis(d.members[hparam]):
+                        marker="o", capsize=3, color=shades[i], label=setting_label(others, key))
+        if log_axis(d.members[hparam], hparam):
             ax.set_xscale("log")
         ax.set(xlabel=hparam, ylabel=column, title=f"{column} against {hparam.split('.')[-1]}")
         if metric == "test_loss" and log_axis(d.members[column]):
@@ -233,12 +248,12 @@ def divergence(d: ReportData) -> View | None:
         x = "member"
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(members))
     ys = members[y].to_numpy(np.float64)
-    ys = ys * (1 + 0.1 * jitter) if log_axis(ys) else ys + jitter
+    ys = ys * (1 + 0.1 * jitter) if log_axis(ys, y) else ys + jitter
     ok = ~diverged.to_numpy()
     where.scatter(members[x][ok], ys[ok], marker="o", color="0.6", label="trained to the end")
     where.scatter(members[x][~ok], ys[~ok], marker="x", color="C3", s=50, label="diverged")
     for axis, name in (("x", x), ("y", y)):
-        if log_axis(members[name]):
+        if log_axis(members[name], name):
             getattr(where, f"set_{axis}scale")("log")
     where.set(xlabel=x, ylabel=y, title="where in hyperparameter space")
     where.legend(fontsize="small")
