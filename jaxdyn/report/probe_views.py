@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.report.data import ReportData
 from jaxdyn.report.explore import draw_metric
-from jaxdyn.report.views import Plot, View, colors, legend, metric_frame
+from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, panel_grid
 
 GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
@@ -33,14 +33,8 @@ def _norm(values: np.ndarray):
 
 
 def _panels(n: int, width: float, height: float):
-    shown = min(n, MAX_PANELS)
-    cols = min(shown, 3)
-    rows = -(-shown // cols)
-    fig = Figure(figsize=(width * cols + 1.4, height * rows + 0.6), layout="constrained")
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
-    for ax in axes[shown:]:
-        ax.set_visible(False)
-    return fig, axes[:shown]
+    """Up to ``MAX_PANELS`` of ``n`` settings' panels, three to a row, room for a colour bar."""
+    return panel_grid(min(n, MAX_PANELS), 3, width, height + 0.2, legend_width=1.4)
 
 
 def _more(n: int) -> str:
@@ -154,12 +148,7 @@ def curvature(d: ReportData) -> View | None:
         return None
     palette = colors(d)
     label = d.setting_of()
-    cols = min(len(panels), 2)
-    rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(5.4 * cols + 2.6, 3.8 * rows), layout="constrained")
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(panels), 2, 5.4, 3.8)
     for ax, (prefix, metric) in zip(axes, panels):
         frame = metric_frame(d, prefix + metric)
         draw_metric(ax, frame, prefix + metric, d.by, d.aggregate, palette)
@@ -243,12 +232,7 @@ def other_metrics(d: ReportData) -> View | None:
     if not names:
         return None
     palette = colors(d)
-    cols = min(len(names), 3)
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(4.4 * cols + 2.6, 3.2 * rows), layout="constrained")
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(names), 3, 4.4, 3.2)
     for ax, metric in zip(axes, names):
         draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
         ax.set_title(metric)

@@ -152,21 +152,28 @@ def curves(d: ReportData) -> View | None:
     present = [m for m in CURVES if (d.metrics.metric == m).any()]
     if not present:
         return None
-    cols = min(len(present), 3)
-    rows = -(-len(present) // cols)
-    fig = Figure(figsize=(4.6 * cols + 2.6, 3.6 * rows), layout="constrained")
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    fig, axes = panel_grid(len(present), 3, 4.6, 3.6)
     palette = colors(d)
     for ax, metric in zip(axes, present):
         draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
         ax.set_title(metric)
-    for ax in axes[len(present):]:
-        ax.set_visible(False)
     legend(fig, palette, f"{AGGREGATES[d.aggregate]}")
     return View("curves", "Loss and accuracy curves",
                 f"One line per setting, its band the spread over seeds ({AGGREGATES[d.aggregate]}); train "
                 "values are means over each logging window. Diverged members leave each step's aggregate from "
                 "the step they diverged.", [Plot("curves", fig)])
+
+
+def panel_grid(n: int, max_cols: int, width: float, height: float, legend_width: float = 2.6):
+    """A figure of ``n`` panels in rows of at most ``max_cols`` (spare cells hidden), room on
+    the right for a legend; returns the figure and the ``n`` axes."""
+    cols = min(n, max_cols)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols + legend_width, height * rows), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def legend(fig: Figure, palette: dict, title: str) -> None:
@@ -273,4 +280,4 @@ def members_table(d: ReportData) -> View:
                 f"sort.{note}", [table_html(shown, sortable=True)])
 
 
-__all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "summary"]
+__all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "panel_grid", "summary"]
