@@ -14,15 +14,18 @@ import pandas as pd
 
 def ensemble(run_dir, by=None) -> pd.DataFrame:
     """One row per setting (``by``; default: every varying hyperparameter and cohort setting,
-    not the seeds): ``members`` used, ``ensemble_test_loss`` and ``mean_test_loss``, and for
-    classification ``ensemble_test_accuracy`` and ``mean_test_accuracy``.
+    not the seeds): ``members`` used, the checkpoint's ``step``, ``ensemble_test_loss`` and
+    ``mean_test_loss``, and for classification ``ensemble_test_accuracy`` and
+    ``mean_test_accuracy``. A run cut short contributes the cohorts it checkpointed; there
+    the members' mean is of their last evaluation, which may be later than the checkpoint.
 
     Raises:
       ValueError: a task without one model's predictions to average (a GAN).
+      FileNotFoundError: no cohort has a checkpoint yet.
     """
     from pathlib import Path
 
-    from jaxdyn.checkpoint import load_state
+    from jaxdyn.checkpoint import committed_steps, load_state
     from jaxdyn.config import load_config
     from jaxdyn.data import load_dataset
     from jaxdyn.extract import member_parts
@@ -32,8 +35,10 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
     run_dir = Path(run_dir)
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
-    outputs, classes = {}, {}
+    outputs, classes, steps = {}, {}, {}
     for cohort in expand(load_config(run_dir / "config.toml")):
+        if not committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+            continue  # a run cut short before this cohort saved anything
         task = cohort.task()
         if not hasattr(task, "model"):
             raise ValueError(f"cohort {cohort.index} is a {cohort.config.task.kind} study: its members make no "
@@ -47,14 +52,17 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
             out = np.asarray(predict(params, model_state, hp, data.x_test))
             outputs[int(member)] = jax.nn.softmax(out, axis=-1) if task.n_classes else out
             classes[int(member)] = (task.n_classes, data.y_test)
+            steps[int(member)] = int(np.asarray(state["step"])[position])
+    if not outputs:
+        raise FileNotFoundError(f"{run_dir}: no cohort has a checkpoint yet")
     rows = []
-    members = res.members[res.members.diverged_at < 0]
+    members = res.members[(res.members.diverged_at < 0) & res.members.member.isin(list(outputs))]
     for key, group in members.groupby(keys, dropna=False, sort=True) if keys else [((), members)]:
         key = key if isinstance(key, tuple) else (key,)
         ids = group.member.tolist()
         n_classes, y = classes[ids[0]]
         mean = np.mean([outputs[m] for m in ids], axis=0)
-        row = {**dict(zip(keys, key)), "members": len(ids)}
+        row = {**dict(zip(keys, key)), "members": len(ids), "step": max(steps[m] for m in ids)}
         if n_classes:
             picked = np.take_along_axis(mean, np.asarray(y)[..., None], axis=-1)[..., 0]
             row["ensemble_test_loss"] = float(-np.log(np.maximum(picked, 1e-30)).mean())

@@ -136,8 +136,9 @@ def test_dry_run_counts_match_the_real_run(tmp_path, capsys):
 def test_the_ensemble_of_seeds_is_scored_apart_from_the_mean_of_members(run):
     data = load_dataset("digits")
     table = run.ensemble()
-    assert list(table.columns) == ["learning_rate", "members", "ensemble_test_loss", "mean_test_loss",
+    assert list(table.columns) == ["learning_rate", "members", "step", "ensemble_test_loss", "mean_test_loss",
                                    "ensemble_test_accuracy", "mean_test_accuracy"]
+    assert (table.step == 300).all()  # the state the ensemble scored: the final checkpoint
     for row in table.itertuples():
         ids = run.members[run.members.learning_rate == row.learning_rate].member
         probs = []
