@@ -132,6 +132,12 @@ def test_interrupt_and_resume_is_bitwise(sig, reference_run, tmp_path):
     (tmp_path / "slow.toml").write_text(SLOW_TOML)
     proc = _start(["slow.toml", "--out", "run"], tmp_path)
     _wait_for_commit(proc)
+    if sig == signal.SIGKILL:  # mid-run (paused, its lock held): the report draws what is written so far
+        proc.send_signal(signal.SIGSTOP)
+        report = jaxdyn.write_report(tmp_path / "run")
+        page = report.path.read_text()
+        assert report.failed == {} and report.views[:2] == ["summary", "curves"], report.failed
+        assert "not finished (still running or interrupted)" in page and "1 of 1" in page
     proc.send_signal(sig)
     rest, _ = proc.communicate()
     if sig != signal.SIGKILL:
