@@ -185,8 +185,11 @@ def legend(fig: Figure, palette: dict, title: str) -> None:
                    title_fontsize="small")
 
 
+IDS = ("member", "cohort", "init_seed", "data_seed", "dropout_seed")  # numbers, but not hyperparameters
+
+
 def numeric_settings(d: ReportData) -> list[str]:
-    return [k for k in d.by if pd.api.types.is_numeric_dtype(d.members[k]) and not
+    return [k for k in d.by if k not in IDS and pd.api.types.is_numeric_dtype(d.members[k]) and not
             pd.api.types.is_bool_dtype(d.members[k])]
 
 
@@ -249,19 +252,27 @@ def divergence(d: ReportData) -> View | None:
              title="diverged, per setting")
     bars.set_yticklabels(table.setting, fontsize="small")
     bars.invert_yaxis()
-    x = numeric[0] if numeric else "init_seed"
+    # x: the first numeric setting, or each setting in turn; y: the second, or the seed.
+    x = numeric[0] if numeric else None
     y = numeric[1] if len(numeric) > 1 else "init_seed"
-    if x == y:
-        x = "member"
+    if x is None:
+        order = {s: i for i, s in enumerate(table.setting)}
+        xs = members.member.map(label).map(order).to_numpy(np.float64)
+        where.set_xticks(range(len(order)), list(order), rotation=30, ha="right", fontsize="small")
+        where.set_xlim(-0.5, len(order) - 0.5)
+    else:
+        xs = members[x].to_numpy(np.float64)
+        if log_axis(xs, x):
+            where.set_xscale("log")
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(members))
     ys = members[y].to_numpy(np.float64)
     ys = ys * (1 + 0.1 * jitter) if log_axis(ys, y) else ys + jitter
+    if log_axis(ys, y):
+        where.set_yscale("log")
     ok = ~diverged.to_numpy()
-    where.scatter(members[x][ok], ys[ok], marker="o", color="0.6", label="trained to the end")
-    where.scatter(members[x][~ok], ys[~ok], marker="x", color="C3", s=50, label="diverged")
-    for axis, name in (("x", x), ("y", y)):
-        if log_axis(members[name], name):
-            getattr(where, f"set_{axis}scale")("log")
+    where.scatter(xs[ok], ys[ok], marker="o", color="0.6", label="trained to the end")
+    where.scatter(xs[~ok], ys[~ok], marker="x", color="C3", s=50, label="diverged")
+    x = x or "setting"
     where.set(xlabel=x, ylabel=y, title="where in hyperparameter space")
     where.legend(fontsize="small")
     where.grid(alpha=0.3)
