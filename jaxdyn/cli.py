@@ -172,8 +172,11 @@ def main(argv=None) -> int:
 def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
     from jaxdyn.report import write_report
 
+    from rich.console import Console
+
     try:
-        report = write_report(run_dir, aggregate, by)
+        with Console(stderr=True).status("writing the report") as status:
+            report = write_report(run_dir, aggregate, by, lambda title: status.update(f"report: {title}"))
     except (FileNotFoundError, ValueError) as e:
         print(f"jaxdyn: error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import jaxdyn
 from jaxdyn.report import write_report
 from jaxdyn.report import probe_views, views
 from jaxdyn.report.data import load_report_data
+from jaxdyn.report.html import VIEWS
 
 CFG = {"study": {"name": "report", "seeds": 2}, "model": {"hidden": [16, 16]}, "optim": {"name": "sgd"},
        "train": {"steps": 40, "batch_size": 32, "chunk_steps": 10, "log_every": 5, "eval_every": 2},
@@ -111,7 +112,12 @@ def test_a_run_cut_short_gets_a_report_of_what_it_wrote(run, tmp_path):
         if int(part.stem.split("_")[-1]) > 2:
             part.unlink()
     (cut / "parts" / "members_c000.csv").unlink()
-    report = write_report(cut, aggregate="iqm")
+    (cut / "report").mkdir()
+    (cut / "report" / "a_view_gone.png").write_bytes(b"from an earlier report")
+    titles = []
+    report = write_report(cut, aggregate="iqm", progress=titles.append)
+    assert not (cut / "report" / "a_view_gone.png").exists()  # report/ holds what report.html shows
+    assert sorted((cut / "report").iterdir()) == sorted(report.images) and len(titles) == len(VIEWS)
     assert report.failed == {} and report.views[:2] == ["summary", "curves"]
     page = report.path.read_text()
     assert "not finished" in page and "interquartile mean" in page

@@ -51,7 +51,7 @@ class Report:
     failed: dict = field(default_factory=dict)
 
 
-def write_report(run_dir, aggregate: str = "mean_std", by=None) -> Report:
+def write_report(run_dir, aggregate: str = "mean_std", by=None, progress=None) -> Report:
     """Write ``RUN_DIR/report.html`` and ``RUN_DIR/report/*.png`` from whatever the run has
     written so far (it may be finished, still going, or interrupted).
 
@@ -59,6 +59,9 @@ def write_report(run_dir, aggregate: str = "mean_std", by=None) -> Report:
       aggregate: how seeds are combined: ``mean_std``, ``median_iqr`` or ``iqm``.
       by: member-table columns that make a setting (default: every varying
         hyperparameter and cohort setting, not the seeds).
+      progress: called with each view's title before it is drawn (a progress bar's hook).
+
+    PNGs under ``report/`` that this report did not write (left by an earlier one) are removed.
 
     Raises:
       FileNotFoundError: not a run folder, or nothing written yet.
@@ -70,6 +73,8 @@ def write_report(run_dir, aggregate: str = "mean_std", by=None) -> Report:
     report = Report(data.run_dir / "report.html")
     sections = []
     for key, (title, make) in VIEWS.items():
+        if progress is not None:
+            progress(title)
         try:
             view = make(data, out_dir) if key == "samples" else make(data)
             if view is None:
@@ -83,6 +88,8 @@ def write_report(run_dir, aggregate: str = "mean_std", by=None) -> Report:
         report.views.append(key)
     page = _page(data, sections, report.views)
     write_atomic(report.path, lambda p: p.write_text(page, encoding="utf-8"))
+    for stale in set(out_dir.glob("*.png")) - set(report.images):
+        stale.unlink()
     return report
 
 
