@@ -68,7 +68,7 @@ def summary(d: ReportData) -> View:
                                             "written so far")
     facts = {"study": cfg.study.name, "run folder": str(d.run_dir), "status": status,
              "cohorts": f"{members.cohort.nunique()} of {len(_cohorts(cfg))}",
-             "members": f"{len(members)} ({members.groupby(d.by).ngroups if d.by else 1} settings; seeds per "
+             "members": f"{len(members)} ({members.groupby(d.by, dropna=False).ngroups if d.by else 1} settings; seeds per "
                          f"setting: {_seeds_per_setting(d)})",
              "steps per member": ", ".join(map(str, steps)) + f" (last step logged: {reached})"}
     if len(timing):
@@ -103,7 +103,7 @@ def summary(d: ReportData) -> View:
 
 
 def _seeds_per_setting(d: ReportData) -> str:
-    counts = d.members.groupby(d.by).size() if d.by else pd.Series([len(d.members)])
+    counts = d.members.groupby(d.by, dropna=False).size() if d.by else pd.Series([len(d.members)])
     return str(int(counts.iloc[0])) if counts.nunique() == 1 else f"{int(counts.min())} to {int(counts.max())}"
 
 
