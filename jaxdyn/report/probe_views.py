@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.report.data import ReportData
 from jaxdyn.report.explore import draw_metric
-from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, panel_grid
+from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
 
 GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
@@ -231,12 +231,7 @@ def other_metrics(d: ReportData) -> View | None:
              and not m.startswith(tuple(p + "loss_slice" for p in PREFIXES))]
     if not names:
         return None
-    palette = colors(d)
-    fig, axes = panel_grid(len(names), 3, 4.4, 3.2)
-    for ax, metric in zip(axes, names):
-        draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
-        ax.set_title(metric)
-    legend(fig, palette, AGGREGATES[d.aggregate])
+    fig = metric_panels(d, names, 4.4, 3.2)
     return View("other", "Whole-model metrics over time",
                 "Every whole-model metric the views above do not draw, per setting over seeds: the train "
                 "accuracy, the whole model's weight, gradient and update norms and distance from "

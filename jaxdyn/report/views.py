@@ -62,12 +62,15 @@ def _seconds(s: float) -> str:
 
 def summary(d: ReportData) -> View:
     cfg, members, timing = d.config, d.members, d.timing
-    steps = sorted(set(int(c.config.train.steps) for c in _cohorts(cfg)))
+    from jaxdyn.study import expand
+
+    cohorts = expand(cfg)
+    steps = sorted(set(int(c.config.train.steps) for c in cohorts))
     reached = int(d.metrics.step.max()) if len(d.metrics) else 0
     status = "finished" if d.finished else ("not finished (still running or interrupted): these are the rows "
                                             "written so far")
     facts = {"study": cfg.study.name, "run folder": str(d.run_dir), "status": status,
-             "cohorts": f"{members.cohort.nunique()} of {len(_cohorts(cfg))}",
+             "cohorts": f"{members.cohort.nunique()} of {len(cohorts)}",
              "members": f"{len(members)} ({members.groupby(d.by, dropna=False).ngroups if d.by else 1} settings; seeds per "
                          f"setting: {_seeds_per_setting(d)})",
              "steps per member": ", ".join(map(str, steps)) + f" (last step logged: {reached})"}
@@ -105,12 +108,6 @@ def summary(d: ReportData) -> View:
 def _seeds_per_setting(d: ReportData) -> str:
     counts = d.members.groupby(d.by, dropna=False).size() if d.by else pd.Series([len(d.members)])
     return str(int(counts.iloc[0])) if counts.nunique() == 1 else f"{int(counts.min())} to {int(counts.max())}"
-
-
-def _cohorts(cfg):
-    from jaxdyn.study import expand
-
-    return expand(cfg)
 
 
 def _ensemble(d: ReportData):
@@ -152,12 +149,7 @@ def curves(d: ReportData) -> View | None:
     present = [m for m in CURVES if (d.metrics.metric == m).any()]
     if not present:
         return None
-    fig, axes = panel_grid(len(present), 3, 4.6, 3.6)
-    palette = colors(d)
-    for ax, metric in zip(axes, present):
-        draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
-        ax.set_title(metric)
-    legend(fig, palette, f"{AGGREGATES[d.aggregate]}")
+    fig = metric_panels(d, present, 4.6, 3.6)
     return View("curves", "Loss and accuracy curves",
                 f"One line per setting, its band the spread over seeds ({AGGREGATES[d.aggregate]}); train "
                 "values are means over each logging window. Diverged members leave each step's aggregate from "
@@ -174,6 +166,18 @@ def panel_grid(n: int, max_cols: int, width: float, height: float, legend_width:
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def metric_panels(d: ReportData, names: list[str], width: float, height: float) -> Figure:
+    """One panel per whole-model metric against step, three to a row, each setting's line and
+    band over seeds in its own colour, one legend."""
+    fig, axes = panel_grid(len(names), 3, width, height)
+    palette = colors(d)
+    for ax, metric in zip(axes, names):
+        draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
+        ax.set_title(metric)
+    legend(fig, palette, AGGREGATES[d.aggregate])
+    return fig
 
 
 def legend(fig: Figure, palette: dict, title: str) -> None:
@@ -291,4 +295,4 @@ def members_table(d: ReportData) -> View:
                 f"sort.{note}", [table_html(shown, sortable=True)])
 
 
-__all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "panel_grid", "summary"]
+__all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "metric_panels", "panel_grid", "summary"]
