@@ -7,11 +7,13 @@ _cpu_devices.configure()  # must precede the first jax import; see _cpu_devices
 from jaxdyn.config import Config, load_config  # noqa: E402
 from jaxdyn.errors import ConfigError, RunError, RunInUse  # noqa: E402
 from jaxdyn.extract import Member, extract_member  # noqa: E402
+from jaxdyn.hparams import HParam  # noqa: E402
+from jaxdyn.probes.base import ProbeContext  # noqa: E402
 from jaxdyn.report import write_report  # noqa: E402
 from jaxdyn.results import Results, load  # noqa: E402
 from jaxdyn.runner import Interrupted  # noqa: E402
 from jaxdyn.study import run  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "Interrupted", "Member", "Results", "RunError", "RunInUse", "extract_member", "load",
+__all__ = ["Config", "ConfigError", "HParam", "Interrupted", "Member", "ProbeContext", "Results", "RunError", "RunInUse", "extract_member", "load",
            "load_config", "run", "write_report"]

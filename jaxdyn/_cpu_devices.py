@@ -3,16 +3,16 @@
 One XLA CPU device runs a small model's step on about one core, so a
 population sharded over one device per core uses them all (2x member-steps/s
 on a 2-core machine). This is jaxdyn's one import-time side effect and it only
-touches the CPU platform: on a GPU or TPU machine the accelerator stays the
-default backend.
+touches the CPU platform (jax's ``jax_num_cpu_devices`` option): on a GPU or
+TPU machine the accelerator stays the default backend.
 
 Override with ``JAXDYN_CPU_DEVICES=N`` (``1`` turns it off), which wins over
-everything; or set ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``
-yourself, which jaxdyn then leaves alone.
+everything; or set the count yourself, with ``JAX_NUM_CPU_DEVICES`` or
+``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, which jaxdyn then
+leaves alone.
 """
 
 import os
-import sys
 import warnings
 
 _FLAG = "--xla_force_host_platform_device_count"
@@ -26,9 +26,11 @@ def _core_count() -> int:
 
 
 def configure() -> None:
-    flags = os.environ.get("XLA_FLAGS", "")
+    import jax  # importing jax starts no backend; only the first device query or operation does
+
     wanted = os.environ.get("JAXDYN_CPU_DEVICES", "")
-    if _FLAG in flags and not wanted:
+    user_set = _FLAG in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices >= 0
+    if user_set and not wanted:
         return
     try:
         count = int(wanted) if wanted else _core_count()
@@ -41,26 +43,13 @@ def configure() -> None:
             f"devices; 1 turns the per-core split off); using one per core ({_core_count()}).",
             stacklevel=3,
         )
-        count, wanted = _core_count(), ""
-    if _backend_started():
-        if count > 1 or wanted:
+        count = _core_count()
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # jax refuses once a backend has started
+        if len(jax.devices("cpu")) != count:
             warnings.warn(
                 "jax was initialised before jaxdyn was imported, so jaxdyn could not give XLA "
-                f"{count} CPU devices; import jaxdyn first or set XLA_FLAGS={_FLAG}={count}.",
+                f"{count} CPU devices; import jaxdyn first or set JAX_NUM_CPU_DEVICES={count}.",
                 stacklevel=3,
             )
-        return
-    # JAXDYN_CPU_DEVICES wins over a flag already in XLA_FLAGS (e.g. inherited from a parent).
-    kept = " ".join(f for f in flags.split() if not f.startswith(_FLAG))
-    os.environ["XLA_FLAGS"] = f"{kept} {_FLAG}={count}".strip()
-
-
-def _backend_started() -> bool:
-    if "jax" not in sys.modules:
-        return False
-    try:
-        from jax._src import xla_bridge
-
-        return bool(xla_bridge._backends)
-    except Exception:  # private API moved: assume the worst only if jax is loaded
-        return True

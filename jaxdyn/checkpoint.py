@@ -23,6 +23,11 @@ import orbax.checkpoint as ocp
 from jaxdyn.errors import RunError
 
 
+def cohort_checkpoint_dir(run_dir, cohort_index: int) -> Path:
+    """The folder of one cohort's checkpoints: ``run_dir/checkpoints/cohort_NNN``."""
+    return Path(run_dir) / "checkpoints" / f"cohort_{cohort_index:03d}"
+
+
 def committed_steps(directory: Path) -> list[int]:
     """Chunk counts of the committed checkpoints in a cohort folder, oldest first.
 
@@ -224,7 +229,7 @@ def load_state(run_dir, cohort: int = 0):
     Read without a target, so containers come back as dicts and lists; for analysis
     and tests, not for resuming.
     """
-    mgr = ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints" / f"cohort_{cohort:03d}",
+    mgr = ocp.CheckpointManager(cohort_checkpoint_dir(run_dir, cohort).absolute(),
                                 options=ocp.CheckpointManagerOptions(read_only=True))
     try:
         step = mgr.latest_step()

@@ -22,12 +22,15 @@ from typing import Any, Mapping
 import numpy as np
 import tomli_w
 
-from jaxdyn import data, losses, models
+from jaxdyn import data, extension, losses, models
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError
 from jaxdyn.gan.config import GANConfig, STRUCTURAL as GAN_STRUCTURAL, gan_from_dict
 from jaxdyn.hparams import HParam
-from jaxdyn.models import MODELS
+from jaxdyn.models import MODELS, ModuleConfig, model_hparams
+from jaxdyn.data import arrays
+from jaxdyn.models import user as user_model
+from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
@@ -92,6 +95,14 @@ class LossConfig:
     l1: float = 0.0  # member hyperparameters: penalties on weights, and label smoothing
     l2: float = 0.0  # member hyperparameter: λ of λ/2 Σ w² on the kernels
     label_smoothing: float = 0.0  # member hyperparameter: cross-entropy targets (1 - ε) one-hot + ε/classes
+    # A user loss's own member numbers, as set in [loss] (its declared defaults fill in the rest).
+    hparams: tuple[tuple[str, float], ...] = ()
+
+    def declared(self) -> dict[str, HParam]:
+        """The member hyperparameters a user loss (``name = "package.module:function"``) declares."""
+        if not extension.is_path(self.name):
+            return {}
+        return declared_hparams(extension.resolve(self.name, "loss.name"), "loss", f"loss.name = {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -112,17 +123,35 @@ class Config:
         schedule = {k.split(".")[1]: h.default for k, h in SCHEDULES[self.optim.schedule].hparams.items()}
         return {**FAMILIES[self.optim.name].defaults, **schedule, **dict(self.optim.hparams)}
 
+    def hparam_decls(self) -> dict[str, HParam]:
+        """Every member hyperparameter outside the optimizer this config has, ``"section.name" -> HParam``:
+        data, loss and train's, the model's (its kind's fields, or a user module's declared ones)
+        and a user loss's declared ones."""
+        decls = lambda *sections: {k: h for k, h in MEMBER_HPARAMS.items() if k.split(".")[0] in sections}
+        return {**decls("data", "loss"), **model_hparams(self.model), **decls("train"), **self.loss.declared()}
+
     def member_hparams(self) -> dict[str, float]:
         """Every member hyperparameter of this config by bare name: optimizer, loss, model, train
         (for a GAN: both players' optimizer numbers, prefixed g_ and d_, and gp_weight)."""
         if self.task.kind == "gan":
             return self.gan.member_hparams()
-        others = {}
-        for key in MEMBER_HPARAMS:  # a model kind has only the member fields it declares
+        return {**self.optim_hparams(), **{k.split(".")[1]: v for k, v in self.hparam_values().items()}}
+
+    def hparam_values(self) -> dict[str, float]:
+        """``"section.name" -> value`` of every member hyperparameter in ``hparam_decls``: as set in
+        its section, else its declared default."""
+        values = {}
+        for key, decl in self.hparam_decls().items():
             section, name = key.split(".")
-            if hasattr(getattr(self, section), name):
-                others[name] = getattr(getattr(self, section), name)
-        return {**self.optim_hparams(), **others}
+            given = dict(self.loss.hparams) if section == "loss" else {}
+            values[key] = given.get(name, getattr(getattr(self, section), name, decl.default))
+        return values
+
+    def is_cohort_axis(self, key: str) -> bool:
+        """Whether grid axis ``key`` is structural (a cohort per value) rather than a member number."""
+        if key.startswith("model.") and isinstance(self.model, ModuleConfig):
+            return key not in self.model.hparams()
+        return key in COHORT_AXES
 
     def seed_sets(self) -> list[tuple[int, int, int]]:
         """``(init_seed, data_seed, dropout_seed)`` of each seed setting."""
@@ -216,13 +245,17 @@ def from_dict(raw: Mapping) -> Config:
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
             raise ConfigError(f"[{name}] must be a table, got {given!r}")
-        types = _field_types(cls)
-        values = {}
+        types = {k: t for k, t in _field_types(cls).items() if k != "hparams"}
+        values, numbers = {}, {}
+        declared = LossConfig(name=given.get("name", "")).declared() if name == "loss" else {}
         for key, value in given.items():
+            if f"loss.{key}" in declared and key not in types:  # a user loss's own member number
+                numbers[key] = _check_type(f"{name}.{key}", value, float)
+                continue
             if key not in types:
-                raise ConfigError(f"unknown key {name}.{key}{closest_hint(key, types)}")
+                raise ConfigError(f"unknown key {name}.{key}{closest_hint(key, [*types, *(k.split('.')[1] for k in declared)])}")
             values[key] = _check_type(f"{name}.{key}", value, types[key])
-        sections[name] = cls(**values)
+        sections[name] = cls(**values, **({"hparams": tuple(sorted(numbers.items()))} if numbers else {}))
     sections["model"] = model_from_dict(raw.get("model", {}))
     sections["probes"] = probes_from_dict(raw.get("probes", {}), _check_type, closest_hint)
     sections["gan"] = gan_from_dict(raw.get("gan", {}), _check_type, model_from_dict, _frozen)
@@ -249,7 +282,7 @@ def from_dict(raw: Mapping) -> Config:
             )
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
-        axes.append((key, _grid_values(key, values)))
+        axes.append((key, _grid_values(key, values, sections["model"], sections["loss"])))
         section, name = key.split(".", 1)
         if isinstance(raw.get(section), Mapping) and name in raw[section]:
             raise ConfigError(
@@ -265,6 +298,8 @@ def model_from_dict(given, where: str = "model") -> Any:
     if not isinstance(given, Mapping):
         raise ConfigError(f"[{where}] must be a table, got {given!r}")
     kind = given.get("kind", "mlp")
+    if extension.is_path(kind):
+        return _module_from_dict(kind, given, where)
     if kind not in MODELS:
         raise ConfigError(f"{where}.kind = {kind!r} is not known{closest_hint(str(kind), MODELS)}")
     types = _field_types(MODELS[kind].config)
@@ -282,18 +317,49 @@ def model_from_dict(given, where: str = "model") -> Any:
     return MODELS[kind].config(**values)
 
 
+def _module_from_dict(kind: str, given: Mapping, where: str) -> ModuleConfig:
+    """``[model] kind = "package.module:Class"``: the other keys are constructor fields or declared
+    member numbers. Checked against the class when it can be imported (a class defined in
+    ``__main__`` and not handed over in this process is checked when it is built)."""
+    cfg = ModuleConfig(kind, tuple((k, _frozen(v)) for k, v in given.items() if k != "kind"))
+    try:
+        fields, numbers = cfg.fields(), cfg.hparams()
+    except ConfigError:
+        if kind.startswith("__main__:"):
+            return cfg  # the run can still be read; building it says to pass the class again
+        raise
+    values = []
+    for key, value in cfg.values:
+        if f"model.{key}" in numbers:
+            value = _check_type(f"{where}.{key}", value, float)
+        elif key in fields:
+            value = _frozen(_check_type(f"{where}.{key}", value, fields[key]))
+        else:
+            takes = [*fields, *(k.split(".")[1] for k in numbers)]
+            raise ConfigError(f"{where}.{key} is not a field of {kind!r} nor a member hyperparameter it "
+                              f"declares{closest_hint(key, takes)}")
+        values.append((key, value))
+    return ModuleConfig(kind, tuple(values))
+
+
 def _frozen(value):
     """A TOML list as a tuple: model configs are hashed and compared."""
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
-def _grid_values(key: str, values) -> tuple:
-    """Check a grid axis's name and coerce its values to the field's type."""
+def _grid_values(key: str, values, model, loss) -> tuple:
+    """Check a grid axis's name and coerce its values to the field's type (``model`` and ``loss``:
+    the parsed sections, whose user components add axes of their own)."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
     gan_numbers = [f"gan.{p}_{h}" for p in ("g", "d") for h in hparam_names] + ["gan.gp_weight"] + [
         f"gan.{k.split('.')[1]}" for k in schedule_names]
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *gan_numbers]
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *gan_numbers,
+             *loss.declared()]
+    user_fields = {}
+    if isinstance(model, ModuleConfig):  # a user module: its own fields and numbers, not the zoo's
+        user_fields = {f"model.{k}": t for k, t in model.fields().items()} | {k: float for k in model.hparams()}
+        valid = [k for k in valid if not k.startswith("model.")] + list(user_fields)
     if key not in valid:
         raise ConfigError(f"unknown grid axis {key!r}{closest_hint(key, valid)}")
     if not values:
@@ -303,8 +369,12 @@ def _grid_values(key: str, values) -> tuple:
         annotation = _field_types(GANConfig)[name] if name in GAN_STRUCTURAL else float
     elif section == "optim":
         annotation = _field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
+    elif key in user_fields:
+        annotation = user_fields[key]
     elif section == "model":
         annotation = _model_fields()[name]
+    elif section == "loss" and name not in _field_types(LossConfig):
+        annotation = float
     else:
         annotation = _field_types(_SECTIONS[section])[name]
     coerced = tuple(_frozen(_check_type(f"grid.\"{key}\" value", v, annotation)) for v in values)
@@ -315,7 +385,36 @@ def _grid_values(key: str, values) -> tuple:
     return coerced
 
 
-def load_config(source=None, overrides=()) -> Config:
+def handed_over(model=None, data=None, loss=None, probes=None) -> dict:
+    """Config tables naming the Python objects handed to ``jaxdyn.run`` by import path; each is
+    remembered for this process (``extension``), so one without an importable home runs too.
+
+    Args:
+      model: a ``flax.linen.Module`` instance: ``[model]`` becomes its class's path and fields.
+      data: arrays (``(x, y[, x_test, y_test])``, a dict, a ``Dataset``) or a function returning them.
+      loss: a per-example loss function ``(outputs [B, n_out], targets [B, ...]) -> [B]``.
+      probes: ``{name: function of a ProbeContext}``.
+    """
+    tables = {}
+    if model is not None:
+        tables["model"] = user_model.from_module(model)
+    if data is not None:
+        tables["data"] = {"name": arrays.hand_over(data)}
+    if loss is not None:
+        if not callable(loss):
+            raise ConfigError(f"loss = {loss!r}: pass a function (outputs [B, n_out], targets [B, ...]) -> [B]")
+        tables["loss"] = {"name": extension.remember(loss)}
+    if probes is not None:
+        if not isinstance(probes, Mapping) or not all(callable(fn) for fn in probes.values()):
+            raise ConfigError("probes = ...: pass a dict {name: function of a ProbeContext}")
+        tables["probes"] = {}
+        for name, fn in probes.items():
+            path = extension.path_of(fn) if extension.importable(fn) else f"{extension.path_of(fn)}[{name}]"
+            tables["probes"][str(name)] = {"fn": extension.remember(fn, path)}
+    return tables
+
+
+def load_config(source=None, overrides=(), given=None) -> Config:
     """Config from a TOML path, a dict, a Config or None (the default study), plus overrides.
 
     Args:
@@ -323,6 +422,8 @@ def load_config(source=None, overrides=()) -> Config:
         packaged default study.
       overrides: ``"section.key=value"`` strings; the value is parsed as TOML
         (a bare word is taken as a string). Grid axes: ``grid.optim.learning_rate=[1e-3,1e-2]``.
+      given: tables from ``handed_over`` (Python objects), laid over the source before the
+        overrides: ``[model]`` is replaced whole; ``data.name``, ``loss.name`` and probe tables set.
     """
     if source is None:
         source = Path(__file__).parent / "studies" / "default.toml"
@@ -340,6 +441,15 @@ def load_config(source=None, overrides=()) -> Config:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not a valid UTF-8 TOML file: {e}") from None
+    for section, table in (given or {}).items():
+        if section == "model":
+            raw["model"] = dict(table)
+        else:
+            current = raw.get(section, {})
+            raw[section] = {**(current if isinstance(current, Mapping) else {}), **table}
+            if section == "probes":
+                raw[section] = {k: {**(current.get(k, {}) if isinstance(current, Mapping) else {}), **v}
+                                if isinstance(v, Mapping) else v for k, v in raw[section].items()}
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(raw)
@@ -375,11 +485,11 @@ def to_dict(cfg: Config) -> dict:
     gridded = {k for k, _ in cfg.grid}
     out = {}
     for name in ("study", "data", "model", "loss", "train"):
-        out[name] = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(getattr(cfg, name)).items()
-            if f"{name}.{k}" not in gridded
-        }
+        section = getattr(cfg, name)
+        table = section.to_dict() if isinstance(section, ModuleConfig) else dataclasses.asdict(section)
+        if name == "loss":
+            table.update(table.pop("hparams"))
+        out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in table.items() if f"{name}.{k}" not in gridded}
         if name == "study" and not isinstance(cfg.study.seeds, int):
             out[name]["seeds"] = [list(s) if isinstance(s, (list, tuple)) else s for s in cfg.study.seeds]
     out["optim"] = {k: list(getattr(cfg.optim, k)) if k == "boundaries" else getattr(cfg.optim, k)

@@ -7,9 +7,18 @@ newest checkpoint of each cohort, on the whole test set; diverged members are
 left out of both.
 """
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pandas as pd
+
+from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
+from jaxdyn.config import load_config
+from jaxdyn.data import load_dataset
+from jaxdyn.extract import member_parts
+from jaxdyn.results import load, varying_settings
+from jaxdyn.study import expand
 
 
 def ensemble(run_dir, by=None) -> pd.DataFrame:
@@ -23,21 +32,12 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
       ValueError: a task without one model's predictions to average (a GAN).
       FileNotFoundError: no cohort has a checkpoint yet.
     """
-    from pathlib import Path
-
-    from jaxdyn.checkpoint import committed_steps, load_state
-    from jaxdyn.config import load_config
-    from jaxdyn.data import load_dataset
-    from jaxdyn.extract import member_parts
-    from jaxdyn.results import load, varying_settings
-    from jaxdyn.study import expand
-
     run_dir = Path(run_dir)
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     outputs, classes, steps = {}, {}, {}
     for cohort in expand(load_config(run_dir / "config.toml")):
-        if not committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+        if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
             continue  # a run cut short before this cohort saved anything
         task = cohort.task()
         if not hasattr(task, "model"):

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxdyn.results import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts, load
+from jaxdyn.results import load
+from jaxdyn.tables import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts
 
 
 

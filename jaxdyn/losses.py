@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdyn import extension
+from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
 
 HPARAMS = {
@@ -70,3 +72,37 @@ REGRESSION_LOSSES = ("auto", "mse")
 def objective_name(name: str, regression: bool) -> str:
     """``loss.name`` with ``auto`` resolved for the dataset."""
     return ("mse" if regression else "cross_entropy") if name == "auto" else name
+
+
+def user_loss(name: str):
+    """A loss of the user's own, ``loss.name = "package.module:function"``, as the batch mean
+    ``(outputs [B, n_out], targets [B, ...], hparams) -> []`` of its per-example values.
+
+    The function maps the model's raw outputs and the targets to one loss per example, ``[B]``;
+    it may take ``hparams=`` (the member's numbers, its own declared ones among them).
+    """
+    fn = extension.resolve(name, "loss.name")
+    return lambda outputs, targets, hparams: _per_example(fn, outputs, targets, hparams).mean()
+
+
+def _per_example(fn, outputs, targets, hparams):
+    return fn(outputs, targets, hparams=hparams) if extension.accepts(fn, "hparams") else fn(outputs, targets)
+
+
+def check_user_loss(name: str, info) -> None:
+    """A user loss maps ``[2, n_out]`` outputs and ``[2, *target_shape]`` targets of the dataset to
+    ``[2]`` (shapes only: nothing compiles). Raises ConfigError naming ``loss.name``."""
+    fn = extension.resolve(name, "loss.name")
+    if not callable(fn):
+        raise ConfigError(f"loss.name = {name!r} is {type(fn).__name__}, not a function (outputs, targets) -> [batch]")
+    outputs = jax.ShapeDtypeStruct((2, info.n_out), jnp.float32)
+    targets = jax.ShapeDtypeStruct((2, *info.target_shape), jnp.int32 if info.n_classes else jnp.float32)
+    hparams = {k.split(".")[1]: jax.ShapeDtypeStruct((), jnp.float32) for k in getattr(fn, "hparams", None) or {}}
+    try:
+        shape = jax.eval_shape(lambda o, t, h: _per_example(fn, o, t, h), outputs, targets, hparams).shape
+    except Exception as e:  # the user's code: say where it came from
+        raise ConfigError(f"loss.name = {name!r}: calling it on outputs {list(outputs.shape)} and targets "
+                          f"{list(targets.shape)} ({targets.dtype.name}) failed: {type(e).__name__}: {e}") from None
+    if shape != (2,):
+        raise ConfigError(f"loss.name = {name!r} returns shape {list(shape)} for a batch of 2; return one loss per "
+                          "example, shape [batch]")

@@ -1,9 +1,10 @@
-"""Tidy results: the long metrics table, the member table, and the run folder.
+"""Reading a run: ``load``, the ``Results`` API, and the summary over seeds.
 
 A run folder holds ``config.toml`` (resolved), ``members.csv``, ``metrics.parquet``
-and ``checkpoints/``. While a run goes on, each chunk's rows are written at once
-to ``parts/`` so that a killed run loses nothing past its last chunk; the parts
-are merged into ``metrics.parquet`` at the end.
+and ``checkpoints/`` once it has finished; before that, the per-chunk parts that
+``tables`` wrote while it trained. ``load`` reads either, so a run can be looked
+at while it goes on or after it was killed. Writing those tables is ``tables``'s
+job; this module only reads them.
 """
 
 from dataclasses import dataclass
@@ -11,137 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
-METRIC_COLUMNS = ["cohort", "member", "step", "metric", "layer", "value"]
-
-
-def write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a kill never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
-
-
-FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
-GAN_FINAL_COLUMNS = ["final_modes", "final_high_quality", "final_reverse_kl",
-                     "final_confidence"]  # only where a GAN logged them (confidence: digits' classifier)
-
-
-def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate cohorts' member tables in a fixed column order: ids, cohort settings,
-    seeds, optimizer hyperparameters (the union over families), the other member
-    hyperparameters (loss, model, train), final metrics."""
-    members = pd.concat(tables, ignore_index=True)
-    first = ["member", "cohort"]
-    settings = [c for c in members.columns if "." in c]
-    seeds = ["init_seed", "data_seed", "dropout_seed"]
-    from jaxdyn.config import MEMBER_HPARAMS
-
-    others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
-    finals = FINAL_COLUMNS + [c for c in GAN_FINAL_COLUMNS if c in members.columns]
-    optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *finals}]
-    return members[first + settings + seeds + optim + others + finals]
-
-
-class MetricParts:
-    """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``.
-
-    ``prefix`` is empty for the metrics (``metrics.parquet``), ``hist_`` for the
-    probes' histograms (``histograms.parquet``), ``pairs_`` for cross-member rows
-    (``pairs.parquet``), ``samples_`` for generated samples (``samples.parquet``) and
-    ``time_`` for each chunk's wall time (``timing.csv``).
-    """
-
-    PREFIXES = ("", "hist_", "pairs_", "samples_", "time_")
-
-    def __init__(self, run_dir: Path, prefix: str = ""):
-        self.dir = Path(run_dir) / "parts"
-        self.prefix = prefix
-
-    def _files(self, cohort: int | None = None):
-        pattern = f"{self.prefix}c{cohort:03d}_*.parquet" if cohort is not None else f"{self.prefix}c*.parquet"
-        return sorted(self.dir.glob(pattern))
-
-    def write(self, cohort: int, chunks_done: int, frame: pd.DataFrame) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{self.prefix}c{cohort:03d}_{chunks_done:06d}.parquet"
-        write_atomic(path, lambda p: frame.to_parquet(p, index=False))
-
-    def drop_after(self, cohort: int, chunks_done: int) -> None:
-        """Forget chunks past the checkpoint a resume starts from (every table's); they will be rerun."""
-        for prefix in self.PREFIXES:
-            for path in MetricParts(self.dir.parent, prefix)._files(cohort):
-                if int(path.stem.split("_")[-1]) > chunks_done:
-                    path.unlink()
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink()
-
-    def read(self, cohort: int | None = None) -> pd.DataFrame:
-        files = self._files(cohort)
-        if not files:
-            if self.prefix:
-                return pd.DataFrame()
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                 zip(METRIC_COLUMNS, ["int32", "int32", "int64", "str", "str", "float32"])})
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
-def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, prefix: str) -> pd.DataFrame:
-    """Long rows from ``{name: [K, T]}`` arrays (padding members already cut off).
-
-    Args:
-      metrics: name -> float array ``[K, T]`` (or ``[K]`` when T = 1), a whole-model
-        value (``layer`` empty); or name -> ``{layer: [K, T]}``, per-layer values of a
-        probe, whose names are written as they are (no prefix).
-      members: member ids ``[K]``.
-      steps: step of each column ``[T]``.
-      prefix: prepended to each whole-model metric name, e.g. ``"train_"``.
-    """
-    frames = []
-
-    def rows(metric, layer, values):
-        values = np.asarray(values, np.float32).reshape(len(members), len(steps))
-        return pd.DataFrame({
-            "cohort": np.int32(cohort),
-            "member": np.repeat(members.astype(np.int32), len(steps)),
-            "step": np.tile(steps.astype(np.int64), len(members)),
-            "metric": metric,
-            "layer": layer,
-            "value": values.reshape(-1),
-        })
-
-    for name, values in metrics.items():
-        if isinstance(values, dict):
-            frames.extend(rows(name, layer, v) for layer, v in values.items())
-        else:
-            frames.append(rows(prefix + name, "", values))
-    return pd.concat(frames, ignore_index=True)
-
-
-def sample_rows(values: np.ndarray, members: np.ndarray, cohort: int, step: int) -> pd.DataFrame:
-    """Rows ``cohort, member, step, sample, x0 … x{D-1}`` from samples ``[K, n, D]`` (one flattened example per row)."""
-    k, n, d = values.shape
-    frame = pd.DataFrame(values.reshape(k * n, d).astype(np.float32), columns=[f"x{i}" for i in range(d)])
-    frame.insert(0, "sample", np.tile(np.arange(n, dtype=np.int32), k))
-    frame.insert(0, "step", np.int64(step))
-    frame.insert(0, "member", np.repeat(members.astype(np.int32), n))
-    frame.insert(0, "cohort", np.int32(cohort))
-    return frame
-
-
-def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per member: train loss and test loss/accuracy at their last logged step (NaN stays NaN)."""
-    wanted = {"train_loss": "final_train_loss", "test_loss": "final_test_loss",
-              "test_accuracy": "final_test_accuracy"}
-    wanted.update({f"test_{c[6:]}": c for c in GAN_FINAL_COLUMNS if f"test_{c[6:]}" in set(metrics.metric)})
-    rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step", kind="stable")
-    # tail, not last(): last() skips NaN and would report a diverged member's pre-divergence loss.
-    last = rows.groupby(["member", "metric"]).tail(1).set_index(["member", "metric"]).value.unstack("metric")
-    return last.rename(columns=wanted).reindex(columns=list(wanted.values()))
+from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
+from jaxdyn.config import load_config
+from jaxdyn.tables import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts, cohort_member_table, member_table
 
 
 @dataclass
@@ -189,14 +66,14 @@ class Results:
     def ensemble(self, by=None) -> pd.DataFrame:
         """Each setting's seeds as one ensemble (averaged predictions) beside the mean of its
         members' own test scores: ``jaxdyn.ensemble.ensemble``."""
-        from jaxdyn.ensemble import ensemble
+        from jaxdyn.ensemble import ensemble  # which loads the run through this module
 
         return ensemble(self.run_dir, by)
 
     def plot(self, metric: str, by=None, aggregate: str = "mean_std", layer: str = ""):
         """A matplotlib ``Figure`` of ``metric`` against step: one line per setting (``by``),
         its centre and band over seeds as ``aggregate`` makes them."""
-        from jaxdyn.report.explore import plot_metric
+        from jaxdyn.report.explore import plot_metric  # the report package imports this module
 
         keys = list(by) if by is not None else varying_settings(self.members)
         return plot_metric(self.frame(metric, keys, layer), metric, keys, aggregate)
@@ -230,9 +107,6 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd
     ``test_accuracy``, ``test_loss`` (regression) or ``modes`` (GANs): ``headline``.
     Diverged members' NaN finals are left out of the aggregate.
     """
-    from jaxdyn.aggregate import AGGREGATES
-    from jaxdyn.aggregate import aggregate as combine
-
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
     keys = ["cohort", *varying_settings(members)] if by is None else list(by)
@@ -266,10 +140,7 @@ def load(run_dir) -> Results:
 
 def _load_partial(run_dir: Path) -> Results:
     """A run that has not finished: its members so far, with final values of the last rows written."""
-    from jaxdyn.checkpoint import committed_steps, load_state
-    from jaxdyn.config import load_config
-    from jaxdyn.runner import _member_table
-    from jaxdyn.study import expand
+    from jaxdyn.study import expand  # the study imports this module (its Results, the summary)
 
     parts = MetricParts(run_dir)
     tables = []
@@ -278,12 +149,12 @@ def _load_partial(run_dir: Path) -> Results:
         if done.exists():
             tables.append(pd.read_csv(done))
             continue
-        if not parts._files(cohort.index):
+        if not parts.files(cohort.index):
             continue  # not started: no member has a row yet
         diverged = np.full(len(cohort.members), -1)
-        if committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+        if committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
             diverged = np.asarray(load_state(run_dir, cohort.index)["diverged_at"])
-        tables.append(_member_table(cohort, parts, diverged).astype({"diverged_at": int}))
+        tables.append(cohort_member_table(cohort, parts, diverged).astype({"diverged_at": int}))
     if not tables:
         raise FileNotFoundError(f"{run_dir}: no chunk has finished yet, so there is nothing to load")
     return Results(run_dir, member_table(tables), parts.read())
@@ -292,9 +163,6 @@ def _load_partial(run_dir: Path) -> Results:
 def print_summary(members: pd.DataFrame, console=None) -> None:
     """The end-of-study table: final test accuracy (or test MSE) mean ± std over seeds, and
     members diverged."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = summarize(members)
     metric = headline(members)
     name = {"test_accuracy": "test accuracy", "test_loss": "test MSE", "modes": "modes covered"}[metric]

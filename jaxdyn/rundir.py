@@ -21,7 +21,7 @@ import jax
 
 from jaxdyn.checkpoint import committed_steps
 from jaxdyn.errors import ConfigError, RunError, RunInUse
-from jaxdyn.results import write_atomic
+from jaxdyn.tables import write_atomic
 
 LOCK_NAME = ".lock"
 # Environment that shapes the compiled program or the device count: recorded, and

@@ -7,17 +7,20 @@ while the next chunk trains.
 
 import signal
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
 import pandas as pd
 
 from jaxdyn import population as pop
-from jaxdyn.checkpoint import CohortCheckpoints
+from jaxdyn.checkpoint import CohortCheckpoints, cohort_checkpoint_dir
 from jaxdyn.errors import ConfigError
-from jaxdyn.results import MetricParts, final_values, sample_rows, tidy
+from jaxdyn.probes.run import ProbeSet
+from jaxdyn.tables import MetricParts, RunParts, cohort_member_table, sample_rows, tidy
 
 
 class Interrupted(RuntimeError):
@@ -76,6 +79,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
 
     A cohort whose members have all diverged stops at the end of that chunk: it
     is evaluated, checkpointed (the frozen state) and written like a finished one.
+    A checkpoint's save is committed one chunk later, while the next chunk computes.
 
     Args:
       cohort: a ``study.Cohort``.
@@ -89,29 +93,11 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     layout = pop.plan_layout(k, mesh.size, t.member_group, mesh.devices.flat[0].platform)
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
-    parts = MetricParts(run_dir)
-    histograms, pair_parts = MetricParts(run_dir, "hist_"), MetricParts(run_dir, "pairs_")
-    snapshots, timing = MetricParts(run_dir, "samples_"), MetricParts(run_dir, "time_")
-    ckpt = CohortCheckpoints(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}", log)
+    parts = RunParts.of(run_dir)
+    ckpt = CohortCheckpoints(cohort_checkpoint_dir(run_dir, cohort.index), log)
     try:
-        task = cohort.task()
-        seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
-        init = partial(pop.make_init(task, mesh), seeds, hparams)
-        # The layout is checked from the saved host state before anything compiles.
-        done, state = ckpt.restore_newest(lambda host: _check_resumable(host["metadata"], metadata, run_dir), init)
-        if done:
-            log(f"cohort {cohort.index}: resumed after chunk {done} of {n_chunks}")
-        else:
-            state = init()
-        parts.drop_after(cohort.index, done)
-        train_chunk = pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
-        evaluate = pop.make_evaluate(task, mesh)
-        # A task that makes samples (a GAN) shows some at every evaluation: samples.png.
-        snapshot = pop.make_snapshot(task, mesh) if hasattr(task, "snapshot") else None
-        probes = cohort.probes(task, mesh)
-        params0 = init().params if probes.needs_init else None  # the seeds give them again on a resume
-        if done:
-            probes.resume(parts.read(cohort.index))
+        programs = CohortPrograms.build(cohort, layout, mesh)
+        done, state, params0 = _start(cohort, programs, ckpt, parts.metrics, metadata, run_dir, n_chunks)
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
         alive = _alive(state, k)
@@ -119,7 +105,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         while done < n_chunks and alive.any():
             done += 1
             tic = time.perf_counter()
-            state, metrics = train_chunk(state, data)  # dispatched: runs while the host goes on
+            state, metrics = programs.train_chunk(state, data)  # dispatched: runs while the host goes on
             if pending is not None:  # record the last save's manifest while this chunk computes
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
@@ -127,29 +113,9 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
-            windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
-            frame = _rows(cohort, metrics, windows, "train_")
-            if done % t.eval_every == 0 or last:
-                scores = jax.device_get(evaluate(state, data.x_test, data.y_test))
-                test = _rows(cohort, scores, np.array([done * t.chunk_steps]), "test_")
-                frame = pd.concat([frame, test], ignore_index=True)
-                if snapshot is not None:
-                    samples = np.asarray(jax.device_get(snapshot(state)))[:k]
-                    snapshots.write(cohort.index, done, sample_rows(samples, cohort.members["member"].to_numpy(),
-                                                                    cohort.index, done * t.chunk_steps))
-            if probes:
-                rows, hist, pairs = probes.measure(state, params0, data, done, last, done * t.chunk_steps,
-                                                   cohort.index, cohort.members["member"].to_numpy())
-                frame = pd.concat([frame, rows], ignore_index=True)
-                if len(hist):
-                    histograms.write(cohort.index, done, hist)
-                if len(pairs):
-                    pair_parts.write(cohort.index, done, pairs)
-            parts.write(cohort.index, done, frame)
+            _write_chunk(cohort, programs, parts, data, params0, state, metrics, done, last)
             seconds = time.perf_counter() - tic  # the chunk's steps, evaluation, probes and rows
-            timing.write(cohort.index, done, pd.DataFrame({
-                "cohort": [cohort.index], "chunk": [done], "step": [done * t.chunk_steps], "seconds": [seconds],
-                "members": [k], "alive": [int(alive.sum())], "member_steps": [k * t.chunk_steps]}))
+            _write_timing(parts.timing, cohort, done, seconds, alive)
             if progress is not None:
                 progress.advance(t.chunk_steps, k * t.chunk_steps / seconds, int(alive.sum()))
             if done % t.checkpoint_every == 0 or last or stop.requested:
@@ -170,10 +136,109 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         ckpt.abandon()  # the first error is the one to report, not a second from closing
         raise
     ckpt.close()
-    programs = [init.func, train_chunk, evaluate, *([snapshot] if snapshot is not None else []), *probes.programs()]
-    # jit's count of compiled variants; a jax without it only loses this log line.
-    log(f"cohort {cohort.index}: {sum(getattr(p, '_cache_size', lambda: 0)() for p in programs)} programs compiled")
-    return _member_table(cohort, parts, np.asarray(jax.device_get(state.diverged_at)))
+    log(f"cohort {cohort.index}: {programs.compiled()} programs compiled")
+    return cohort_member_table(cohort, parts.metrics, np.asarray(jax.device_get(state.diverged_at)))
+
+
+@dataclass(frozen=True)
+class CohortPrograms:
+    """One cohort's programs, jitted for its task and layout; each compiles on its first call.
+
+    Population states are pytrees with leaves ``[K_padded, ...]``.
+
+    Attributes:
+      init: ``() -> state``, the members from their seeds and hyperparameters.
+      train_chunk: ``(state, data) -> (state, metrics)``, metrics ``[K_padded, chunk_steps // log_every]``.
+      evaluate: ``(state, x, y) -> scores``, each ``[K_padded]``.
+      snapshot: ``state -> samples [K_padded, n, D]`` for a task that makes samples (a GAN), else None.
+      probes: the cohort's ``ProbeSet``.
+    """
+
+    init: partial
+    train_chunk: Callable
+    evaluate: Callable
+    snapshot: Callable | None
+    probes: ProbeSet
+
+    @classmethod
+    def build(cls, cohort, layout: pop.Layout, mesh) -> "CohortPrograms":
+        t = cohort.config.train
+        task = cohort.task()
+        seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
+        return cls(init=partial(pop.make_init(task, mesh), seeds, hparams),
+                   train_chunk=pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh),
+                   evaluate=pop.make_evaluate(task, mesh),
+                   snapshot=pop.make_snapshot(task, mesh) if hasattr(task, "snapshot") else None,
+                   probes=cohort.probes(task, mesh))
+
+    def compiled(self) -> int:
+        """How many variants were compiled: one each, unless something recompiled."""
+        snapshot = [self.snapshot] if self.snapshot is not None else []
+        programs = [self.init.func, self.train_chunk, self.evaluate, *snapshot, *self.probes.programs()]
+        # jit's count of compiled variants; a jax without it only loses this number.
+        return sum(getattr(p, "_cache_size", lambda: 0)() for p in programs)
+
+
+def _start(cohort, programs: CohortPrograms, ckpt: CohortCheckpoints, parts: MetricParts, metadata: dict,
+           run_dir: Path, n_chunks: int) -> tuple[int, object, object]:
+    """Where the cohort starts: its newest whole checkpoint, or its members' initial state.
+
+    Parts past the checkpoint are dropped (they will be rerun) and the probes' host
+    state is rebuilt from the rows kept.
+
+    Returns:
+      ``(chunks_done, state, params0)``: ``params0`` is the initial parameters, leaves
+      ``[K_padded, ...]``, when a probe needs them (the seeds give them again on a resume), else None.
+    """
+    # The layout is checked from the saved host state before anything compiles.
+    done, state = ckpt.restore_newest(lambda host: _check_resumable(host["metadata"], metadata, run_dir),
+                                      programs.init)
+    if done:
+        log(f"cohort {cohort.index}: resumed after chunk {done} of {n_chunks}")
+    else:
+        state = programs.init()
+    parts.drop_after(cohort.index, done)
+    params0 = programs.init().params if programs.probes.needs_init else None
+    if done:
+        programs.probes.resume(parts.read(cohort.index))
+    return done, state, params0
+
+
+def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, metrics: dict,
+                 done: int, last: bool) -> None:
+    """Write chunk ``done``'s rows: its training windows, and what is due after it: the test
+    evaluation with the samples of a task that makes them, and the probes.
+
+    Args:
+      metrics: the chunk's training metrics on the host, ``{name: [K_padded, windows]}``.
+      last: the cohort's last chunk (the end, or every member diverged): everything is due.
+    """
+    t = cohort.config.train
+    members, step = cohort.members["member"].to_numpy(), done * t.chunk_steps
+    windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
+    frame = _rows(cohort, metrics, windows, "train_")
+    if done % t.eval_every == 0 or last:
+        scores = jax.device_get(programs.evaluate(state, data.x_test, data.y_test))
+        frame = pd.concat([frame, _rows(cohort, scores, np.array([step]), "test_")], ignore_index=True)
+        if programs.snapshot is not None:
+            samples = np.asarray(jax.device_get(programs.snapshot(state)))[: len(members)]
+            parts.samples.write(cohort.index, done, sample_rows(samples, members, cohort.index, step))
+    if programs.probes:
+        rows, hist, pairs = programs.probes.measure(state, params0, data, done, last, step, cohort.index, members)
+        frame = pd.concat([frame, rows], ignore_index=True)
+        if len(hist):
+            parts.histograms.write(cohort.index, done, hist)
+        if len(pairs):
+            parts.pairs.write(cohort.index, done, pairs)
+    parts.metrics.write(cohort.index, done, frame)
+
+
+def _write_timing(timing: MetricParts, cohort, done: int, seconds: float, alive: np.ndarray) -> None:
+    """One row for chunk ``done``: its wall time and how many members were stepped and are alive."""
+    t, k = cohort.config.train, len(cohort.members)
+    timing.write(cohort.index, done, pd.DataFrame({
+        "cohort": [cohort.index], "chunk": [done], "step": [done * t.chunk_steps], "seconds": [seconds],
+        "members": [k], "alive": [int(alive.sum())], "member_steps": [k * t.chunk_steps]}))
 
 
 def _alive(state, k: int) -> np.ndarray:
@@ -186,18 +251,6 @@ def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
     k = len(cohort.members)
     real = jax.tree.map(lambda v: v[:k], values)
     return tidy(real, cohort.members["member"].to_numpy(), cohort.index, steps, prefix)
-
-
-def _member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> pd.DataFrame:
-    """The cohort's members with their settings, final metrics and ``diverged_at``."""
-    members = cohort.members["member"].to_numpy()
-    finals = final_values(parts.read(cohort.index)).reindex(members)
-    settings = {k: str(list(v)) if isinstance(v, tuple) else v for k, v in cohort.settings.items()}
-    table = cohort.members.assign(**settings)  # results.member_table puts columns in order
-    for col in finals.columns:
-        table[col] = finals[col].to_numpy()
-    table["diverged_at"] = diverged_at[: len(members)]
-    return table
 
 
 def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:

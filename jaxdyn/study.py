@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
-from jaxdyn.config import COHORT_AXES, MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, load_config, to_toml
+from jaxdyn.config import (MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, handed_over,
+                           load_config, to_toml)
 from jaxdyn.validation import check_hparam, check_member_value, check_members, validate
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.memory import check_memory
@@ -25,10 +26,11 @@ from jaxdyn.population import enable_compile_cache, make_mesh, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
 from jaxdyn.report import plot_curves, plot_samples
-from jaxdyn.results import MetricParts, Results, member_table, print_summary, write_atomic
+from jaxdyn.results import Results, print_summary
+from jaxdyn.tables import MetricParts, member_table, write_atomic
 from jaxdyn.data import cache_dir, dataset_info, load_dataset
 from jaxdyn.gan.config import check_gan_value
-from jaxdyn.models import MODELS
+from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.tasks.kinds import TASK_KINDS
 from jaxdyn.tasks.supervised import Seeds
 
@@ -75,6 +77,11 @@ def _with(cfg: Config, key: str, value) -> Config:
     if section == "optim" and name not in OPTIM_FIELDS:
         hparams = dict(cfg.optim.hparams) | {name: float(value)}
         return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, hparams=tuple(sorted(hparams.items()))))
+    if section == "model" and isinstance(cfg.model, ModuleConfig):
+        return dataclasses.replace(cfg, model=cfg.model.replace(**{name: value}))
+    if section == "loss" and name not in {f.name for f in dataclasses.fields(cfg.loss)}:  # a user loss's number
+        hparams = dict(cfg.loss.hparams) | {name: float(value)}
+        return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, hparams=tuple(sorted(hparams.items()))))
     if section == "model" and name == "kind":  # a new kind keeps the fields it shares with the old
         shared = {k: v for k, v in dataclasses.asdict(cfg.model).items()
                   if k != "kind" and k in {f.name for f in dataclasses.fields(MODELS[value].config)}}
@@ -95,8 +102,8 @@ def expand(cfg: Config) -> list[Cohort]:
     Raises:
       ConfigError: on any bad value, before anything compiles.
     """
-    cohort_axes = [(k, v) for k, v in cfg.grid if k in COHORT_AXES]
-    member_axes = [(k, v) for k, v in cfg.grid if k not in COHORT_AXES]
+    cohort_axes = [(k, v) for k, v in cfg.grid if cfg.is_cohort_axis(k)]
+    member_axes = [(k, v) for k, v in cfg.grid if not cfg.is_cohort_axis(k)]
     base = dataclasses.replace(cfg, grid=())
     cohorts, next_member = [], 0
     for values in itertools.product(*(v for _, v in cohort_axes)):
@@ -105,15 +112,17 @@ def expand(cfg: Config) -> list[Cohort]:
         for key, value in settings.items():
             ccfg = _with(ccfg, key, value)
         validate(ccfg)
-        defaults = ccfg.member_hparams()
+        defaults, decls = ccfg.member_hparams(), ccfg.hparam_decls()
         for key, _ in member_axes:
             name = key.split(".")[1]
-            if key in MEMBER_HPARAMS and name not in defaults:
+            if key in decls and name in defaults:
+                continue
+            if key in MEMBER_HPARAMS:
                 raise ConfigError(
                     f"grid axis {key!r} is not a field of model kind {ccfg.model.kind!r}; it takes: "
                     f"{', '.join(f.name for f in dataclasses.fields(ccfg.model) if f.name != 'kind')}"
                 )
-            if key not in MEMBER_HPARAMS and name not in defaults:
+            if name not in defaults:
                 where = f" (cohort {settings})" if settings else ""
                 raise ConfigError(
                     f"grid axis {key!r} is not a number of optimizer {ccfg.optim.name!r} with schedule "
@@ -130,8 +139,8 @@ def expand(cfg: Config) -> list[Cohort]:
             check_hparam(ccfg.optim, name, value)
         for point in itertools.product(*(v for _, v in member_axes)):
             for key, value in zip((k for k, _ in member_axes), point):
-                if key in MEMBER_HPARAMS:
-                    check_member_value(key, value)
+                if key in decls:
+                    check_member_value(key, value, decls[key])
                 elif key.startswith("gan."):
                     check_gan_value(ccfg.gan, key.split(".")[1], value)
                 else:
@@ -173,13 +182,23 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True,
-        summary: bool = True) -> Results:
+def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True, summary: bool = True,
+        model=None, data=None, loss=None, probes=None) -> Results:
     """Run a study end to end and return its ``Results``.
 
     Args:
       config: a TOML path, a dict, a ``Config``, or None for the default study.
       overrides: ``"section.key=value"`` strings applied on top of ``config``.
+      model: a ``flax.linen.Module`` of your own, called as ``apply(variables, x, train=...)``
+        (``hparams=`` optional) and returning ``[B, n_out]``; replaces ``[model]``.
+      data: your arrays: ``(x_train, y_train[, x_test, y_test])``, a dict with keys ``x, y,
+        x_test, y_test``, a ``jaxdyn.data.Dataset``, or a function returning one of these.
+        ``data.targets`` says whether ``y`` holds classes (default) or values.
+      loss: a per-example loss ``(outputs [B, n_out], targets [B, ...]) -> [B]``.
+      probes: ``{name: fn}``, each ``fn`` a pure function of a ``ProbeContext`` returning
+        ``{metric: scalar or {layer: scalar}}``; ``[probes.<name>] every`` sets its cadence.
+      Objects with an import path are recorded by it in ``config.toml``; one defined in
+      ``__main__`` or a notebook runs, and a resume in another process needs it again.
       out: the run folder to create (must not exist or be empty); default
         ``runs/<study name>-<time>``.
       resume: an existing run folder to continue. Its saved config is used; a
@@ -196,15 +215,16 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     """
     if resume is not None and out is not None:
         raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
+    given = handed_over(model, data, loss, probes)
     if resume is not None:
         saved = Path(resume) / "config.toml"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
-        cfg = load_config(config if config is not None else saved, overrides)
+        cfg = load_config(config if config is not None else saved, overrides, given)
         # Compare normalised forms, so that a comment added to config.toml is no change.
         rundir.refuse_changed_config(to_toml(load_config(saved)), to_toml(cfg), Path(resume))
     else:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, given)
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}

@@ -11,10 +11,12 @@ import math
 import numpy as np
 
 from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig, closest_hint
-from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info
+from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info, dataset_spec
+from jaxdyn import extension
 from jaxdyn.errors import ConfigError
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
-from jaxdyn.models import MODELS
+from jaxdyn.losses import check_user_loss
+from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
@@ -30,7 +32,6 @@ def validate(cfg: Config) -> None:
         if value not in options:
             raise ConfigError(f"{where} = {value!r} is not known{closest_hint(value, options)}")
 
-    choice("data.name", cfg.data.name, DATASETS)
     info = check_data(cfg.data)
     choice("task.kind", cfg.task.kind, TASK_KINDS)
     if cfg.task.kind == "gan":
@@ -40,18 +41,23 @@ def validate(cfg: Config) -> None:
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     _check_schedule(cfg.optim, cfg.train.steps)
-    choice("loss.name", cfg.loss.name, LOSSES)
-    if info.regression and cfg.loss.name not in REGRESSION_LOSSES:
+    if cfg.loss.name not in LOSSES:
+        if not extension.is_path(cfg.loss.name):
+            choice("loss.name", cfg.loss.name, LOSSES)
+        check_user_loss(cfg.loss.name, info)
+    elif info.regression and cfg.loss.name not in REGRESSION_LOSSES:
         raise ConfigError(f"loss.name = {cfg.loss.name!r}: data.name = {cfg.data.name!r} has real-valued targets; "
                           "use loss.name = \"mse\" (or \"auto\")")
-    for key in MEMBER_HPARAMS:
-        section, name = key.split(".")
-        if hasattr(getattr(cfg, section), name):
-            check_member_value(key, getattr(getattr(cfg, section), name))
+    values = cfg.hparam_values()
+    for key, decl in cfg.hparam_decls().items():
+        check_member_value(key, values[key], decl)
     try:
-        MODELS[cfg.model.kind].check(cfg.model, info.input_shape)
+        if isinstance(cfg.model, ModuleConfig):
+            cfg.model.check(info.input_shape, info.n_out)
+        else:
+            model_spec(cfg.model).check(cfg.model, info.input_shape)
     except ConfigError as e:
-        if cfg.data.path and "path" in DATASETS[cfg.data.name].fields:
+        if cfg.data.path and "path" in dataset_spec(cfg.data.name).fields:
             raise ConfigError(f"{e} (data.path = {cfg.data.path!r})") from None
         raise
     takes = [*FAMILIES[cfg.optim.name].defaults,
@@ -95,7 +101,7 @@ def validate(cfg: Config) -> None:
 
 def check_data(data: DataConfig):
     """The ``[data]`` fields fit the dataset; returns its ``DatasetInfo`` (a user file is read here)."""
-    spec = DATASETS[data.name]
+    spec = dataset_spec(data.name)
     for name in DataConfig.__dataclass_fields__:
         if name not in COMMON_FIELDS and name not in spec.fields and getattr(data, name) != getattr(DataConfig, name):
             readers = [k for k, v in DATASETS.items() if name in v.fields]
@@ -143,15 +149,20 @@ def check_members(cfg: Config, members) -> None:
             section = "data" if name == "label_noise" else "loss"
             raise ConfigError(f"{section}.{name} = {members[name][used].iloc[0]:g}: needs {why}, which "
                               f"data.name = {cfg.data.name!r} does not have; set it to 0")
+    if extension.is_path(cfg.loss.name) and "label_smoothing" in members and (members["label_smoothing"] > 0).any():
+        raise ConfigError(f"loss.label_smoothing applies to jaxdyn's classification losses, but loss.name = "
+                          f"{cfg.loss.name!r} gets the raw targets; set it to 0 (or smooth inside your loss)")
 
 
-def check_member_value(key: str, value: float) -> None:
-    """Range check of one declared member hyperparameter (``"loss.l2"``, ...) value."""
+def check_member_value(key: str, value: float, decl=None) -> None:
+    """Range check of one declared member hyperparameter (``"loss.l2"``, ...) value; ``decl`` its
+    ``HParam`` (default: jaxdyn's own declaration of ``key``)."""
+    decl = MEMBER_HPARAMS[key] if decl is None else decl
     where = f"{key} = {value!r}"
     _check_float32(where, value)
-    problem = MEMBER_HPARAMS[key].problem(float(np.float32(value)))
+    problem = decl.problem(float(np.float32(value)))
     if problem:
-        raise ConfigError(f"{where}: {problem} ({MEMBER_HPARAMS[key].doc})")
+        raise ConfigError(f"{where}: {problem}" + (f" ({decl.doc})" if decl.doc else ""))
 
 
 def _check_float32(where: str, value: float) -> None:

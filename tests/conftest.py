@@ -1,5 +1,6 @@
 import jaxdyn  # noqa: F401  (first: gives XLA one CPU device per core before jax starts)
 
+import chex
 import numpy as np
 import pytest
 
@@ -43,13 +44,25 @@ def member_arrays(family, init_seeds, data_seeds, dropout_seeds=None, **hparams)
     return seeds, hp
 
 
-def counting_task(task, traces: list):
-    """``task`` with a ``step`` that appends to ``traces`` each time JAX traces it."""
+def traced_once(task):
+    """``task`` whose ``step`` fails the test when JAX traces it a second time."""
     import dataclasses
 
-    class Counting(type(task)):
-        def step(self, state, data):
-            traces.append(1)
-            return super().step(state, data)
+    class TracedOnce(type(task)):
+        step = chex.assert_max_traces(type(task).step, n=1)
 
-    return Counting(**{f.name: getattr(task, f.name) for f in dataclasses.fields(task)})
+    return TracedOnce(**{f.name: getattr(task, f.name) for f in dataclasses.fields(task)})
+
+
+def assert_same_run(got_dir, want_dir):
+    """Two run folders hold bit-identical member tables, metrics and checkpointed states."""
+    import chex
+    import pandas as pd
+
+    from jaxdyn.checkpoint import load_state
+
+    got, want = jaxdyn.load(got_dir), jaxdyn.load(want_dir)
+    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
+    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
+    chex.assert_trees_all_equal(load_state(got_dir), load_state(want_dir))
+    return got

@@ -9,6 +9,8 @@ import jaxdyn
 from jaxdyn.config import load_config, to_toml
 from jaxdyn.study import expand
 
+from conftest import assert_same_run
+
 GAN = {"study": {"seeds": 2}, "task": {"kind": "gan"}, "data": {"name": "ring"},
        "gan": {"g_learning_rate": 1e-3, "g_b1": 0.5, "d_b1": 0.5,
                "generator": {"hidden": [64, 64]}, "discriminator": {"hidden": [64, 64]}},
@@ -99,8 +101,6 @@ def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
     resumed = _start(["--resume", "cut"], tmp_path)
     out, _ = resumed.communicate()
     assert resumed.returncode == 0 and "resumed after chunk" in out, out
-    got, want = jaxdyn.load(tmp_path / "cut"), jaxdyn.load(tmp_path / "whole")
-    pd.testing.assert_frame_equal(got.members, want.members, check_exact=True)
-    pd.testing.assert_frame_equal(got.metrics, want.metrics, check_exact=True)
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")
     pd.testing.assert_frame_equal(*(pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("cut", "whole")),
                                   check_exact=True)

@@ -15,11 +15,11 @@ import pytest
 
 import jaxdyn
 from jaxdyn import rundir
-from jaxdyn.checkpoint import committed_steps, load_state
+from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.cli import main
 from jaxdyn.errors import is_disk_full
 from jaxdyn.report import plot_curves
-from jaxdyn.results import MetricParts
+from jaxdyn.tables import MetricParts
 
 # ReLU with plain SGD at lr 1e6 blows up within the first chunk; tanh saturates and lives.
 DIVERGING = """
@@ -57,7 +57,7 @@ def test_fully_diverged_cohort_stops_and_the_study_goes_on(tmp_path, capsys):
     assert (relu.diverged_at >= 0).all() and (relu.diverged_at < 10).all() and (tanh.diverged_at == -1).all()
     # No compute after the chunk in which the last member died: one part, one checkpoint.
     assert [p.name for p in sorted((out / "parts").glob("c000_*.parquet"))] == ["c000_000001.parquet"]
-    assert committed_steps(out / "checkpoints" / "cohort_000") == [1]
+    assert committed_steps(cohort_checkpoint_dir(out, 0)) == [1]
     rows = res.metrics[res.metrics.cohort == 0]
     assert rows.step.max() == 10
     assert sorted(rows[rows.metric.str.startswith("test_")].step.unique()) == [10]  # evaluated where it stopped
@@ -259,7 +259,7 @@ def test_full_disk_on_a_small_filesystem_then_resume(tmp_path):
     assert err.startswith(f"jaxdyn: error: no space left on device while writing {run}."), err
     assert f"jaxdyn run --resume {run}" in err and "Traceback" not in err and len(err.splitlines()) <= 3, err
     last = int(err.split("checkpoints/cohort_000/")[1].split(";")[0])
-    assert last in committed_steps(res / "failed" / "checkpoints" / "cohort_000")
+    assert last in committed_steps(cohort_checkpoint_dir(res / "failed", 0))
     load_state(res / "failed")  # the last complete checkpoint reads back
 
     # Resumed after freeing space: bitwise equal to a run that never hit a full disk.
@@ -276,7 +276,20 @@ def test_run_json_records_the_xla_environment(tmp_path):
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["env"] == {"XLA_FLAGS": os.environ.get("XLA_FLAGS"),
                            "JAXDYN_CPU_DEVICES": os.environ.get("JAXDYN_CPU_DEVICES")}
-    assert "--xla_force_host_platform_device_count" in info["env"]["XLA_FLAGS"]
+
+
+@pytest.mark.parametrize("env, before, devices, warns", [
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=5", "JAXDYN_CPU_DEVICES": "3"}, "", 3, False),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=5"}, "", 5, False),  # the user's own count is kept
+    ({"JAXDYN_CPU_DEVICES": "3"}, "jax.devices(); ", 1, True),  # too late: jax already started
+])
+def test_cpu_device_count_is_set_before_jax_starts(env, before, devices, warns):
+    settings = ("XLA_FLAGS", "JAXDYN_CPU_DEVICES", "JAX_NUM_CPU_DEVICES")
+    env = {k: v for k, v in os.environ.items() if k not in settings} | env
+    code = f"import warnings, jax; warnings.simplefilter('always'); {before}import jaxdyn; print(len(jax.devices()))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.split() == [str(devices)], proc.stderr
+    assert ("jax was initialised before jaxdyn was imported" in proc.stderr) == warns, proc.stderr
 
 
 def test_progress_bar_marks_a_stopped_cohort():

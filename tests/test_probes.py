@@ -1,7 +1,6 @@
 """Probes against independent references on tiny models: jax.hessian and numpy, explicit norms
 and forward passes, and a population member against its solo state."""
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +41,8 @@ def solo(task, family="adam", seed=0, **hp):
 def run_probe(name, task, state, params0=None, **options):
     opts = PROBES[name].options(**options)
     ctx = ProbeContext(task, opts, None, task.model.activation)
-    return jax.jit(partial(PROBES[name].fn, ctx))(state, state.params if params0 is None else params0, X, Y)
+    run = jax.jit(lambda s, p0, x, y: PROBES[name].fn(ctx.bind(s, p0, x, y)))
+    return run(state, state.params if params0 is None else params0, X, Y)
 
 
 def trained(task, steps=3, seed=0):
@@ -188,7 +188,8 @@ def test_a_population_member_equals_its_solo_probe(mesh):
         member = jax.tree.map(lambda a: a[i], state)
         for name in ("norms", "activations", "hessian", "gradient_noise", "weights"):
             opts = dict(cfg.tables)[name]
-            ref = jax.jit(partial(PROBES[name].fn, ProbeContext(task, opts, None, "tanh")))(
+            ctx = ProbeContext(task, opts, None, "tanh")
+            ref = jax.jit(lambda s, p0, x, y: PROBES[name].fn(ctx.bind(s, p0, x, y)))(
                 member, jax.tree.map(lambda a: a[i], params0), X, Y)
             ref.pop(HISTOGRAMS, None)
             for metric, value in ref.items():
@@ -442,14 +443,17 @@ def test_loss_slices_along_filter_normalised_directions():
 
 
 def test_cka_rows_from_member_grams_equal_the_feature_formula():
-    from jaxdyn.probes.activations import layer_outputs
     from jaxdyn.probes.similarity import CKAOptions, cka_pairs, grams
+
+    def layer_outputs(task, s, x):  # the model's own sown outputs, read with plain flax
+        _, sown = task.model.apply({"params": s.params}, x, train=False, mutable=["intermediates"])
+        return {name: values[-1] for name, values in sown["intermediates"].items()}
 
     task = tiny(activation="relu", hidden=(6,))
     states = [trained(task, seed=s) for s in (0, 1, 2)]
     for debiased in (False, True):
         ctx = ProbeContext(task, CKAOptions(debiased=debiased), None, "relu")
-        pieces = [jax.jit(partial(grams, ctx))(s, s.params, X, Y) for s in states]
+        pieces = [jax.jit(lambda s: grams(ctx.bind(s, s.params, X, Y)))(s) for s in states]
         stacked = jax.tree.map(lambda *g: np.stack([np.asarray(v) for v in g]), *pieces)
         rows = cka_pairs(ctx, stacked, None, X, Y, [(0, 1), (1, 2)], ctx.options)
         feats = [{k: np.asarray(v, np.float64) for k, v in layer_outputs(task, s, X).items()} for s in states]

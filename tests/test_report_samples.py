@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.report.samples import PER_PAGE, member_labels, plot_samples, shown_steps
-from jaxdyn.results import sample_rows
+from jaxdyn.tables import sample_rows
 
 
 def test_shown_steps_spread_evenly_and_keep_the_last():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import jaxdyn
-from jaxdyn.checkpoint import committed_steps, load_state
+from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.cli import main
 
 TINY_TOML = """
@@ -214,7 +214,7 @@ def _truncate_largest(checkpoint_dir):
 @pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "orbax-readback"])
 def test_damaged_newest_checkpoint_is_set_aside_and_resume_is_bitwise(manifest, reference_run, tmp_path):
     run = _as_interrupted(reference_run, tmp_path / "run")
-    ckpts = run / "checkpoints" / "cohort_000"
+    ckpts = cohort_checkpoint_dir(run, 0)
     assert committed_steps(ckpts) == [18, 20]
     if not manifest:  # as if killed between Orbax's commit and the manifest write
         (run / "checkpoints" / "cohort_000.manifest.json").unlink()
@@ -240,11 +240,11 @@ def test_damaged_newest_checkpoint_is_set_aside_and_resume_is_bitwise(manifest, 
 def test_no_checkpoint_reads_back(reference_run, tmp_path):
     run = _as_interrupted(reference_run, tmp_path / "run")
     for step in (18, 20):
-        _truncate_largest(run / "checkpoints" / "cohort_000" / str(step))
+        _truncate_largest(cohort_checkpoint_dir(run, 0) / str(step))
     proc = _start(["--resume", "run"], tmp_path)
     out, _ = proc.communicate()
     assert proc.returncode == 1, out
-    assert f"no checkpoint in {(run / 'checkpoints' / 'cohort_000').absolute()} reads back whole" in out
+    assert f"no checkpoint in {cohort_checkpoint_dir(run, 0).absolute()} reads back whole" in out
     assert "Start the study over with a new --out folder" in out and "Traceback" not in out
     assert sorted(p.name for p in (run / "checkpoints" / "damaged").iterdir()) == ["cohort_000_chunk18", "cohort_000_chunk20"]
     again = _start(["--resume", "run"], tmp_path)  # never a silent restart from scratch

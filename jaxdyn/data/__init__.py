@@ -12,13 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdyn.data import files, synthetic
+from jaxdyn.data import arrays, files, synthetic
 from jaxdyn.data.augment import Augment
 from jaxdyn.data.config import COMMON_FIELDS, DataConfig
 from jaxdyn.data.dataset import Dataset, DatasetInfo, DatasetSpec, cache_dir, fixed
 from jaxdyn.data.digits import load_digits
 from jaxdyn.data.mnist1d import load_mnist1d, load_mnist1d_shuffled
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
 
 HPARAMS = {
@@ -60,6 +60,17 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``data.name``: a registered dataset, or the user's own arrays
+    (``"arrays:<digest>"`` handed to ``jaxdyn.run``, or a ``"package.module:function"``)."""
+    if arrays.is_user_data(name):
+        return arrays.SPEC
+    if name not in DATASETS:
+        raise ConfigError(f"data.name = {name!r} is not known{closest(name, DATASETS)}; your own data is "
+                          "data.name = \"package.module:function\" or jaxdyn.run(data=...)")
+    return DATASETS[name]
+
+
 def data_config(data: "DataConfig | str" = "mnist1d", **fields) -> DataConfig:
     """A ``DataConfig`` from a config, or from a dataset name and field values."""
     if isinstance(data, str):
@@ -70,7 +81,7 @@ def data_config(data: "DataConfig | str" = "mnist1d", **fields) -> DataConfig:
 def dataset_info(data: "DataConfig | str", **fields) -> DatasetInfo:
     """Shapes and sizes of the configured dataset (``n_train`` is the whole training set)."""
     cfg = data_config(data, **fields)
-    return DATASETS[cfg.name].info(cfg)
+    return dataset_spec(cfg.name).info(cfg)
 
 
 def load_dataset(data: "DataConfig | str" = "mnist1d", **fields) -> Dataset:
@@ -85,7 +96,7 @@ def load_dataset(data: "DataConfig | str" = "mnist1d", **fields) -> Dataset:
     """
     cfg = data_config(data, **fields)
     info = dataset_info(cfg)
-    ds = DATASETS[cfg.name].load(cfg)
+    ds = dataset_spec(cfg.name).load(cfg)
     for field, arr in ds._asdict().items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             bad = int(np.sum(~np.isfinite(arr)))
@@ -125,4 +136,4 @@ def noisy_labels(labels: jax.Array, idx: jax.Array, data_key: jax.Array, rate: j
 
 
 __all__ = ["COMMON_FIELDS", "DATASETS", "HPARAMS", "Augment", "DataConfig", "Dataset", "DatasetInfo",
-           "DatasetSpec", "cache_dir", "data_config", "dataset_info", "fixed", "load_dataset", "noisy_labels"]
+           "DatasetSpec", "cache_dir", "data_config", "dataset_spec", "dataset_info", "fixed", "load_dataset", "noisy_labels"]

@@ -71,7 +71,8 @@ def read_npz(cfg) -> dict:
 def load_npz(cfg) -> Dataset:
     arrays = read_npz(cfg)
     path = str(_source(cfg))
-    return _assemble(cfg, path, arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), scale=False)
+    return assemble(cfg, path, arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
+                    classes=cfg.targets == "classes", scale=False)
 
 
 # --------------------------------------------------------------------------------- idx
@@ -147,14 +148,19 @@ def load_idx(cfg) -> Dataset:
     train = [read_idx(p) for p in files["train"]]
     test = [read_idx(p) for p in files["test"]] if files["test"] else [None, None]
     where = " + ".join(str(p) for p in files["train"])
-    return _assemble(cfg, where, *train, *test, scale=True)
+    return assemble(cfg, where, *train, *test, classes=True, scale=True)
 
 
 # ---------------------------------------------------------------------------- checking
 
-def _assemble(cfg, source: str, x, y, x_test, y_test, scale: bool) -> Dataset:
-    """Check the arrays, split off a test set if there is none, and cast them."""
-    classes = cfg.name == "idx" or cfg.targets == "classes"
+def assemble(cfg, source: str, x, y, x_test, y_test, classes: bool, scale: bool) -> Dataset:
+    """Check the arrays, split off a test set if there is none, and cast them.
+
+    Args:
+      source: names the arrays in messages (a file's path).
+      classes: ``y`` holds class labels (integers 0..C-1), else regression values.
+      scale: uint8 inputs are divided by 255 (images).
+    """
     parts = {"x": x, "y": y} if x_test is None else {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
     for key, arr in parts.items():
         _check_dtype(source, key, arr, integer_labels=classes and key.startswith("y"))
@@ -238,15 +244,19 @@ def _split(cfg, source: str, x, y):
     return x[train], y[train], x[test], y[test]
 
 
+def info_of(ds: Dataset) -> DatasetInfo:
+    """What is known of checked arrays: sizes, example shape, classes (0: regression values)."""
+    n_classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1 if ds.y_train.dtype == np.int32 else 0
+    return DatasetInfo(len(ds.x_train), len(ds.x_test), tuple(ds.x_train.shape[1:]), n_classes,
+                       tuple(ds.y_train.shape[1:]))
+
+
 def file_info(load):
     """``info`` for a user file: read (and check) it once per config, file size and time."""
     cache = {}
 
     def info(cfg) -> DatasetInfo:
-        ds = cached_load(cfg)
-        n_classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1 if ds.y_train.dtype == np.int32 else 0
-        return DatasetInfo(len(ds.x_train), len(ds.x_test), tuple(ds.x_train.shape[1:]), n_classes,
-                           tuple(ds.y_train.shape[1:]))
+        return info_of(cached_load(cfg))
 
     def cached_load(cfg) -> Dataset:
         path = _source(cfg)

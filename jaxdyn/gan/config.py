@@ -31,7 +31,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, closest
 from jaxdyn.gan.losses import GAN_LOSSES
 from jaxdyn.models import MODELS, check_model
 from jaxdyn.models.mlp import MLPConfig
@@ -104,16 +104,20 @@ def member_keys(cfg: GANConfig) -> list[str]:
     return [f"{p}_{k}" for p in PLAYERS for k in cfg.family(p).defaults] + ["gp_weight", *cfg.schedule_numbers()]
 
 
-def check_gan(cfg: GANConfig, input_shape, closest_hint, steps: int) -> None:
-    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``)."""
+def check_gan(cfg: GANConfig, input_shape, _unused_hint, steps: int) -> None:
+    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``).
+
+    ``_unused_hint`` is ignored (``jaxdyn.errors.closest`` names the closest valid key); it goes
+    once ``validation.validate`` stops passing it.
+    """
     if cfg.loss not in GAN_LOSSES:
-        raise ConfigError(f"gan.loss = {cfg.loss!r} is not known{closest_hint(cfg.loss, GAN_LOSSES)}")
+        raise ConfigError(f"gan.loss = {cfg.loss!r} is not known{closest(cfg.loss, GAN_LOSSES)}")
     for prefix in PLAYERS:
         name = getattr(cfg, f"{prefix}_optim")
         if name not in FAMILIES:
-            raise ConfigError(f"gan.{prefix}_optim = {name!r} is not known{closest_hint(name, FAMILIES)}")
+            raise ConfigError(f"gan.{prefix}_optim = {name!r} is not known{closest(name, FAMILIES)}")
     if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"gan.schedule = {cfg.schedule!r} is not known{closest_hint(cfg.schedule, SCHEDULES)}")
+        raise ConfigError(f"gan.schedule = {cfg.schedule!r} is not known{closest(cfg.schedule, SCHEDULES)}")
     from jaxdyn.validation import _check_schedule
 
     try:
@@ -126,7 +130,7 @@ def check_gan(cfg: GANConfig, input_shape, closest_hint, steps: int) -> None:
     takes = member_keys(cfg)
     for key, value in cfg.hparams:
         if key not in takes:
-            raise ConfigError(f"gan.{key} is not a number of this GAN{closest_hint(key, takes)} (the generator's "
+            raise ConfigError(f"gan.{key} is not a number of this GAN{closest(key, takes)} (the generator's "
                               f"{cfg.g_optim} numbers are g_<name>, the discriminator's {cfg.d_optim} d_<name>)")
         check_gan_value(cfg, key, value)
     if cfg.loss == "wgan_gp" and getattr(cfg.discriminator, "norm", "none") == "batch":

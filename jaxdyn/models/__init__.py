@@ -22,6 +22,7 @@ from jaxdyn.models.linear import Linear, LinearConfig
 from jaxdyn.models.mlp import MLP, MLPConfig
 from jaxdyn.models.rnn import RNN, RNNConfig
 from jaxdyn.models.upconv import UpConv, UpConvConfig
+from jaxdyn.models.user import ModuleConfig
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,35 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _user_activation(cfg) -> str:
+    activation = getattr(cfg, "activation", "identity")
+    return activation if isinstance(activation, str) and activation in ACTIVATIONS else "identity"
+
+
+# A user's module (``kind = "package.module:Class"``): its config carries its own build and check.
+USER_MODEL = ModelSpec(ModuleConfig, lambda cfg, input_shape, n_out, use_dropout: cfg.build(),
+                       lambda cfg, input_shape: cfg.check(input_shape),
+                       "your own flax.linen.Module: kind = \"package.module:Class\", its fields beside",
+                       _user_activation)
+
+
+def model_spec(cfg) -> ModelSpec:
+    """The registry entry of a model config: a zoo kind's, or the one for a user's module."""
+    return USER_MODEL if isinstance(cfg, ModuleConfig) else MODELS[cfg.kind]
+
+
+def model_hparams(cfg) -> dict[str, HParam]:
+    """The member hyperparameters a model config has: the zoo's that are fields of its kind,
+    or a user module's declared ones (and ``model.init_scale``)."""
+    if isinstance(cfg, ModuleConfig):
+        return cfg.hparams()
+    return {k: h for k, h in HPARAMS.items() if hasattr(cfg, k.split(".")[1])}
+
+
 def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False, output_shape=None):
     """Flax module for ``cfg`` (a kind's config dataclass) with ``n_out`` outputs; a generating
     kind makes examples of ``output_shape`` instead (flattened: ``prod(output_shape)`` outputs)."""
-    spec = MODELS[cfg.kind]
+    spec = model_spec(cfg)
     if spec.generates:
         return spec.build(cfg, input_shape, tuple(output_shape or (n_out,)), use_dropout)
     return spec.build(cfg, input_shape, n_out, use_dropout)
@@ -79,12 +105,12 @@ def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool
 
 def check_model(cfg, input_shape, output_shape=None) -> None:
     """``cfg``'s own checks for inputs of ``input_shape`` (and, for a generator, examples of ``output_shape``)."""
-    spec = MODELS[cfg.kind]
+    spec = model_spec(cfg)
     if spec.generates:
         spec.check(cfg, input_shape, output_shape)
     else:
         spec.check(cfg, input_shape)
 
 
-__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "UpConv",
-           "build_model", "check_model"]
+__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "ModuleConfig",
+           "UpConv", "build_model", "check_model", "model_hparams", "model_spec"]

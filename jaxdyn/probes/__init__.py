@@ -7,13 +7,19 @@ on unless their ``every`` is 0) and sets its options; ``every`` is the number of
 chunks between evaluations (and every probe runs after the last chunk).
 
 Adding a probe is one module (its options dataclass and its function) plus one
-entry in ``PROBES``; the runner never learns probe names.
+entry in ``PROBES``; the runner never learns probe names. A user's probe is a
+function ``ProbeContext -> {metric: scalar or {layer: scalar}}`` named by import path:
+``[probes."package.module:margin"]``, or ``[probes.margin] fn = "package.module:margin"``;
+its ``every`` works as for the built-in probes.
 """
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import jax.numpy as jnp
+
+from jaxdyn import extension
 from jaxdyn.errors import ConfigError
 from jaxdyn.probes import activations, gradient_noise, hessian, loss_slices, norms, ntk, similarity, weights
 from jaxdyn.probes.base import HISTOGRAMS, Probe, ProbeContext, options_doc
@@ -32,10 +38,53 @@ class ProbesConfig:
         (name, dataclasses.replace(p.options(), every=1 if p.default_on else 0)) for name, p in PROBES.items())
 
     def enabled(self) -> list[tuple[Probe, Any]]:
-        return [(PROBES[name], opts) for name, opts in self.tables if opts.every > 0]
+        return [(probe(name, opts), opts) for name, opts in self.tables if opts.every > 0]
 
     def options(self, name: str):
         return dict(self.tables)[name]
+
+
+@dataclass(frozen=True)
+class UserProbeOptions:
+    """``[probes.<name>]`` of a user's probe: ``fn`` its import path (the table's name when
+    that is one), ``every`` chunks between evaluations."""
+
+    every: int = 1
+    fn: str = ""
+
+    def check(self) -> None:
+        pass
+
+
+def probe(name: str, options) -> Probe:
+    """The probe a ``[probes.<name>]`` table turns on: a registered one, or a user's function."""
+    if name in PROBES:
+        return PROBES[name]
+    fn = extension.resolve(options.fn or name, f"probes.{name}" + (".fn" if options.fn else ""))
+    if not callable(fn):
+        raise ConfigError(f"probes.{name}: {options.fn or name!r} is {fn!r}, not a function of a ProbeContext")
+    return Probe(name, UserProbeOptions, _user_probe(name, fn), f"your probe {options.fn or name}")
+
+
+def _user_probe(name: str, fn):
+    """``fn``'s result checked and shaped as a probe's: each metric a scalar (a whole-model row)
+    or ``{layer: scalar}`` (per-layer rows)."""
+    def run(ctx) -> dict:
+        result = fn(ctx)
+        if not isinstance(result, Mapping):
+            raise ConfigError(f"probe {name!r} returned {type(result).__name__}; return a dict "
+                              "{metric: scalar or {layer: scalar}}")
+        out = {}
+        for metric, value in result.items():
+            values = value if isinstance(value, Mapping) else {"": value}
+            for layer, v in values.items():
+                if jnp.shape(v) != ():
+                    raise ConfigError(f"probe {name!r}: {metric}[{layer!r}] has shape {list(jnp.shape(v))}; each "
+                                      "value is a scalar (give per-layer values as {layer: scalar})")
+            out[str(metric)] = ({str(k): jnp.asarray(v, jnp.float32) for k, v in values.items()}
+                                if isinstance(value, Mapping) else jnp.asarray(value, jnp.float32))
+        return out
+    return run
 
 
 def probes_from_dict(raw, check_type, closest_hint) -> ProbesConfig:
@@ -48,11 +97,13 @@ def probes_from_dict(raw, check_type, closest_hint) -> ProbesConfig:
         if key == "batch_size":
             batch_size = check_type("probes.batch_size", value, int)
             continue
-        if key not in PROBES:
-            raise ConfigError(f"unknown probe [probes.{key}]{closest_hint(key, [*PROBES, 'batch_size'])}")
         if not isinstance(value, Mapping):
             raise ConfigError(f"probes.{key} must be a table of options, e.g. [probes.{key}] every = 1")
-        cls = PROBES[key].options
+        user = key not in PROBES and (extension.is_path(key) or "fn" in value)
+        if key not in PROBES and not user:
+            raise ConfigError(f"unknown probe [probes.{key}]{closest_hint(key, [*PROBES, 'batch_size'])}; "
+                              "a probe of your own is [probes.\"package.module:function\"]")
+        cls = UserProbeOptions if user else PROBES[key].options
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
         given = {}
         for option, v in value.items():
@@ -76,7 +127,9 @@ def check_probes(cfg: ProbesConfig) -> None:
         if opts.every < 0:
             raise ConfigError(f"probes.{name}.every = {opts.every}: chunks between evaluations, >= 1 (0 = off)")
         opts.check()
+        if opts.every:
+            probe(name, opts)  # a user's probe imports, before anything compiles
 
 
-__all__ = ["HISTOGRAMS", "PROBES", "Probe", "ProbeContext", "ProbesConfig", "check_probes", "probes_from_dict",
-           "probes_to_dict"]
+__all__ = ["HISTOGRAMS", "PROBES", "Probe", "ProbeContext", "ProbesConfig", "UserProbeOptions", "check_probes", "probe",
+           "probes_from_dict", "probes_to_dict"]

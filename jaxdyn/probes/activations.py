@@ -16,7 +16,8 @@ running BatchNorm statistics, no dropout). For each layer:
   ``[-hist_range, hist_range]``, as fractions; values outside fall in the end bins.
   It goes to ``histograms.parquet``.
 
-The head's output (the logits) is a layer too; it has no nonlinearity.
+The output layer (the logits: the layer whose sown value is the model's output) is a
+layer too; it has no nonlinearity.
 """
 
 from dataclasses import dataclass
@@ -46,24 +47,18 @@ class ActivationsOptions:
             raise ConfigError(f"probes.activations.hist_range = {self.hist_range}: must be > 0")
 
 
-def layer_outputs(task, state, x) -> dict:
-    """``{layer: output}`` sown by the model in evaluation mode."""
-    _, sown = task.model.apply({"params": state.params, **state.model_state}, x, train=False,
-                               hparams=state.hparams, mutable=["intermediates"])
-    return {name: values[-1] for name, values in sown["intermediates"].items()}
-
-
 def histogram(h, bins: int, limit: float):
     """Fractions of ``h`` in ``bins`` equal bins over ``[-limit, limit]``; the tails go to the end bins."""
     idx = jnp.clip(jnp.floor((h.reshape(-1) + limit) / (2 * limit) * bins), 0, bins - 1).astype(jnp.int32)
     return jnp.zeros(bins, jnp.float32).at[idx].add(1.0) / h.size
 
 
-def activations(ctx, state, init_params, x, y) -> dict:
+def activations(ctx) -> dict:
     opts = ctx.options
     out = {"act_mean": {}, "act_std": {}, "dead_frac": {}, "saturated_frac": {}, HISTOGRAMS: {"act_hist": {}}}
-    for name, h in layer_outputs(ctx.task, state, x).items():
-        kind = "identity" if name == "head" else ctx.hidden_activation
+    outputs, layers = ctx.outputs_and_layers()
+    for name, h in layers.items():
+        kind = "identity" if h is outputs else ctx.hidden_activation  # the output layer: logits or values
         out["act_mean"][name] = h.mean()
         out["act_std"][name] = h.std()
         if kind in RELU_FAMILY:

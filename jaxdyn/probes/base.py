@@ -1,12 +1,13 @@
 """What a probe is, and the pieces probes share.
 
-A probe is a pure function of ONE member's state and the probe batch, returning
+A probe is a pure function of a ``ProbeContext``: ONE member's state and the probe batch, returning
 ``{metric: value}`` where a value is a scalar (a whole-model number, written with
 an empty ``layer``) or ``{layer: scalar}`` (per-layer numbers). Histograms come back
 under ``HISTOGRAMS`` as ``{metric: {layer: counts [bins]}}`` and go to a table of
 their own. ``ProbeSet`` (``run.py``) vmaps and shards it like the train step.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,13 +17,66 @@ COSTS = ("cheap", "moderate", "expensive")
 
 @dataclass(frozen=True)
 class ProbeContext:
-    """What a probe's function may read besides the member: the task, its options,
-    the model config, and the probe batch's size."""
+    """Everything a probe reads, for ONE member (jaxdyn's probes and a user's alike).
+
+    Attributes:
+      task: the task (or a GAN player's view of it): ``model`` (a Flax module) and
+        ``probe_loss(params, state, x, y, batch_stats)``.
+      options: the probe's ``[probes.<name>]`` options.
+      model_config: the model's config (a kind's dataclass, or a user module's ``ModuleConfig``).
+      hidden_activation: the nonlinearity of the model's hidden layer outputs.
+      state: the member's state (``params``, ``model_state``, ``opt_state``, ``hparams``, ``step``).
+      init_params: its initial parameters (probes that declare ``needs_init``; else its params).
+      x, y: the probe batch, ``[N, *input_shape]`` and ``[N, *target_shape]``: the first
+        ``probes.batch_size`` training examples, the same for every member and evaluation.
+    """
 
     task: Any
     options: Any
     model_config: Any
-    hidden_activation: str  # the nonlinearity of the model's hidden layer outputs
+    hidden_activation: str
+    state: Any = None
+    init_params: Any = None
+    x: Any = None
+    y: Any = None
+
+    def bind(self, state, init_params, x, y) -> "ProbeContext":
+        """This context for one member's ``state`` and the probe batch."""
+        return dataclasses.replace(self, state=state, init_params=init_params, x=x, y=y)
+
+    @property
+    def params(self):
+        return self.state.params
+
+    @property
+    def hparams(self) -> dict:
+        """The member's hyperparameters, name -> float32 scalar."""
+        return self.state.hparams
+
+    def outputs(self, params=None, x=None):
+        """The model's outputs ``[N, n_out]`` in evaluation mode (running BatchNorm statistics,
+        no dropout), for ``params`` (default the member's) on ``x`` (default the probe batch)."""
+        params = self.state.params if params is None else params
+        return self.task.model.apply({"params": params, **self.state.model_state}, self.x if x is None else x,
+                                     train=False, hparams=self.state.hparams)
+
+    def loss(self, params=None, batch_stats: bool = True):
+        """The training objective on the probe batch, dropout off (BatchNorm with the batch's
+        statistics, or the running ones when ``batch_stats`` is False): differentiate it."""
+        params = self.state.params if params is None else params
+        return self.task.probe_loss(params, self.state, self.x, self.y, batch_stats)
+
+    def layer_outputs(self, x=None) -> dict:
+        """``{layer: output}`` the model sows in evaluation mode, on ``x`` (default the probe batch)."""
+        return self.outputs_and_layers(x)[1]
+
+    def outputs_and_layers(self, x=None) -> tuple:
+        """``(outputs, {layer: output})`` in evaluation mode. The layer whose sown value IS the
+        model's output (the same array) is its output layer: no nonlinearity follows it."""
+        out, sown = self.task.model.apply({"params": self.state.params, **self.state.model_state},
+                                          self.x if x is None else x, train=False, hparams=self.state.hparams,
+                                          mutable=["intermediates"])
+        return out, {name: values[-1] for name, values in sown.get("intermediates", {}).items()}
 
 
 @dataclass(frozen=True)
@@ -58,7 +112,7 @@ class Probe:
       options: frozen dataclass of its ``[probes.<name>]`` options; ``every`` (chunks
         between evaluations, 0 = off) is always one of them, and ``check()`` raises
         ``ConfigError`` on a bad value.
-      fn: ``(ctx, state, init_params, x, y) -> result`` for ONE member.
+      fn: ``ProbeContext -> result`` for ONE member (``ctx.bind``: the member and the batch).
       doc: one line for ``jaxdyn list``.
       default_on: part of every study unless its ``every`` is set to 0.
       needs_init: reads the member's initial parameters.

@@ -38,7 +38,8 @@ class GradientNoiseOptions:
             raise ConfigError(f"probes.gradient_noise.ema = {self.ema}: give a decay in [0, 1) (0: no smoothing)")
 
 
-def gradient_noise(ctx, state, init_params, x, y) -> dict:
+def gradient_noise(ctx) -> dict:
+    state, x, y = ctx.state, ctx.x, ctx.y
     b = x.shape[0]
     chunk = min(CHUNK, b)
     n = b - b % chunk  # whole chunks only: the first n examples of the probe batch

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import eigh_tridiagonal
 
@@ -79,26 +80,23 @@ def lanczos_top(matvec, dim: int, iters: int, k: int, key) -> jax.Array:
 
 
 def adam_second_moment(opt_state):
-    """``(nu, count)`` of Adam's (or RMSProp's) state inside ``opt_state``, or None."""
-    found = []
+    """``(nu, count)`` of Adam's (or RMSProp's) state inside ``opt_state``, or None.
 
-    def visit(node):
-        if hasattr(node, "nu") and hasattr(node, "_fields"):
-            found.append(node)
-        elif isinstance(node, (tuple, list)):
-            for child in node:
-                visit(child)
-        elif hasattr(node, "_fields"):
-            for child in node:
-                visit(child)
-
-    visit(opt_state)
+    ``count`` is the step count kept beside ``nu`` in the same state (None for RMSProp,
+    which keeps none), not the one ``inject_hyperparams`` keeps.
+    """
+    # Only NamedTuple fields: a parameter may itself be called "nu" or "count".
+    is_field = lambda path, _: isinstance(path[-1], otu.NamedTupleKey)
+    found = otu.tree_get_all_with_path(opt_state, "nu", is_field)
     if not found:
         return None
-    return found[0].nu, getattr(found[0], "count", None)
+    nu_path, nu = found[0]
+    counts = [c for path, c in otu.tree_get_all_with_path(opt_state, "count", is_field) if path[:-1] == nu_path[:-1]]
+    return nu, counts[0] if counts else None
 
 
-def hessian(ctx, state, init_params, x, y) -> dict:
+def hessian(ctx) -> dict:
+    state, x, y = ctx.state, ctx.x, ctx.y
     opts = ctx.options
     flat, unravel = ravel_pytree(state.params)
     dim = flat.shape[0]

@@ -63,7 +63,8 @@ def coordinates(opts) -> np.ndarray:
     return np.linspace(-opts.span, opts.span, opts.points)
 
 
-def loss_slices(ctx, state, init_params, x, y) -> dict:
+def loss_slices(ctx) -> dict:
+    state, x, y = ctx.state, ctx.x, ctx.y
     opts = ctx.options
     key = jax.random.fold_in(state.data_key, DIRECTION_TAG)
     d1 = filter_normalised(state.params, jax.random.fold_in(key, 1))

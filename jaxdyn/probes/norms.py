@@ -28,7 +28,8 @@ class NormsOptions:
         pass
 
 
-def norms(ctx, state, init_params, x, y) -> dict:
+def norms(ctx) -> dict:
+    state, init_params, x, y = ctx.state, ctx.init_params, ctx.x, ctx.y
     grads = jax.grad(ctx.task.probe_loss)(state.params, state, x, y)
     weight = layer_norms(state.params)
     init = layer_norms(init_params)

@@ -74,7 +74,8 @@ def cosine(a, b):
     return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
 
 
-def ntk(ctx, state, init_params, x, y) -> dict:
+def ntk(ctx) -> dict:
+    state, init_params, x, y = ctx.state, ctx.init_params, ctx.x, ctx.y
     opts, task = ctx.options, ctx.task
     n = min(opts.examples, x.shape[0])
     x, y = x[:n], y[:n]

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdyn.population import AXIS
 from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
-from jaxdyn.results import tidy
+from jaxdyn.tables import tidy
 
 class ProbeSet:
     """The enabled probes of one cohort, over each of its views (``ProbeView``).
@@ -29,6 +29,7 @@ class ProbeSet:
 
     def __init__(self, probes_config, views, mesh, members=None):
         self.enabled = probes_config.enabled()
+        self._probes = {p.name: p for p, _ in self.enabled}
         self.views = tuple(views)
         self.members = members
         self.batch_size = probes_config.batch_size
@@ -42,19 +43,19 @@ class ProbeSet:
     def _program(self, names: tuple[str, ...]):
         """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {prefix: {name: result}}``."""
         if names not in self._compiled:
-            from jaxdyn.probes import PROBES
+            probes = self._probes
 
             def member(subset):
                 def each_view(state, params0, x, y):
                     out = {}
                     for v in self.views:
                         s, p0, (vx, vy) = v.state(state), v.params(params0), v.batch(x, y)
-                        out[v.prefix] = {n: PROBES[n].fn(self._contexts[(v.prefix, n)], s, p0, vx, vy) for n in subset}
+                        out[v.prefix] = {n: probes[n].fn(self._contexts[(v.prefix, n)].bind(s, p0, vx, vy)) for n in subset}
                     return out
                 return each_view
 
-            batched = tuple(n for n in names if not PROBES[n].sequential)
-            one_by_one = tuple(n for n in names if PROBES[n].sequential)
+            batched = tuple(n for n in names if not probes[n].sequential)
+            one_by_one = tuple(n for n in names if probes[n].sequential)
 
             def per_device(state, params0, x, y):
                 out = jax.vmap(member(batched), in_axes=(0, 0, None, None))(state, params0, x, y) if batched else {}

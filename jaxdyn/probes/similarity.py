@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.errors import ConfigError
-from jaxdyn.probes.activations import layer_outputs
 from jaxdyn.probes.base import Probe
 
 PAIR_MODES = ("setting", "reference")
@@ -73,12 +72,12 @@ def choose_pairs(members: pd.DataFrame, mode: str) -> list[tuple[int, int]]:
     return out
 
 
-def grams(ctx, state, init_params, x, y) -> dict:
+def grams(ctx) -> dict:
     """Per layer, this member's Gram matrix of its sown outputs on the probe batch: raw for the
     debiased estimator, else centred and scaled to unit Frobenius norm (so that CKA is one dot
     product of two members' matrices)."""
     out = {}
-    for name, h in layer_outputs(ctx.task, state, x).items():
+    for name, h in ctx.layer_outputs().items():
         h = h.reshape(h.shape[0], -1)
         if not ctx.options.debiased:
             h = h - h.mean(axis=0)  # centring the features centres the Gram: H K H = (H h)(H h)ᵀ

@@ -63,7 +63,8 @@ def power_law_alpha(lam: jax.Array, min_tail: int) -> jax.Array:
     return jnp.where(valid.any(), alpha[best], jnp.nan)
 
 
-def weights(ctx, state, init_params, x, y) -> dict:
+def weights(ctx) -> dict:
+    state = ctx.state
     out = {"spectral_norm": {}, "stable_rank": {}, "esd_alpha": {}}
     for path, kernel in jax.tree_util.tree_leaves_with_path(state.params):
         if getattr(path[-1], "key", None) != "kernel":

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 from matplotlib.lines import Line2D
 
+from jaxdyn.report.explore import draw_metric, member_settings
 from jaxdyn.results import varying_settings
 
 PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test loss", "log"),
@@ -15,13 +15,7 @@ PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test
 
 def setting_labels(members: pd.DataFrame) -> pd.Series:
     """A readable label per member from the columns that vary across settings (not seeds)."""
-    keys = varying_settings(members) or ["cohort"]
-
-    def label(row):
-        return ", ".join(f"{k.split('.')[-1]}={row[k]:g}" if isinstance(row[k], float) else f"{k.split('.')[-1]}={row[k]}"
-                         for k in keys if pd.notna(row[k]))
-
-    return members.set_index("member").apply(label, axis=1)
+    return member_settings(members, varying_settings(members) or ["cohort"])
 
 
 def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Figure:
@@ -36,37 +30,25 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
     marked in the legend, and a panel with nothing at all says so. Returns the figure.
     """
     panels = [p for p in PANELS if p[0] != "test_accuracy" or (metrics.metric == "test_accuracy").any()]
-    labels = setting_labels(members)
+    by = varying_settings(members) or ["cohort"]
+    labels = member_settings(members, by)
     settings = list(dict.fromkeys(labels))
     colors = {s: f"C{i % 10}" for i, s in enumerate(settings)}
     fig = Figure(figsize=(5 * len(panels) + 2, 4), layout="constrained")
     axes = fig.subplots(1, len(panels))
     drawn_anywhere = set()
     for ax, (metric, title, scale) in zip(axes, panels):
-        values = metrics.loc[metrics.metric == metric, ["member", "step", "value"]]
-        values = values.assign(value=values.value.astype(np.float64))  # float32 means of huge losses overflow
-        drawable = np.isfinite(values.value) & ((values.value > 0) if scale == "log" else True)
-        rows = values[drawable].assign(setting=lambda f: f.member.map(labels))
-        stats = rows.groupby(["setting", "step"]).value.agg(["mean", "std"]).reset_index()
-        stats = stats[np.isfinite(stats["mean"])]
-        curves = dict(tuple(stats.groupby("setting", sort=False)))
-        for setting in settings:
-            if setting not in curves:
-                continue
-            curve = curves[setting]
-            mean, std = curve["mean"], curve["std"].fillna(0)
-            lower = (mean - std).clip(lower=mean / 10) if scale == "log" else mean - std  # stay on a log axis
-            ax.plot(curve.step, mean, label=setting, color=colors[setting], marker="o" if len(curve) < 3 else None)
-            ax.fill_between(curve.step, lower, mean + std, alpha=0.2, color=colors[setting])
-            drawn_anywhere.add(setting)
-        skipped = [s for s in settings if s not in curves]
+        rows = metrics.loc[metrics.metric == metric, ["member", "step", "value"]]
+        drawn = draw_metric(ax, rows.merge(members[["member", *by]], on="member"), metric, by, "mean_std", colors,
+                            log=scale == "log")
+        drawn_anywhere.update(drawn)
+        skipped = [s for s in settings if s not in drawn]
         why = "no finite positive values" if scale == "log" else "no finite values"
-        if not curves:
+        if not drawn:
             ax.text(0.5, 0.5, f"nothing to draw:\n{why}", ha="center", va="center", transform=ax.transAxes)
         elif skipped:
             title += f"\n{len(skipped)} of {len(settings)} settings not drawn: {why}"
-        ax.set(title=title, xlabel="step", yscale=scale if curves else "linear")
-        ax.grid(alpha=0.3)
+        ax.set(title=title, ylabel="")
     handles = [Line2D([], [], color=colors[s]) if s in drawn_anywhere
                else Line2D([], [], color=colors[s], linestyle="none", marker="x") for s in settings]
     names = [s if s in drawn_anywhere else f"{s} (nothing to draw)" for s in settings]

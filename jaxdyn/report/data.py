@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.aggregate import AGGREGATES
-from jaxdyn.results import MetricParts, Results, load, varying_settings
+from jaxdyn.report.explore import member_settings
+from jaxdyn.results import Results, load, varying_settings
+from jaxdyn.tables import MetricParts
 
 TABLES = {"hist_": "histograms.parquet", "pairs_": "pairs.parquet", "samples_": "samples.parquet",
           "time_": "timing.csv"}
@@ -71,10 +73,7 @@ class ReportData:
 
     def setting_of(self) -> pd.Series:
         """member -> its setting's label, such as ``learning_rate=0.01, activation=relu``."""
-        from jaxdyn.report.explore import setting_label
-
-        labels = [setting_label(self.by, tuple(row)) for row in self.members[self.by].itertuples(index=False)]
-        return pd.Series(labels, index=self.members.member.to_numpy(), dtype=object)
+        return member_settings(self.members, self.by)
 
     def settings(self) -> list[str]:
         """Setting labels in the member table's order."""

@@ -23,31 +23,47 @@ def plot_metric(frame: pd.DataFrame, metric: str, by: list[str], how: str = "mea
 
 
 def setting_label(by, key) -> str:
+    """``learning_rate=0.01, activation=relu``: a setting's values of the ``by`` columns. A
+    column that does not apply to it (NaN: momentum under adam) is left out, unless none applies."""
     key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                     for k, v in zip(by, key)) or "all members"
+    parts = [(k.split(".")[-1], v) for k, v in zip(by, key)]
+    parts = [(k, v) for k, v in parts if pd.notna(v)] or parts
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in parts) or "all members"
 
 
-def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, colors=None) -> list[str]:
+def member_settings(members: pd.DataFrame, by: list[str]) -> pd.Series:
+    """member -> the label of its setting of ``by`` (``setting_label``)."""
+    labels = [setting_label(by, tuple(row)) for row in members[by].itertuples(index=False)]
+    return pd.Series(labels, index=members.member.to_numpy(), dtype=object)
+
+
+def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, colors=None,
+                log: bool | None = None) -> list[str]:
     """Draw ``plot_metric``'s lines and bands on ``ax``; ``colors`` maps a setting's label to its
-    colour (default: C0, C1, ... in order). Returns the labels drawn."""
-    values = frame.value.to_numpy()
-    finite = values[np.isfinite(values)]
-    log = any(word in metric for word in LOG_METRICS) and finite.size and np.all(finite > 0)
+    colour (default: C0, C1, ... in order). ``log``: a log axis, on which values <= 0 are left
+    out; None chooses one for a metric named in ``LOG_METRICS`` whose finite values are all
+    positive. Returns the labels drawn: a setting with no finite value left is not drawn."""
+    values = frame.value.to_numpy(np.float64)
+    if log is None:
+        finite = values[np.isfinite(values)]
+        log = any(word in metric for word in LOG_METRICS) and finite.size > 0 and bool(np.all(finite > 0))
+    if log:
+        frame = frame[~(values <= 0)]  # NaN stays: a diverged member leaves the aggregate, not the step
     groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
     drawn = []
     for i, (key, group) in enumerate(groups):
         label = setting_label(by, key)
-        steps = np.sort(group.step.unique())
-        stats = np.array([combine(group[group.step == s].value.to_numpy(), how) for s in steps])
-        if not np.isfinite(stats[:, 0]).any():
+        stats = group.groupby("step").value.apply(lambda v: combine(v.to_numpy(), how))
+        centre, low, high = np.array(stats.tolist(), np.float64).reshape(-1, 3).T
+        if not np.isfinite(centre).any():
             continue
+        steps = stats.index.to_numpy()
         color = colors[label] if colors else f"C{i % 10}"
-        ax.plot(steps, stats[:, 0], color=color, label=label, marker="o" if len(steps) < 3 else None)
-        low = np.maximum(stats[:, 1], stats[:, 0] / 10) if log else stats[:, 1]  # a band that stays on a log axis
-        ax.fill_between(steps, low, stats[:, 2], color=color, alpha=0.2)
+        ax.plot(steps, centre, color=color, label=label, marker="o" if len(steps) < 3 else None)
+        low = np.maximum(low, centre / 10) if log else low  # a band that stays on a log axis
+        ax.fill_between(steps, low, high, color=color, alpha=0.2)
         drawn.append(label)
-    if log:
+    if log and drawn:
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: {AGGREGATES[how]}")
     ax.grid(alpha=0.3)

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from jaxdyn.report.curves import setting_labels
-from jaxdyn.results import write_atomic
+from jaxdyn.tables import write_atomic
 
 PER_PAGE = 24
 STEPS_SHOWN = 4

@@ -11,8 +11,9 @@ from typing import Callable
 import pandas as pd
 
 from jaxdyn.data import Augment, dataset_info
-from jaxdyn.losses import objective_name
-from jaxdyn.models import MODELS, build_model
+from jaxdyn import extension
+from jaxdyn.losses import objective_name, user_loss
+from jaxdyn.models import build_model, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes.base import ProbeView
 from jaxdyn.schedules import learning_rate
@@ -56,6 +57,7 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
         batch_size=config.train.batch_size,
         input_shape=info.input_shape,
         loss=objective_name(config.loss.name, info.regression),
+        custom_loss=user_loss(config.loss.name) if extension.is_path(config.loss.name) else None,
         full_batch=config.train.full_batch,
         label_noise=_uses(members, "label_noise"),
         n_classes=info.n_classes,
@@ -70,7 +72,7 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
 
 def supervised_views(config, task) -> tuple[ProbeView, ...]:
     model = config.model
-    return (ProbeView(task, model, MODELS[model.kind].hidden_activation(model)),)
+    return (ProbeView(task, model, model_spec(model).hidden_activation(model)),)
 
 
 def gan_task(config, members: pd.DataFrame):

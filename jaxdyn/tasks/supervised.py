@@ -57,7 +57,8 @@ class SupervisedTask:
       input_shape: shape of one example.
       schedule: ``(count, hparams) -> learning rate`` of one member, or None (constant).
       loss: the objective's name in ``losses.LOSSES``, ``auto`` resolved. The ``loss``
-        metric is always the plain cross-entropy (classes) or mean squared error (values).
+        metric is always the plain cross-entropy (classes) or mean squared error (values),
+        whatever the objective (``custom_loss`` too), so members compare.
       n_classes: classes per label; 0 for regression (float targets).
       target_shape: shape of one example's target (``(L,)``: L labels, e.g. the copy task).
     """
@@ -74,6 +75,8 @@ class SupervisedTask:
     target_shape: tuple[int, ...] = ()
     augment: Augment = Augment()  # training batches only; empty (the default) compiles to nothing
     track_updates: bool = False  # per-layer update norms in the step metrics (the norms probe)
+    # A loss of the user's own: (outputs [B, n_out], targets, hparams) -> batch mean; replaces ``loss``.
+    custom_loss: Callable | None = None
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -170,8 +173,12 @@ class SupervisedTask:
     def _fit(self, params, logits, y, hp) -> jax.Array:
         """The objective of the model's outputs ``logits``: cross-entropy (or the chosen
         classification loss) or the squared error, plus the weight penalties."""
-        out = self._outputs(logits)
-        fit = squared_error(out, y) if not self.n_classes else LOSSES[self.loss](out, y, hp["label_smoothing"])
+        if self.custom_loss is not None:
+            fit = self.custom_loss(logits, y, hp)
+        elif not self.n_classes:
+            fit = squared_error(self._outputs(logits), y)
+        else:
+            fit = LOSSES[self.loss](self._outputs(logits), y, hp["label_smoothing"])
         return fit + weight_penalty(params, hp["l1"], hp["l2"])
 
     def probe_loss(self, params, state: MemberState, x, y, batch_stats: bool = True) -> jax.Array:
