@@ -4,16 +4,17 @@ from jaxdyn import _cpu_devices
 
 _cpu_devices.configure()  # must precede the first jax import; see _cpu_devices
 
+from jaxdyn.analysis import Results, load  # noqa: E402
+from jaxdyn.api import run  # noqa: E402
 from jaxdyn.config import Config, load_config  # noqa: E402
 from jaxdyn.errors import ConfigError, RunError, RunInUse  # noqa: E402
 from jaxdyn.extract import Member, extract_member  # noqa: E402
 from jaxdyn.hparams import HParam  # noqa: E402
 from jaxdyn.probes.base import ProbeContext  # noqa: E402
 from jaxdyn.report import write_report  # noqa: E402
-from jaxdyn.results import Results, load  # noqa: E402
 from jaxdyn.runner import Interrupted  # noqa: E402
-from jaxdyn.study import run  # noqa: E402
+from jaxdyn.tasks import Task, TaskKind  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "HParam", "Interrupted", "Member", "ProbeContext", "Results", "RunError", "RunInUse", "extract_member", "load",
-           "load_config", "run", "write_report"]
+__all__ = ["Config", "ConfigError", "HParam", "Interrupted", "Member", "ProbeContext", "Results", "RunError", "RunInUse",
+           "Task", "TaskKind", "extract_member", "load", "load_config", "run", "write_report"]

@@ -1,15 +1,33 @@
 """``jaxdyn run | report | export | list``: a thin shell over the Python API."""
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import threading
 import traceback
 
+from rich.console import Console
+
+import jaxdyn
+from jaxdyn.aggregate import AGGREGATES
+from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS
+from jaxdyn.data import COMMON_FIELDS, DATASETS
+from jaxdyn.export import export_tensorboard
+from jaxdyn.losses import LOSSES
+from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
+from jaxdyn.optim import FAMILIES
+from jaxdyn.probes import PROBES, ProbesConfig
+from jaxdyn.probes.base import options_doc
+from jaxdyn.report import write_report
+from jaxdyn.schedules import SCHEDULES
+from jaxdyn.study import plan
+from jaxdyn.tasks.kinds import TASK_KINDS
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxdyn", description=__import__("jaxdyn").__doc__)
+    parser = argparse.ArgumentParser(prog="jaxdyn", description=jaxdyn.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study (the default study when no CONFIG is given)")
     run.add_argument("config", nargs="?", help="study TOML file; omit for the default study")
@@ -35,8 +53,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _grouping(parser) -> None:
-    from jaxdyn.aggregate import AGGREGATES
-
     parser.add_argument("--aggregate", default="mean_std", choices=list(AGGREGATES),
                         help="how seeds are combined: " + "; ".join(f"{k}: {v}" for k, v in AGGREGATES.items()))
     parser.add_argument("--by", action="append", metavar="COLUMN",
@@ -45,16 +61,6 @@ def _grouping(parser) -> None:
 
 
 def _list() -> None:
-    import dataclasses
-
-    from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS
-    from jaxdyn.losses import LOSSES
-    from jaxdyn.data import DATASETS
-    from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
-    from jaxdyn.optim import FAMILIES
-
-    from jaxdyn.data import COMMON_FIELDS
-
     print(f"datasets (data.name; every one takes data.{', data.'.join(COMMON_FIELDS[1:])}):")
     for name, spec in DATASETS.items():
         fields = f"\n          fields: {', '.join(spec.fields)}" if spec.fields else ""
@@ -65,8 +71,6 @@ def _list() -> None:
     for name, fam in FAMILIES.items():
         hp = ", ".join(f"{k}={v:g}" for k, v in fam.defaults.items())
         print(f"  {name:<9} {fam.doc}; member hyperparameters: {hp}")
-    from jaxdyn.schedules import SCHEDULES
-
     print("schedules (optim.schedule; step counts structural, their numbers members):")
     for name, sched in SCHEDULES.items():
         numbers = ", ".join(f"{k}={h.default:g}" for k, h in sched.hparams.items())
@@ -79,26 +83,15 @@ def _list() -> None:
     print("other member hyperparameters (grid axes, --set keys, members.csv columns):")
     for key, hp in MEMBER_HPARAMS.items():
         print(f"  {key:<21} {hp.describe()}")
-    from jaxdyn.probes import PROBES, ProbesConfig
-    from jaxdyn.probes.base import options_doc
-
     print(f"probes ([probes.<name>] turns one on; every = chunks between runs, 0 = off; probe batch: the first "
           f"probes.batch_size = {ProbesConfig.batch_size} training examples):")
     for name, probe in PROBES.items():
         default = "on by default" if probe.default_on else "off unless configured"
         print(f"  {name:<14} {probe.kind}, {probe.cost}, {default}: {probe.doc}\n{'':16} options: "
               f"{options_doc(probe.options)}")
-    from jaxdyn.gan.config import STRUCTURAL
-    from jaxdyn.gan.losses import GAN_LOSSES
-    from jaxdyn.tasks.kinds import TASK_KINDS
-
     print("tasks (task.kind):")
     for name, kind in TASK_KINDS.items():
-        print(f"  {name:<11} {kind.doc}")
-    print("  [gan] loss = " + " | ".join(GAN_LOSSES) + "; " + ", ".join(STRUCTURAL[1:]) +
-          "; [gan.generator] and [gan.discriminator] (model configs); member numbers g_<optimizer number>, "
-          "d_<optimizer number>, gp_weight, and the schedule's (alpha, decay_rate); metric names of each "
-          "player's probes start g_ / d_")
+        print(f"  {name:<11} {kind.doc}" + (f"\n  {kind.section_doc}" if kind.section_doc else ""))
     print("cohort grid axes: " + ", ".join(COHORT_AXES))
     print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
 
@@ -119,8 +112,6 @@ def _quiet_libraries() -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    import jaxdyn
-
     if args.command == "list":
         try:
             _list()
@@ -138,8 +129,6 @@ def main(argv=None) -> int:
         if args.command == "report":
             return _write_report(args.run_dir, args.aggregate, args.by)
         if args.command == "export":
-            from jaxdyn.export import export_tensorboard
-
             try:
                 written = export_tensorboard(args.run_dir, args.out)
             except (FileNotFoundError, FileExistsError) as e:
@@ -170,10 +159,6 @@ def main(argv=None) -> int:
 
 
 def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
-    from jaxdyn.report import write_report
-
-    from rich.console import Console
-
     try:
         with Console(stderr=True).status("writing the report") as status:
             report = write_report(run_dir, aggregate, by, lambda title: status.update(f"report: {title}"))
@@ -192,8 +177,6 @@ def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
 
 
 def _dry_run(args) -> None:
-    from jaxdyn.study import plan
-
     table = plan(args.config, overrides=args.overrides)
     shown = table.assign(MiB_per_member=(table.bytes_per_member / 2**20).round(3)).drop(columns="bytes_per_member")
     print(shown.to_string(index=False))

@@ -11,10 +11,8 @@ structural (``model.hidden``, ``model.activation``, ``optim.name``,
 """
 
 import dataclasses
-import difflib
 import math
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,17 +22,19 @@ import tomli_w
 
 from jaxdyn import data, extension, losses, models
 from jaxdyn.data import DataConfig
-from jaxdyn.errors import ConfigError
-from jaxdyn.gan.config import GANConfig, STRUCTURAL as GAN_STRUCTURAL, gan_from_dict
+from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS, ModuleConfig, model_hparams
 from jaxdyn.data import arrays
 from jaxdyn.models import user as user_model
 from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
+from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
+from jaxdyn.parsing import check_type, field_types, frozen, model_fields, model_from_dict
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks import supervised
+from jaxdyn.tasks.kinds import TASK_KINDS, task_kind
 
 # Every member hyperparameter outside the optimizer families, gathered from the
 # components that declare them: "section.name" -> HParam. Members carry them as
@@ -54,22 +54,6 @@ class StudyConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    name: str = "adam"
-    schedule: str = "constant"  # constant | cosine | exponential | step | warmup_cosine
-    decay_steps: int = 0  # cosine schedules: steps to decay over; 0 = train.steps
-    warmup_steps: int = 0  # warmup_cosine
-    transition_steps: int = 1000  # exponential: steps per factor of decay_rate
-    boundaries: tuple[int, ...] = ()  # step: steps at which the rate is multiplied by decay_rate
-    # Only the numbers the user set (family's and schedule's); their defaults fill in the rest.
-    hparams: tuple[tuple[str, float], ...] = ()
-
-
-# The structural [optim] fields; every other key in [optim] is a member number.
-OPTIM_FIELDS = ("name", "schedule", "decay_steps", "warmup_steps", "transition_steps", "boundaries")
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 6000  # optimisation steps of every member
     batch_size: int = 100  # examples per step, drawn with replacement by each member
@@ -84,9 +68,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    kind: str = "supervised"  # supervised | gan (then [gan] holds the two players)
+    kind: str = "supervised"  # supervised | gan (then [gan] holds the two players) | "package.module:NAME"
+    # The member numbers a kind declares (TaskKind.hparams), as set in [task].
+    hparams: tuple[tuple[str, float], ...] = ()
+    # The table the kind owns (TaskKind.section, such as [gan]) as its options dataclass; None: none.
+    options: Any = None
 
+    def __post_init__(self):
+        if self.options is None and self.spec().section:  # the kind's table with its defaults
+            object.__setattr__(self, "options", self.spec().options())
 
+    def spec(self):
+        """This kind's ``TaskKind``."""
+        return task_kind(self.kind)
 
 
 @dataclass(frozen=True)
@@ -115,8 +109,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    gan: GANConfig = field(default_factory=GANConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
+
+    def __getattr__(self, name: str):
+        """The table the task kind owns, by its name (``cfg.gan``)."""
+        task = self.__dict__.get("task")
+        if task is not None and task.options is not None and name == task.spec().section:
+            return task.options
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def with_section(self, name: str, table) -> "Config":
+        """This config with section ``name`` (a field, or the task kind's own table) replaced by ``table``."""
+        if name in {f.name for f in dataclasses.fields(self)}:
+            return dataclasses.replace(self, **{name: table})
+        return dataclasses.replace(self, task=dataclasses.replace(self.task, options=table))
 
     def optim_hparams(self) -> dict[str, float]:
         """Every hyperparameter of this config's optimizer family, defaults filled in."""
@@ -127,15 +133,22 @@ class Config:
         """Every member hyperparameter outside the optimizer this config has, ``"section.name" -> HParam``:
         data, loss and train's, the model's (its kind's fields, or a user module's declared ones)
         and a user loss's declared ones."""
+        kind = self.task.spec()
+        if not kind.uses_optim:
+            return dict(kind.hparams)
         decls = lambda *sections: {k: h for k, h in MEMBER_HPARAMS.items() if k.split(".")[0] in sections}
-        return {**decls("data", "loss"), **model_hparams(self.model), **decls("train"), **self.loss.declared()}
+        return {**kind.hparams, **decls("data", "loss"), **model_hparams(self.model), **decls("train"),
+                **self.loss.declared()}
 
     def member_hparams(self) -> dict[str, float]:
-        """Every member hyperparameter of this config by bare name: optimizer, loss, model, train
-        (for a GAN: both players' optimizer numbers, prefixed g_ and d_, and gp_weight)."""
-        if self.task.kind == "gan":
-            return self.gan.member_hparams()
-        return {**self.optim_hparams(), **{k.split(".")[1]: v for k, v in self.hparam_values().items()}}
+        """Every member hyperparameter of this config by bare name: the task kind's own (declared, or
+        its section's: a GAN's both players' optimizer numbers, prefixed g_ and d_, and gp_weight),
+        and for the supervised path the optimizer's, loss's, model's and train's."""
+        kind = self.task.spec()
+        own = {k.split(".")[1]: v for k, v in self.hparam_values().items()}
+        if kind.member_hparams is not None:
+            own.update(kind.member_hparams(self.task.options))
+        return {**self.optim_hparams(), **own} if kind.uses_optim else own
 
     def hparam_values(self) -> dict[str, float]:
         """``"section.name" -> value`` of every member hyperparameter in ``hparam_decls``: as set in
@@ -143,7 +156,7 @@ class Config:
         values = {}
         for key, decl in self.hparam_decls().items():
             section, name = key.split(".")
-            given = dict(self.loss.hparams) if section == "loss" else {}
+            given = dict(getattr(self, section).hparams) if section in ("loss", "task") else {}
             values[key] = given.get(name, getattr(getattr(self, section), name, decl.default))
         return values
 
@@ -151,7 +164,7 @@ class Config:
         """Whether grid axis ``key`` is structural (a cohort per value) rather than a member number."""
         if key.startswith("model.") and isinstance(self.model, ModuleConfig):
             return key not in self.model.hparams()
-        return key in COHORT_AXES
+        return key in COHORT_AXES or key in section_axes(self.task.spec())[0]
 
     def seed_sets(self) -> list[tuple[int, int, int]]:
         """``(init_seed, data_seed, dropout_seed)`` of each seed setting."""
@@ -169,20 +182,13 @@ class Config:
         return [(i, d) for i, d, _ in self.seed_sets()]
 
 
-_SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig, "task": TaskConfig}
+_SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 
 
-def _field_types(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _model_fields() -> dict[str, Any]:
-    """Every field of every model kind -> its type (the first kind that declares it)."""
-    fields = {}
-    for spec in MODELS.values():
-        for name, annotation in _field_types(spec.config).items():
-            fields.setdefault(name, annotation)
-    return fields
+def section_axes(kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(cohort axes, member axes)`` of a task kind's own table and declared numbers, dotted."""
+    own = (f"{kind.section}.{f}" for f in kind.member_axes) if kind.section else ()
+    return tuple(f"{kind.section}.{f}" for f in kind.cohort_axes), (*own, *kind.hparams)
 
 
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
@@ -190,85 +196,50 @@ def _model_fields() -> dict[str, Any]:
 COHORT_AXES = (
     *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS),
     "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
-    *(f"gan.{f}" for f in GAN_STRUCTURAL),
-    *(f"model.{name}" for name in _model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
+    *(f"model.{name}" for name in model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
+    *(axis for kind in TASK_KINDS.values() for axis in section_axes(kind)[0]),  # the [gan] table's
 )
-
-
-def closest_hint(word: str, options) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(options))}"
-
-
-def _check_type(where: str, value, annotation):
-    """Coerce ``value`` to the field's type or raise a ConfigError naming the field."""
-    def bad(expected):
-        return ConfigError(f"{where} = {value!r}: expected {expected}")
-
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if annotation == tuple[int, ...]:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise bad("a list of integers, e.g. [100, 100]")
-        return tuple(value)
-    return value  # Any
 
 
 def from_dict(raw: Mapping) -> Config:
     """Parse a nested dict (as from TOML) into a Config. Checks keys and types, not ranges."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
-    sections = {}
+    sections = {"task": _task_from_dict(raw)}
+    kind = sections["task"].spec()
+    owners = {k.section: name for name, k in TASK_KINDS.items() if k.section}
+    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", *owners, *([kind.section] if kind.section else [])]
     for key in raw:
-        if key not in (*_SECTIONS, "model", "optim", "probes", "gan", "grid"):
-            raise ConfigError(f"unknown config section [{key}]"
-                              f"{closest_hint(key, [*_SECTIONS, 'model', 'optim', 'probes', 'gan', 'grid'])}")
+        if key not in known:
+            raise ConfigError(f"unknown config section [{key}]{closest(key, known)}")
+        if key in owners and key != kind.section:
+            raise ConfigError(f"[{key}] is set but task.kind is not \"{owners[key]}\"; add [task] kind = "
+                              f"\"{owners[key]}\" (or remove [{key}])")
     for name, cls in _SECTIONS.items():
         given = raw.get(name, {})
         if not isinstance(given, Mapping):
             raise ConfigError(f"[{name}] must be a table, got {given!r}")
-        types = {k: t for k, t in _field_types(cls).items() if k != "hparams"}
+        types = {k: t for k, t in field_types(cls).items() if k != "hparams"}
         values, numbers = {}, {}
-        declared = LossConfig(name=given.get("name", "")).declared() if name == "loss" else {}
+        declared = _declared_or_none(LossConfig(name=given.get("name", ""))) if name == "loss" else {}
         for key, value in given.items():
-            if f"loss.{key}" in declared and key not in types:  # a user loss's own member number
-                numbers[key] = _check_type(f"{name}.{key}", value, float)
+            if key not in types and (declared is None or f"loss.{key}" in declared):  # a user loss's own number
+                numbers[key] = check_type(f"{name}.{key}", value, float)
                 continue
             if key not in types:
-                raise ConfigError(f"unknown key {name}.{key}{closest_hint(key, [*types, *(k.split('.')[1] for k in declared)])}")
-            values[key] = _check_type(f"{name}.{key}", value, types[key])
+                raise ConfigError(f"unknown key {name}.{key}{closest(key, [*types, *(k.split('.')[1] for k in declared or {})])}")
+            values[key] = check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values, **({"hparams": tuple(sorted(numbers.items()))} if numbers else {}))
     sections["model"] = model_from_dict(raw.get("model", {}))
-    sections["probes"] = probes_from_dict(raw.get("probes", {}), _check_type, closest_hint)
-    sections["gan"] = gan_from_dict(raw.get("gan", {}), _check_type, model_from_dict, _frozen)
-    if "gan" in raw and sections["task"].kind != "gan":
-        raise ConfigError("[gan] is set but task.kind is not \"gan\"; add [task] kind = \"gan\" (or remove [gan])")
+    sections["probes"] = probes_from_dict(raw.get("probes", {}), check_type, closest)
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
         raise ConfigError(f"[optim] must be a table such as name = \"adam\", got {optim!r}")
     optim = dict(optim)
-    types = _field_types(OptimConfig)
-    structural = {k: _frozen(_check_type(f"optim.{k}", optim.pop(k), types[k])) for k in OPTIM_FIELDS if k in optim}
-    hparams = tuple((k, _check_type(f"optim.{k}", v, float)) for k, v in sorted(optim.items()))
+    types = field_types(OptimConfig)
+    structural = {k: frozen(check_type(f"optim.{k}", optim.pop(k), types[k])) for k in OPTIM_FIELDS if k in optim}
+    hparams = tuple((k, check_type(f"optim.{k}", v, float)) for k, v in sorted(optim.items()))
     sections["optim"] = OptimConfig(**structural, hparams=hparams)
 
     grid = raw.get("grid", {})
@@ -282,7 +253,7 @@ def from_dict(raw: Mapping) -> Config:
             )
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
-        axes.append((key, _grid_values(key, values, sections["model"], sections["loss"])))
+        axes.append((key, _grid_values(key, values, sections["model"], sections["loss"], sections["task"])))
         section, name = key.split(".", 1)
         if isinstance(raw.get(section), Mapping) and name in raw[section]:
             raise ConfigError(
@@ -292,92 +263,65 @@ def from_dict(raw: Mapping) -> Config:
     return Config(**sections, grid=tuple(axes))
 
 
-def model_from_dict(given, where: str = "model") -> Any:
-    """The ``[model]`` table (or ``[gan.generator]``, ...: ``where``) as its kind's config
-    dataclass; a field the kind lacks is an error."""
+def _task_from_dict(raw: Mapping) -> TaskConfig:
+    """``[task]`` (its kind, and the numbers the kind declares) with the table the kind owns, parsed."""
+    given = raw.get("task", {})
     if not isinstance(given, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {given!r}")
-    kind = given.get("kind", "mlp")
-    if extension.is_path(kind):
-        return _module_from_dict(kind, given, where)
-    if kind not in MODELS:
-        raise ConfigError(f"{where}.kind = {kind!r} is not known{closest_hint(str(kind), MODELS)}")
-    types = _field_types(MODELS[kind].config)
-    section = where
-    values = {}
+        raise ConfigError(f"[task] must be a table, got {given!r}")
+    name = check_type("task.kind", given.get("kind", TaskConfig.kind), str)
+    kind = task_kind(name)
+    numbers = {}
     for key, value in given.items():
-        if key not in types:
-            others = [k for k, spec in MODELS.items() if key in _field_types(spec.config)]
-            where_else = f" (it belongs to model kind {', '.join(others)})" if others else ""
-            raise ConfigError(
-                f"{section}.{key} is not a field of model kind {kind!r}{where_else}; {kind!r} takes: "
-                f"{', '.join(k for k in types if k != 'kind')}"
-            )
-        values[key] = _frozen(_check_type(f"{section}.{key}", value, types[key]))
-    return MODELS[kind].config(**values)
+        if key == "kind":
+            continue
+        if f"task.{key}" not in kind.hparams:
+            raise ConfigError(f"unknown key task.{key}"
+                              f"{closest(key, ['kind', *(k.split('.')[1] for k in kind.hparams)])}")
+        numbers[key] = check_type(f"task.{key}", value, float)
+    options = None
+    if kind.section:
+        options = kind.parse(raw.get(kind.section, {}))
+    return TaskConfig(name, tuple(sorted(numbers.items())), options)
 
 
-def _module_from_dict(kind: str, given: Mapping, where: str) -> ModuleConfig:
-    """``[model] kind = "package.module:Class"``: the other keys are constructor fields or declared
-    member numbers. Checked against the class when it can be imported (a class defined in
-    ``__main__`` and not handed over in this process is checked when it is built)."""
-    cfg = ModuleConfig(kind, tuple((k, _frozen(v)) for k, v in given.items() if k != "kind"))
-    try:
-        fields, numbers = cfg.fields(), cfg.hparams()
-    except ConfigError:
-        if kind.startswith("__main__:"):
-            return cfg  # the run can still be read; building it says to pass the class again
-        raise
-    values = []
-    for key, value in cfg.values:
-        if f"model.{key}" in numbers:
-            value = _check_type(f"{where}.{key}", value, float)
-        elif key in fields:
-            value = _frozen(_check_type(f"{where}.{key}", value, fields[key]))
-        else:
-            takes = [*fields, *(k.split(".")[1] for k in numbers)]
-            raise ConfigError(f"{where}.{key} is not a field of {kind!r} nor a member hyperparameter it "
-                              f"declares{closest_hint(key, takes)}")
-        values.append((key, value))
-    return ModuleConfig(kind, tuple(values))
-
-
-def _frozen(value):
-    """A TOML list as a tuple: model configs are hashed and compared."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
-
-
-def _grid_values(key: str, values, model, loss) -> tuple:
-    """Check a grid axis's name and coerce its values to the field's type (``model`` and ``loss``:
-    the parsed sections, whose user components add axes of their own)."""
+def _grid_values(key: str, values, model, loss, task) -> tuple:
+    """Check a grid axis's name and coerce its values to the field's type (``model``, ``loss`` and
+    ``task``: the parsed sections, whose user components add axes of their own)."""
     hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
     schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
-    gan_numbers = [f"gan.{p}_{h}" for p in ("g", "d") for h in hparam_names] + ["gan.gp_weight"] + [
-        f"gan.{k.split('.')[1]}" for k in schedule_names]
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *gan_numbers,
-             *loss.declared()]
+    kind = task.spec()
+    own_cohort, own_members = section_axes(kind)
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS,
+             *(_declared_or_none(loss) or {}), *own_cohort, *own_members]
     user_fields = {}
     if isinstance(model, ModuleConfig):  # a user module: its own fields and numbers, not the zoo's
-        user_fields = {f"model.{k}": t for k, t in model.fields().items()} | {k: float for k in model.hparams()}
+        try:
+            user_fields = {f"model.{k}": t for k, t in model.fields().items()} | {k: float for k in model.hparams()}
+        except ConfigError:  # not importable in this process: read the run as written; building it says why
+            user_fields = {key: Any} if section_of(key) == "model" else {}
         valid = [k for k in valid if not k.startswith("model.")] + list(user_fields)
+    if section_of(key) == "loss" and _declared_or_none(loss) is None and key not in valid:
+        valid.append(key)  # a user loss not importable here, as above
     if key not in valid:
-        raise ConfigError(f"unknown grid axis {key!r}{closest_hint(key, valid)}")
+        raise ConfigError(f"unknown grid axis {key!r}{closest(key, valid)}")
     if not values:
         raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
     section, name = key.split(".")
-    if section == "gan":
-        annotation = _field_types(GANConfig)[name] if name in GAN_STRUCTURAL else float
+    if key in own_cohort:
+        annotation = field_types(kind.options)[name]
+    elif key in own_members:
+        annotation = float
     elif section == "optim":
-        annotation = _field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
+        annotation = field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
     elif key in user_fields:
         annotation = user_fields[key]
     elif section == "model":
-        annotation = _model_fields()[name]
-    elif section == "loss" and name not in _field_types(LossConfig):
+        annotation = model_fields()[name]
+    elif section == "loss" and name not in field_types(LossConfig):
         annotation = float
     else:
-        annotation = _field_types(_SECTIONS[section])[name]
-    coerced = tuple(_frozen(_check_type(f"grid.\"{key}\" value", v, annotation)) for v in values)
+        annotation = field_types(_SECTIONS[section])[name]
+    coerced = tuple(frozen(check_type(f"grid.\"{key}\" value", v, annotation)) for v in values)
     # Numeric values are compared as the float32 that members train with.
     distinct = {np.float32(v) if annotation is float and math.isfinite(v) else v for v in coerced}
     if len(distinct) != len(coerced):
@@ -412,6 +356,19 @@ def handed_over(model=None, data=None, loss=None, probes=None) -> dict:
             path = extension.path_of(fn) if extension.importable(fn) else f"{extension.path_of(fn)}[{name}]"
             tables["probes"][str(name)] = {"fn": extension.remember(fn, path)}
     return tables
+
+
+def section_of(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+def _declared_or_none(loss: LossConfig):
+    """A user loss's declared numbers, or None when it cannot be imported in this process: a run
+    folder still reads back (tables, report), and building the loss then says why it cannot run."""
+    try:
+        return loss.declared()
+    except ConfigError:
+        return None
 
 
 def load_config(source=None, overrides=(), given=None) -> Config:
@@ -496,14 +453,11 @@ def to_dict(cfg: Config) -> dict:
                     for k in OPTIM_FIELDS if f"optim.{k}" not in gridded}
     out["optim"].update(cfg.optim.hparams)
     out["probes"] = probes_to_dict(cfg.probes)
-    out["task"] = {"kind": cfg.task.kind}
-    if cfg.task.kind == "gan":
-        out["gan"] = {k: list(v) if isinstance(v := getattr(cfg.gan, k), tuple) else v
-                      for k in GAN_STRUCTURAL if f"gan.{k}" not in gridded}
-        for player in ("generator", "discriminator"):
-            out["gan"][player] = {k: list(v) if isinstance(v, tuple) else v
-                                  for k, v in dataclasses.asdict(getattr(cfg.gan, player)).items()}
-        out["gan"].update(cfg.gan.hparams)
+    out["task"] = {"kind": cfg.task.kind, **dict(cfg.task.hparams)}
+    kind = cfg.task.spec()
+    if kind.section:
+        out[kind.section] = kind.to_dict(cfg.task.options, {k.split(".")[1] for k in gridded
+                                                            if k.startswith(f"{kind.section}.")})
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     return out
 

@@ -11,6 +11,15 @@ import dataclasses
 import inspect
 import re
 
+from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS, LossConfig, OptimConfig, StudyConfig, TaskConfig, TrainConfig
+from jaxdyn.data import DATASETS, DataConfig
+from jaxdyn.gan.config import GANConfig
+from jaxdyn.models import MODELS
+from jaxdyn.optim import FAMILIES
+from jaxdyn.probes import PROBES, ProbesConfig
+from jaxdyn.schedules import SCHEDULES
+from jaxdyn.tasks.kinds import TASK_KINDS
+
 FIELD = re.compile(r"^\s+(\w+)\s*:\s*[^=#]+?(?:=\s*(?P<default>.+?))?\s*(?:#\s*(?P<comment>.*))?$")
 
 
@@ -66,15 +75,6 @@ def fields_table(cls, skip=("kind", "hparams")) -> list[str]:
 
 
 def render() -> str:
-    from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS, LossConfig, OptimConfig, StudyConfig, TaskConfig, TrainConfig
-    from jaxdyn.data import DATASETS, DataConfig
-    from jaxdyn.gan.config import GANConfig
-    from jaxdyn.models import MODELS
-    from jaxdyn.optim import FAMILIES
-    from jaxdyn.probes import PROBES, ProbesConfig
-    from jaxdyn.schedules import SCHEDULES
-    from jaxdyn.tasks.kinds import TASK_KINDS
-
     out = ["# Configuration reference", "",
            "Generated from the config declarations by `python scripts/config_doc.py`; do not edit by hand",
            "(a test fails when this file is stale). A study is a TOML file of these sections; every key",
@@ -103,7 +103,7 @@ def render() -> str:
     section("[optim]", optim, "Structural keys below; every other key is a number of the family or schedule "
                               "(a member axis).")
     section("[train]", fields_table(TrainConfig))
-    task = fields_table(TaskConfig, skip=()) + [""] + [f"- `{n}`: {k.doc}" for n, k in TASK_KINDS.items()]
+    task = fields_table(TaskConfig, skip=("hparams", "options")) + [""] + [f"- `{n}`: {k.doc}" for n, k in TASK_KINDS.items()]
     section("[task]", task)
     section("[gan]", fields_table(GANConfig) + ["", "Member numbers: `g_<family number>`, `d_<family number>`, "
                                                "`gp_weight`, and the schedule's (`alpha`, `decay_rate`)."],

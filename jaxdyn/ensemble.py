@@ -40,7 +40,7 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
         if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
             continue  # a run cut short before this cohort saved anything
         task = cohort.task()
-        if not hasattr(task, "model"):
+        if not cohort.config.task.spec().has_model:
             raise ValueError(f"cohort {cohort.index} is a {cohort.config.task.kind} study: its members make no "
                              "predictions to average")
         data = load_dataset(cohort.config.data)

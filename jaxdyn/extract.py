@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn.checkpoint import committed_steps, load_state
+from jaxdyn.config import load_config
+from jaxdyn.study import expand
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,10 @@ class Member:
 
     Attributes:
       variables: ``{"params": ..., **model_state}`` (BatchNorm's ``batch_stats`` when the
-        model has them); for a GAN, ``{"generator": {...}, "discriminator": {...}}``.
-      model: the Flax module (for a GAN, ``{"generator": module, "discriminator": module}``).
+        model has them); for a GAN, ``{"generator": {...}, "discriminator": {...}}``; for a task
+        without a model, its ``params`` (``TaskKind.member_model`` says which).
+      model: the Flax module (for a GAN, ``{"generator": module, "discriminator": module}``;
+        None for a task without one).
       hparams: the member's hyperparameters as float32 scalars; models read theirs
         (``dropout``, ``leaky_slope``) from it: ``model.apply(variables, x, train=False, hparams=hparams)``.
       config: the cohort's config (the study's, with this cohort's settings, no grid).
@@ -51,9 +55,6 @@ def extract_member(run_dir, member: int) -> Member:
       KeyError: no such member in the study.
       FileNotFoundError: its cohort has no checkpoint yet.
     """
-    from jaxdyn.config import load_config
-    from jaxdyn.study import expand
-
     run_dir = Path(run_dir)
     cohorts = expand(load_config(run_dir / "config.toml"))
     found = [(c, i) for c in cohorts for i, m in enumerate(c.members["member"]) if int(m) == int(member)]
@@ -65,12 +66,6 @@ def extract_member(run_dir, member: int) -> Member:
         raise FileNotFoundError(f"{run_dir}: cohort {cohort.index} (member {member}) has no checkpoint yet")
     state = load_state(run_dir, cohort.index)
     params, model_state, hparams = member_parts(cohort, state, position)
-    task = cohort.task()
-    if hasattr(task, "model"):
-        variables, model = {"params": params, **model_state}, task.model
-    else:  # a GAN: each player's variables and module
-        players = ("generator", "discriminator")
-        variables = {p: {"params": params[p], **(model_state.get(p) or {})} for p in players}
-        model = {p: getattr(task, p) for p in players}
+    variables, model = cohort.config.task.spec().member_model(cohort.task(), params, model_state)
     return Member(int(member), cohort.index, variables, model, hparams, cohort.config,
                   int(np.asarray(state["step"])[position]))

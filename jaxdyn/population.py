@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxdyn.tasks.supervised import MemberState
+from jaxdyn.tasks.base import MemberState
 
 AXIS = "pop"
 

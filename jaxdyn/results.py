@@ -1,10 +1,11 @@
-"""Reading a run: ``load``, the ``Results`` API, and the summary over seeds.
+"""Reading a run: ``load`` its tables, select a metric's rows, and the summary over seeds.
 
 A run folder holds ``config.toml`` (resolved), ``members.csv``, ``metrics.parquet``
 and ``checkpoints/`` once it has finished; before that, the per-chunk parts that
 ``tables`` wrote while it trained. ``load`` reads either, so a run can be looked
 at while it goes on or after it was killed. Writing those tables is ``tables``'s
-job; this module only reads them.
+job; this module only reads them. The ``Results`` a user gets add the ensemble and
+the plots on top (``api``), which read the run through this module.
 """
 
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from rich.table import Table
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.config import load_config
+from jaxdyn.study import expand
 from jaxdyn.tables import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts, cohort_member_table, member_table
 
 
 @dataclass
-class Results:
+class RunTables:
     """What a study produced: the same tables as the run folder, as pandas frames.
 
     Attributes:
@@ -62,21 +64,6 @@ class Results:
         settings = self.members[["member", *dict.fromkeys([*keys, "init_seed"])]]
         return rows[["member", "step", "value"]].merge(settings, on="member").sort_values(["member", "step"],
                                                                                            ignore_index=True)
-
-    def ensemble(self, by=None) -> pd.DataFrame:
-        """Each setting's seeds as one ensemble (averaged predictions) beside the mean of its
-        members' own test scores: ``jaxdyn.ensemble.ensemble``."""
-        from jaxdyn.ensemble import ensemble  # which loads the run through this module
-
-        return ensemble(self.run_dir, by)
-
-    def plot(self, metric: str, by=None, aggregate: str = "mean_std", layer: str = ""):
-        """A matplotlib ``Figure`` of ``metric`` against step: one line per setting (``by``),
-        its centre and band over seeds as ``aggregate`` makes them."""
-        from jaxdyn.report.explore import plot_metric  # the report package imports this module
-
-        keys = list(by) if by is not None else varying_settings(self.members)
-        return plot_metric(self.frame(metric, keys, layer), metric, keys, aggregate)
 
 
 def varying_settings(members: pd.DataFrame) -> list[str]:
@@ -126,22 +113,20 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd
     return table[[*keys, "members", *columns, "diverged"]]  # no keys: one row, all members
 
 
-def load(run_dir) -> Results:
-    """Results of a run folder: finished, or interrupted or still running (then from what it
+def load(run_dir) -> RunTables:
+    """The tables of a run folder: finished, or interrupted or still running (then from what it
     has written so far: the per-chunk parts, each finished cohort's member table, and the
     newest checkpoint's ``diverged_at`` for a cohort still under way)."""
     run_dir = Path(run_dir)
     if (run_dir / "members.csv").exists() and (run_dir / "metrics.parquet").exists():
-        return Results(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
+        return RunTables(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
     if not (run_dir / "config.toml").exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxdyn run folder: it has no config.toml (nor members.csv)")
     return _load_partial(run_dir)
 
 
-def _load_partial(run_dir: Path) -> Results:
+def _load_partial(run_dir: Path) -> RunTables:
     """A run that has not finished: its members so far, with final values of the last rows written."""
-    from jaxdyn.study import expand  # the study imports this module (its Results, the summary)
-
     parts = MetricParts(run_dir)
     tables = []
     for cohort in expand(load_config(run_dir / "config.toml")):
@@ -157,7 +142,7 @@ def _load_partial(run_dir: Path) -> Results:
         tables.append(cohort_member_table(cohort, parts, diverged).astype({"diverged_at": int}))
     if not tables:
         raise FileNotFoundError(f"{run_dir}: no chunk has finished yet, so there is nothing to load")
-    return Results(run_dir, member_table(tables), parts.read())
+    return RunTables(run_dir, member_table(tables), parts.read())
 
 
 def print_summary(members: pd.DataFrame, console=None) -> None:

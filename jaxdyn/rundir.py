@@ -21,6 +21,7 @@ import jax
 
 from jaxdyn.checkpoint import committed_steps
 from jaxdyn.errors import ConfigError, RunError, RunInUse
+from jaxdyn.logs import log
 from jaxdyn.tables import write_atomic
 
 LOCK_NAME = ".lock"
@@ -73,7 +74,7 @@ def open_new(out, study_name: str, config_toml: str, info: dict):
 
 
 @contextlib.contextmanager
-def open_existing(run_dir, info: dict, log=print):
+def open_existing(run_dir, info: dict):
     """Lock an existing run folder for a resume and check it can continue bitwise; yield its path.
 
     Raises:
@@ -82,7 +83,7 @@ def open_existing(run_dir, info: dict, log=print):
     """
     run_dir = Path(run_dir)
     with _locked(run_dir, [], fix="make it writable to resume it"):
-        _check_resume(run_dir, info, log)
+        _check_resume(run_dir, info)
         yield run_dir
 
 
@@ -168,7 +169,7 @@ def _locked(run_dir: Path, created: list[Path], fix: str):
         lock.release()
 
 
-def _check_resume(run_dir: Path, current: dict, log) -> None:
+def _check_resume(run_dir: Path, current: dict) -> None:
     """Refuse a resume that cannot continue bitwise; warn when versions or XLA settings changed."""
     try:
         saved = json.loads((run_dir / "run.json").read_text())

@@ -19,6 +19,7 @@ import pandas as pd
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints, cohort_checkpoint_dir
 from jaxdyn.errors import ConfigError
+from jaxdyn.logs import log
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.tables import MetricParts, RunParts, cohort_member_table, sample_rows, tidy
 
@@ -68,10 +69,6 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-def log(message: str) -> None:
-    print(f"[jaxdyn] {message}", flush=True)
 
 
 def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop: StopFlag) -> pd.DataFrame:

@@ -1,9 +1,11 @@
-"""A study: expand the grid into cohorts x members, run the cohorts, write the results.
+"""A study: expand the grid into cohorts x members, run the cohorts, write the run folder's tables.
 
 The rule for the two axes: an array can differ across members, a shape or a
 Python choice cannot. Numeric optimizer hyperparameters and seeds become members
 of one population; structural axes (``COHORT_AXES``) each make a cohort. The run
-folder's life (create, lock, ``run.json``, resume checks) is ``rundir``'s job.
+folder's life (create, lock, ``run.json``, resume checks) is ``rundir``'s job. This is
+the training side: reading the tables back, plotting them and the ``Results`` a user
+gets sit above it (``results``, ``report``, ``api``).
 """
 
 import contextlib
@@ -12,6 +14,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,17 +24,13 @@ from jaxdyn.config import (MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, ha
                            load_config, to_toml)
 from jaxdyn.validation import check_hparam, check_member_value, check_members, validate
 from jaxdyn.errors import ConfigError, is_disk_full
-from jaxdyn.memory import check_memory
-from jaxdyn.population import enable_compile_cache, make_mesh, replicate
+from jaxdyn.memory import check_memory, member_state_bytes
+from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
-from jaxdyn.report import plot_curves, plot_samples
-from jaxdyn.results import Results, print_summary
 from jaxdyn.tables import MetricParts, member_table, write_atomic
-from jaxdyn.data import cache_dir, dataset_info, load_dataset
-from jaxdyn.gan.config import check_gan_value
+from jaxdyn.data import cache_dir, load_dataset
 from jaxdyn.models import MODELS, ModuleConfig
-from jaxdyn.tasks.kinds import TASK_KINDS
 from jaxdyn.tasks.supervised import Seeds
 
 
@@ -58,11 +57,11 @@ class Cohort:
 
     def task(self):
         """This cohort's task (``TASK_KINDS[task.kind].build``)."""
-        return TASK_KINDS[self.config.task.kind].build(self.config, self.members)
+        return self.config.task.spec().build(self.config, self.members)
 
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes over the task's views, compiled for ``task`` on ``mesh``."""
-        views = TASK_KINDS[self.config.task.kind].probe_views(self.config, task)
+        views = self.config.task.spec().probe_views(self.config, task)
         return ProbeSet(self.config.probes, views, mesh, self.members)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
@@ -93,7 +92,7 @@ def _with(cfg: Config, key: str, value) -> Config:
             f"grid axis {key!r} is not a field of model kind {cfg.model.kind!r}; it takes: "
             f"{', '.join(f.name for f in dataclasses.fields(cfg.model) if f.name != 'kind')}"
         ) from None
-    return dataclasses.replace(cfg, **{section: sub})
+    return cfg.with_section(section, sub)
 
 
 def expand(cfg: Config) -> list[Cohort]:
@@ -141,8 +140,8 @@ def expand(cfg: Config) -> list[Cohort]:
             for key, value in zip((k for k, _ in member_axes), point):
                 if key in decls:
                     check_member_value(key, value, decls[key])
-                elif key.startswith("gan."):
-                    check_gan_value(ccfg.gan, key.split(".")[1], value)
+                elif key.split(".")[0] == ccfg.task.spec().section:  # a number of the task kind's own table
+                    ccfg.task.spec().check_member(ccfg.task.options, key.split(".")[1], value)
                 else:
                     check_hparam(ccfg.optim, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
@@ -161,11 +160,8 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
     members (and padded members), members stepped together per device, state bytes per
     member, and the programs it compiles (initialisation, the train chunk, evaluation,
     samples for a task that makes them, and one per set of probes that come due
-    together). Validates the config as ``run`` does.
+    together). Validates the config as ``train`` does.
     """
-    from jaxdyn.memory import member_state_bytes
-    from jaxdyn.population import plan_layout
-
     cfg = load_config(config, overrides)
     mesh = make_mesh()
     rows = []
@@ -182,36 +178,19 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True, summary: bool = True,
-        model=None, data=None, loss=None, probes=None) -> Results:
-    """Run a study end to end and return its ``Results``.
+class Trained(NamedTuple):
+    """What ``train`` leaves: the run folder, its cohorts, and the member and metric tables written there."""
 
-    Args:
-      config: a TOML path, a dict, a ``Config``, or None for the default study.
-      overrides: ``"section.key=value"`` strings applied on top of ``config``.
-      model: a ``flax.linen.Module`` of your own, called as ``apply(variables, x, train=...)``
-        (``hparams=`` optional) and returning ``[B, n_out]``; replaces ``[model]``.
-      data: your arrays: ``(x_train, y_train[, x_test, y_test])``, a dict with keys ``x, y,
-        x_test, y_test``, a ``jaxdyn.data.Dataset``, or a function returning one of these.
-        ``data.targets`` says whether ``y`` holds classes (default) or values.
-      loss: a per-example loss ``(outputs [B, n_out], targets [B, ...]) -> [B]``.
-      probes: ``{name: fn}``, each ``fn`` a pure function of a ``ProbeContext`` returning
-        ``{metric: scalar or {layer: scalar}}``; ``[probes.<name>] every`` sets its cadence.
-      Objects with an import path are recorded by it in ``config.toml``; one defined in
-      ``__main__`` or a notebook runs, and a resume in another process needs it again.
-      out: the run folder to create (must not exist or be empty); default
-        ``runs/<study name>-<time>``.
-      resume: an existing run folder to continue. Its saved config is used; a
-        ``config``/``overrides`` that differ from it are refused with a diff.
-      progress: show a progress bar.
-      summary: print the table of final test accuracy per setting at the end.
+    run_dir: Path
+    cohorts: list[Cohort]
+    members: pd.DataFrame
+    metrics: pd.DataFrame
 
-    Raises:
-      ConfigError: bad config, data or run folder, before anything compiles.
-      RunInUse: another process holds the run folder.
-      RunError: the disk filled up, or no checkpoint of a resumed run reads back.
-      runner.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
-        can be resumed (``e.run_dir``).
+
+def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = True,
+          model=None, data=None, loss=None, probes=None) -> Trained:
+    """Train a study into a run folder and write its tables: ``jaxdyn.run`` (``api.run``)
+    without the plots, the printed summary and the ``Results``, with its arguments and errors.
     """
     if resume is not None and out is not None:
         raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
@@ -233,17 +212,17 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
     else:
-        folder = rundir.open_existing(resume, info, log=runner.log)
+        folder = rundir.open_existing(resume, info)
     with folder as run_dir:
         try:
-            return _run_and_write(cohorts, datasets, run_dir, info, progress, summary)
+            return _run_and_write(cohorts, datasets, run_dir, info, progress)
         except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
             if is_disk_full(e):
                 raise rundir.disk_full_error(run_dir) from e
             raise
 
 
-def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, summary: bool) -> Results:
+def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool) -> Trained:
     enable_compile_cache(cache_dir() / "xla")
     layout_info = {k: v for k, v in info.items() if k != "env"}
     members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress))
@@ -256,15 +235,7 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
     timing = MetricParts(run_dir, "time_").read()
     write_atomic(run_dir / "timing.csv", lambda p: timing.to_csv(p, index=False))
-    write_atomic(run_dir / "curves.png", lambda p: plot_curves(members, metrics, p))
-    samples = MetricParts(run_dir, "samples_").read()
-    if len(samples):  # a task that generates (a GAN): what each member makes, over time
-        info = dataset_info(cohorts[0].config.data)
-        centers = None if info.modes is None else np.asarray(info.modes[0])
-        plot_samples(members, samples, info.input_shape, run_dir / "samples.png", centers)
-    if summary:
-        print_summary(members)
-    return Results(run_dir, members, metrics)
+    return Trained(run_dir, cohorts, members, metrics)
 
 
 def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: bool) -> list[pd.DataFrame]:

@@ -10,17 +10,17 @@ import math
 
 import numpy as np
 
-from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig, closest_hint
+from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig
 from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info, dataset_spec
 from jaxdyn import extension
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, closest
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
+from jaxdyn.optim_config import check_float32, check_hparam, check_schedule  # noqa: F401 (check_hparam: re-exported)
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
-from jaxdyn.tasks.kinds import TASK_KINDS
 
 
 def validate(cfg: Config) -> None:
@@ -30,17 +30,15 @@ def validate(cfg: Config) -> None:
                           "separators; choose the folder itself with --out")
     def choice(where, value, options):
         if value not in options:
-            raise ConfigError(f"{where} = {value!r} is not known{closest_hint(value, options)}")
+            raise ConfigError(f"{where} = {value!r} is not known{closest(value, options)}")
 
     info = check_data(cfg.data)
-    choice("task.kind", cfg.task.kind, TASK_KINDS)
-    if cfg.task.kind == "gan":
-        from jaxdyn.gan.config import check_gan
-
-        check_gan(cfg.gan, info.input_shape, closest_hint, cfg.train.steps)
+    kind = cfg.task.spec()
+    if kind.check is not None:
+        kind.check(cfg, info)
     choice("optim.name", cfg.optim.name, FAMILIES)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
-    _check_schedule(cfg.optim, cfg.train.steps)
+    check_schedule(cfg.optim, cfg.train.steps)
     if cfg.loss.name not in LOSSES:
         if not extension.is_path(cfg.loss.name):
             choice("loss.name", cfg.loss.name, LOSSES)
@@ -66,7 +64,7 @@ def validate(cfg: Config) -> None:
         if key not in takes:
             raise ConfigError(
                 f"optim.{key} is not a number of optimizer {cfg.optim.name!r} with schedule "
-                f"{cfg.optim.schedule!r}{closest_hint(key, takes)} (see `jaxdyn list`)"
+                f"{cfg.optim.schedule!r}{closest(key, takes)} (see `jaxdyn list`)"
             )
     _check_seeds(cfg.study.seeds)
     check_probes(cfg.probes)
@@ -107,8 +105,8 @@ def check_data(data: DataConfig):
             readers = [k for k, v in DATASETS.items() if name in v.fields]
             raise ConfigError(f"data.{name} = {getattr(data, name)!r} is not read by data.name = {data.name!r} "
                               f"(it is for {', '.join(readers)}); remove it")
-    minimum = {"seq_len": 2 if data.name == "adding" else 1, "input_dim": 1, "teacher_width": 1,
-               "teacher_depth": 0, "seed": 0, "shift": 0, "crop": 0}
+    minimum = {"seq_len": 1, "input_dim": 1, "teacher_width": 1, "teacher_depth": 0, "seed": 0, "shift": 0,
+               "crop": 0, **dict(spec.minimum)}
     for name, low in minimum.items():
         if getattr(data, name) < low:
             raise ConfigError(f"data.{name} = {getattr(data, name)}: must be >= {low}")
@@ -159,64 +157,10 @@ def check_member_value(key: str, value: float, decl=None) -> None:
     ``HParam`` (default: jaxdyn's own declaration of ``key``)."""
     decl = MEMBER_HPARAMS[key] if decl is None else decl
     where = f"{key} = {value!r}"
-    _check_float32(where, value)
+    check_float32(where, value)
     problem = decl.problem(float(np.float32(value)))
     if problem:
         raise ConfigError(f"{where}: {problem}" + (f" ({decl.doc})" if decl.doc else ""))
-
-
-def _check_float32(where: str, value: float) -> None:
-    """Finite, and representable as the float32 members train in."""
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number")
-    as_f32 = float(np.float32(value)) if abs(value) < 3.4e38 else math.inf
-    if not math.isfinite(as_f32):
-        raise ConfigError(f"{where}: overflows float32, which members train in; use a smaller value")
-    if value != 0 and abs(as_f32) < np.finfo(np.float32).tiny:
-        raise ConfigError(f"{where}: is below float32's smallest normal number, which members train in; "
-                          "use at least 1.2e-38")
-
-
-def _check_schedule(optim, steps: int) -> None:
-    """The schedule's step counts fit the run."""
-    for name in ("decay_steps", "warmup_steps"):
-        if getattr(optim, name) < 0:
-            raise ConfigError(f"optim.{name} = {getattr(optim, name)}: must be >= 0")
-    if optim.transition_steps <= 0:
-        raise ConfigError(f"optim.transition_steps = {optim.transition_steps}: must be >= 1")
-    total = optim.decay_steps or steps
-    if optim.schedule == "warmup_cosine" and optim.warmup_steps >= total:
-        raise ConfigError(
-            f"optim.warmup_steps = {optim.warmup_steps} must be below the decay length ({total}: "
-            "optim.decay_steps, or train.steps when 0); the warm-up is counted inside it"
-        )
-    b = list(optim.boundaries)
-    if any(x <= 0 for x in b) or b != sorted(set(b)):
-        raise ConfigError(f"optim.boundaries = {b}: give increasing positive steps, e.g. [2000, 4000]")
-    if optim.schedule == "step" and not b:
-        raise ConfigError("optim.schedule = 'step' needs optim.boundaries, e.g. [2000, 4000]")
-
-
-def check_hparam(optim, key: str, value: float) -> None:
-    """Range check of one optimizer or schedule number (a member's); ``optim`` is the ``OptimConfig``."""
-    schedule = SCHEDULES[optim.schedule].hparams
-    if f"optim.{key}" in schedule:
-        where = f"optim.{key} = {value!r}"
-        _check_float32(where, value)
-        problem = schedule[f"optim.{key}"].problem(float(np.float32(value)))
-        if problem:
-            raise ConfigError(f"{where}: {problem} ({schedule[f'optim.{key}'].doc})")
-        return
-    family = FAMILIES[optim.name]
-    where = f"optim.{key} = {value!r}"
-    _check_float32(where, value)
-    value = float(np.float32(value))  # members train in float32: judge the value they will get
-    if key in family.positive and value <= 0:
-        raise ConfigError(f"{where}: must be > 0")
-    if key in family.unit and not 0 <= value < 1:
-        raise ConfigError(f"{where}: must lie in [0, 1)")
-    if value < 0:
-        raise ConfigError(f"{where}: must be >= 0")
 
 
 def _check_seeds(seeds) -> None:

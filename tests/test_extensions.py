@@ -203,8 +203,11 @@ def _cli(args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
 
 
-def test_by_import_path_sigterm_resume_is_bitwise_and_extract_report_export_see_it(tmp_path):
+def test_by_import_path_sigterm_resume_is_bitwise_and_extract_report_export_see_it(tmp_path, capsys):
     (tmp_path / "own.toml").write_text(STUDY_TOML)
+    from jaxdyn.cli import main
+    assert main(["run", str(tmp_path / "own.toml"), "--dry-run"]) == 0
+    assert "1 cohorts, 8 members" in capsys.readouterr().out  # temperature and gamma: member numbers
     reference = _cli(["own.toml", "--out", "ref"], tmp_path)
     interrupted = _cli(["own.toml", "--out", "run"], tmp_path)
     for line in interrupted.stdout:
@@ -274,9 +277,30 @@ def test_objects_from_main_run_and_a_resume_elsewhere_is_refused(tmp_path):
     assert again.returncode == 2, out
     assert "model.kind = '__main__:Mine' was handed to jaxdyn.run as a Python object defined in __main__" in out
     assert "pass the same object again" in out
+    # What was written reads back without the class: tables, summary and report.
+    res = jaxdyn.load(tmp_path / "run")
+    assert len(res.members) == 1 and res.summary() is not None
+    report = jaxdyn.write_report(tmp_path / "run")
+    assert report.failed == {}, report.failed
 
 
 def test_arrays_from_another_process_are_asked_for_again():
     cfg = load_config(small(model={"kind": "userparts:Plain"}, data={"name": "arrays:00000000deadbeef"}))
     msg = _message(lambda: expand(cfg))
     assert "names arrays handed to jaxdyn.run(data=...) in another process; pass the same arrays again" in msg
+
+
+def test_the_bring_your_own_example_runs_and_names_its_parts_by_path(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS.parent / "examples"))
+    import bring_your_own as byo
+
+    study = {**byo.STUDY, "train": {**byo.STUDY["train"], "steps": 1000, "chunk_steps": 500}}
+    res = jaxdyn.run(study, model=byo.ResidualMLP(), data=byo.spirals(), loss=byo.poly1,
+                     probes={"logit_gap": byo.logit_gap}, out=tmp_path / "run", **QUIET)
+    toml = (tmp_path / "run" / "config.toml").read_text()
+    assert 'kind = "bring_your_own:ResidualMLP"' in toml and 'name = "bring_your_own:poly1"' in toml
+    assert 'fn = "bring_your_own:logit_gap"' in toml
+    assert len(res.members.cohort.unique()) == 1 and len(res.members) == 12
+    assert (res.members.final_test_accuracy > 0.6).all()  # three spirals, better than chance (1/3)
+    rows = res.metrics[res.metrics.metric == "stream_rms"]
+    assert set(rows.layer) == {"stream_0", "stream_1"}

@@ -8,6 +8,8 @@ Adding a dataset is one module (its loader and its ``DatasetInfo``) plus one ent
 in ``DATASETS``; the ``[data]`` fields it reads are named in the entry.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,11 +40,13 @@ DATASETS: dict[str, DatasetSpec] = {
                      "MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40"),
     "mnist1d_shuffled": fixed(load_mnist1d_shuffled, DatasetInfo(4000, 1000, (40,), 10),
                               "MNIST-1D with one fixed permutation of the 40 positions (the paper's shuffle test)"),
-    "digits": fixed(load_digits, DatasetInfo(1438, 359, (8, 8, 1), 10),
-                    "scikit-learn's 8x8 digits as [8, 8, 1] images in [0, 1]; fixed stratified 1438 / 359 split"),
+    "digits": dataclasses.replace(
+        fixed(load_digits, DatasetInfo(1438, 359, (8, 8, 1), 10),
+              "scikit-learn's 8x8 digits as [8, 8, 1] images in [0, 1]; fixed stratified 1438 / 359 split"),
+        classifier="jaxdyn.gan.classifier:digits_classifier"),
     "adding": DatasetSpec(synthetic.load_adding, synthetic.adding_info, ("seq_len", "seed"),
                           "the adding problem, regression: [seq_len, 2] -> sum of the two marked values; "
-                          "10000 / 1000"),
+                          "10000 / 1000", minimum=(("seq_len", 2),)),  # two marked positions
     "copy": DatasetSpec(synthetic.load_copy, synthetic.copy_info, ("seq_len", "seed"),
                         "the copy task: recall 10 symbols (8 classes) after a delay of seq_len; 5000 / 1000"),
     "teacher": DatasetSpec(synthetic.load_teacher, synthetic.teacher_info,

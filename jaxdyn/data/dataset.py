@@ -58,12 +58,18 @@ class DatasetSpec:
         possible (a user file must be read to know its shapes).
       fields: the ``[data]`` fields beyond the common ones that this dataset reads.
       doc: one line for ``jaxdyn list``.
+      minimum: lower bounds of its own fields where stricter than the common ones,
+        ``(("seq_len", 2),)``.
+      classifier: ``"package.module:function"`` returning ``(flax module, params)`` of a
+        classifier of its examples (a GAN scores its samples by their classes), or ``""``.
     """
 
     load: Callable
     info: Callable
     fields: tuple[str, ...] = ()
     doc: str = ""
+    minimum: tuple[tuple[str, int], ...] = ()
+    classifier: str = ""
 
 
 def fixed(load: Callable[[], Dataset], info: DatasetInfo, doc: str) -> DatasetSpec:

@@ -55,8 +55,6 @@ SHUFFLE_SEED = 0
 
 def load_mnist1d_shuffled():
     """MNIST-1D with its 40 positions permuted by one fixed permutation (Greydanus 2020)."""
-    from jaxdyn.data import Dataset
-
     ds = load_mnist1d()
     perm = np.random.RandomState(SHUFFLE_SEED).permutation(ds.x_train.shape[1])
     return Dataset(ds.x_train[:, perm], ds.y_train, ds.x_test[:, perm], ds.y_test)

@@ -36,6 +36,8 @@ from jaxdyn.gan.losses import GAN_LOSSES
 from jaxdyn.models import MODELS, check_model
 from jaxdyn.models.mlp import MLPConfig
 from jaxdyn.optim import FAMILIES
+from jaxdyn.optim_config import OptimConfig, check_hparam, check_schedule
+from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
 from jaxdyn.schedules import SCHEDULES
 
 GP_WEIGHT = 10.0  # Gulrajani et al. (2017)'s λ
@@ -66,8 +68,6 @@ class GANConfig:
 
     def schedule_config(self):
         """The schedule's fields as an ``OptimConfig`` (what ``schedules`` reads)."""
-        from jaxdyn.config import OptimConfig
-
         return OptimConfig(**{k: getattr(self, k) for k in SCHEDULE_FIELDS})
 
     def schedule_numbers(self) -> dict[str, float]:
@@ -84,10 +84,11 @@ class GANConfig:
         return {**out, "leaky_slope": 0.01, "dropout": 0.0}
 
 
-def gan_from_dict(raw, check_type, model_from_dict, frozen) -> GANConfig:
+def gan_from_dict(raw) -> GANConfig:
+    """The ``[gan]`` table as a ``GANConfig``: keys and types checked, not ranges."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[gan] must be a table such as loss = \"hinge\", got {raw!r}")
-    types = {f.name: f.type for f in dataclasses.fields(GANConfig)}
+    types = field_types(GANConfig)
     values, numbers = {}, {}
     for key, value in raw.items():
         if key in ("generator", "discriminator"):
@@ -99,17 +100,22 @@ def gan_from_dict(raw, check_type, model_from_dict, frozen) -> GANConfig:
     return GANConfig(**values, hparams=tuple(sorted(numbers.items())))
 
 
+def gan_to_dict(cfg: GANConfig, gridded=()) -> dict:
+    """The ``[gan]`` table of ``cfg`` (the inverse of ``gan_from_dict``); fields in ``gridded`` are left out."""
+    plain = lambda v: list(v) if isinstance(v, tuple) else v
+    out = {k: plain(getattr(cfg, k)) for k in STRUCTURAL if k not in gridded}
+    for player in PLAYERS.values():
+        out[player] = {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, player)).items()}
+    return {**out, **dict(cfg.hparams)}
+
+
 def member_keys(cfg: GANConfig) -> list[str]:
     """The numbers this GAN takes: each player's family numbers, prefixed, gp_weight, and the schedule's."""
     return [f"{p}_{k}" for p in PLAYERS for k in cfg.family(p).defaults] + ["gp_weight", *cfg.schedule_numbers()]
 
 
-def check_gan(cfg: GANConfig, input_shape, _unused_hint, steps: int) -> None:
-    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``).
-
-    ``_unused_hint`` is ignored (``jaxdyn.errors.closest`` names the closest valid key); it goes
-    once ``validation.validate`` stops passing it.
-    """
+def check_gan(cfg: GANConfig, input_shape, steps: int) -> None:
+    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``)."""
     if cfg.loss not in GAN_LOSSES:
         raise ConfigError(f"gan.loss = {cfg.loss!r} is not known{closest(cfg.loss, GAN_LOSSES)}")
     for prefix in PLAYERS:
@@ -118,12 +124,7 @@ def check_gan(cfg: GANConfig, input_shape, _unused_hint, steps: int) -> None:
             raise ConfigError(f"gan.{prefix}_optim = {name!r} is not known{closest(name, FAMILIES)}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"gan.schedule = {cfg.schedule!r} is not known{closest(cfg.schedule, SCHEDULES)}")
-    from jaxdyn.validation import _check_schedule
-
-    try:
-        _check_schedule(cfg.schedule_config(), steps)
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("optim.", "gan.")) from None
+    check_schedule(cfg.schedule_config(), steps, section="gan")
     for key, low in (("n_critic", 1), ("latent_dim", 1), ("eval_samples", 1)):
         if getattr(cfg, key) < low:
             raise ConfigError(f"gan.{key} = {getattr(cfg, key)}: must be >= {low}")
@@ -148,15 +149,10 @@ def check_gan(cfg: GANConfig, input_shape, _unused_hint, steps: int) -> None:
 
 def check_gan_value(cfg: GANConfig, key: str, value: float) -> None:
     """One member number of the GAN: the family's own range for ``g_*``/``d_*``."""
-    from jaxdyn.config import OptimConfig
-    from jaxdyn.validation import check_hparam
-
     if key == "gp_weight":
         if not value >= 0:
             raise ConfigError(f"gan.gp_weight = {value!r}: must be >= 0")
         return
     prefix, name = key.split("_", 1) if key[:2] in ("g_", "d_") else ("g", key)
-    try:
-        check_hparam(OptimConfig(name=getattr(cfg, f"{prefix}_optim"), schedule=cfg.schedule), name, value)
-    except ConfigError as e:
-        raise ConfigError(str(e).replace(f"optim.{name}", f"gan.{key}")) from None
+    check_hparam(OptimConfig(name=getattr(cfg, f"{prefix}_optim"), schedule=cfg.schedule), name, value,
+                 field=f"gan.{key}")

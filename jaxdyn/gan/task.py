@@ -25,12 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdyn.data import Dataset
+from jaxdyn import extension
+from jaxdyn.data import Dataset, dataset_spec
 from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from jaxdyn.gan.metrics import class_metrics, mode_metrics
-from jaxdyn.optim import OptimizerFamily
+from jaxdyn.models import MODELS, build_model
+from jaxdyn.optim import FAMILIES, OptimizerFamily
+from jaxdyn.schedules import SCHEDULES
 from jaxdyn.probes.base import ProbeView
-from jaxdyn.tasks.supervised import MemberState, Seeds, layer_norms
+from jaxdyn.tasks.base import MemberState, Seeds, fresh_state
+from jaxdyn.tasks.supervised import layer_norms
 
 EVAL_SEED = 0x6A7  # the latent batch every member is evaluated on: the same for all
 PROBE_SEED = 0x6A8  # the latents of the probe batch (and the penalty's mixing there)
@@ -90,13 +94,8 @@ class GANTask:
         model_state = {p: {k: c for k, c in v.items() if k not in ("params", "intermediates")}
                        for p, v in variables.items()}
         opt_state = tuple(self._family(p).transform(self._numbers(p, hparams)).init(params[p]) for p in PLAYERS)
-        return MemberState(
-            params=params, model_state=model_state, opt_state=opt_state,
-            hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
-            step=jnp.zeros((), jnp.int32),
-            data_key=jax.random.PRNGKey(seeds.data_seed),
-            dropout_key=jax.random.PRNGKey(seeds.dropout_seed),  # the latent seed
-            alive=jnp.ones((), bool), diverged_at=jnp.full((), -1, jnp.int32))
+        # dropout_seed keys the latents
+        return fresh_state(params, opt_state, hparams, seeds, model_state)
 
     def _run(self, module, params, model_state, x, hp, train: bool):
         """``(output, model_state)``. Train mode normalises BatchNorm layers with the batch's
@@ -281,8 +280,6 @@ class PlayerTask:
 
 def probe_views(task: GANTask, cfg) -> tuple[ProbeView, ...]:
     """The generator's and the discriminator's views; their metric names start ``g_`` and ``d_``."""
-    from jaxdyn.models import MODELS
-
     views = []
     for player in PLAYERS:
         model = getattr(cfg, player)
@@ -294,21 +291,14 @@ def probe_views(task: GANTask, cfg) -> tuple[ProbeView, ...]:
 
 def gan_task(cfg, info, track_updates: bool = False) -> GANTask:
     """The GAN of a study config (``[task] kind = "gan"``) on a dataset with ``info``."""
-    from jaxdyn.models import build_model
-    from jaxdyn.optim import FAMILIES
-
-    from jaxdyn.schedules import SCHEDULES
-
-    g = cfg.gan
+    g = cfg.task.options
     factor = SCHEDULES[g.schedule].factor
     schedule = None if g.schedule == "constant" else (
         lambda count, hp: factor(count, hp, g.schedule_config(), cfg.train.steps))
     centers, std = info.modes if info.modes is not None else (None, 0.0)
-    classifier = None
-    if cfg.data.name == "digits":  # the bundled digits: score samples by the cached classifier's classes
-        from jaxdyn.gan.classifier import digits_classifier
-
-        classifier = digits_classifier()[:2]
+    # A dataset with a classifier of its examples (the bundled digits): samples scored by their classes.
+    scorer = dataset_spec(cfg.data.name).classifier
+    classifier = extension.resolve(scorer, "data.name")()[:2] if scorer else None
     return GANTask(
         generator=build_model(g.generator, (g.latent_dim,), int(np.prod(info.input_shape)),
                               output_shape=info.input_shape),

@@ -17,6 +17,7 @@ from typing import Callable
 
 from jaxdyn.hparams import HParam
 from jaxdyn.models.cnn import CNN, CNNConfig
+from jaxdyn.models.common import HPARAMS
 from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 from jaxdyn.models.linear import Linear, LinearConfig
 from jaxdyn.models.mlp import MLP, MLPConfig
@@ -50,13 +51,6 @@ class ModelSpec:
     hidden_activation: Callable = lambda cfg: getattr(cfg, "activation", "identity")
     generates: bool = False
 
-
-# Member hyperparameters a model may read; a kind has those of its config fields.
-HPARAMS = {
-    "model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)"),
-    "model.dropout": HParam(0.0, high=1.0, doc="dropout rate after each hidden layer, this member's own masks"),
-    "model.leaky_slope": HParam(0.01, doc="negative slope of leaky_relu"),
-}
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(MLPConfig, MLP.from_config, MLPConfig.check, MLP.__doc__.splitlines()[0]),

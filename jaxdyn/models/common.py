@@ -1,9 +1,17 @@
 """Checks shared by the model kinds' config declarations."""
 
 from jaxdyn.errors import ConfigError, closest
+from jaxdyn.hparams import HParam
 from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 
-DEFAULT_HPARAMS = {"dropout": 0.0, "leaky_slope": 0.01}
+# Member hyperparameters a model may read; a kind has those of its config fields.
+HPARAMS = {
+    "model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)"),
+    "model.dropout": HParam(0.0, high=1.0, doc="dropout rate after each hidden layer, this member's own masks"),
+    "model.leaky_slope": HParam(0.01, doc="negative slope of leaky_relu"),
+}
+# What a model reads when called without a member's numbers (``hparams=None``).
+DEFAULT_HPARAMS = {key.split(".")[1]: h.default for key, h in HPARAMS.items()}
 
 
 def choice(where: str, value, options) -> None:

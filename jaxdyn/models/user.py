@@ -27,8 +27,9 @@ import numpy as np
 from jaxdyn import extension
 from jaxdyn.errors import ConfigError
 from jaxdyn.hparams import HParam
+from jaxdyn.models.common import HPARAMS
 
-INIT_SCALE = {"model.init_scale": HParam(1.0, low_open=True, doc="multiplier on every initial weight (kernels)")}
+INIT_SCALE = {"model.init_scale": HPARAMS["model.init_scale"]}  # the task applies it to any model's kernels
 TOML_TYPES = (bool, int, float, str)
 
 

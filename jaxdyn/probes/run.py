@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdyn.population import AXIS
 from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
+from jaxdyn.probes.similarity import choose_pairs
 from jaxdyn.tables import tidy
 
 class ProbeSet:
@@ -125,8 +126,6 @@ class ProbeSet:
 
     def _pair_rows(self, view, probe, options, piece, host_state, x, y, members, cohort: int,
                    step: int) -> pd.DataFrame:
-        from jaxdyn.probes.similarity import choose_pairs
-
         position = {int(m): i for i, m in enumerate(members)}
         chosen = [(position[a], position[b]) for a, b in choose_pairs(self.members, options.pairs)]
         vx, vy = view.batch(x, y)

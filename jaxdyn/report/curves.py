@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 from matplotlib.lines import Line2D
 
-from jaxdyn.report.explore import draw_metric, member_settings
+from jaxdyn.explore import draw_metric, member_settings
 from jaxdyn.results import varying_settings
 
 PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test loss", "log"),

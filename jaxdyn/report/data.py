@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.aggregate import AGGREGATES
-from jaxdyn.report.explore import member_settings
-from jaxdyn.results import Results, load, varying_settings
+from jaxdyn.analysis import Results, load
+from jaxdyn.config import load_config
+from jaxdyn.explore import member_settings
+from jaxdyn.results import varying_settings
 from jaxdyn.tables import MetricParts
 
 TABLES = {"hist_": "histograms.parquet", "pairs_": "pairs.parquet", "samples_": "samples.parquet",
@@ -87,8 +89,6 @@ def load_report_data(run_dir, aggregate: str = "mean_std", by=None) -> ReportDat
       FileNotFoundError: not a run folder, or no chunk has finished yet.
       ValueError: an unknown ``aggregate``, or a ``by`` column the member table lacks.
     """
-    from jaxdyn.config import load_config
-
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
     run_dir = Path(run_dir)

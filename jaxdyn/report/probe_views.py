@@ -11,9 +11,11 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+from jaxdyn.data import dataset_info
+from jaxdyn.explore import draw_metric
 from jaxdyn.report.data import ReportData
-from jaxdyn.report.explore import draw_metric
-from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
+from jaxdyn.report.samples import plot_samples
+from jaxdyn.report.views import CURVES, Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
 
 GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
@@ -223,8 +225,6 @@ def landscape(d: ReportData) -> View | None:
 
 def other_metrics(d: ReportData) -> View | None:
     """Every whole-model metric that no other view draws: NTK, GSNR, more Hessian eigenvalues, ..."""
-    from jaxdyn.report.views import CURVES
-
     drawn = {*CURVES, *(p + m for p in PREFIXES for m in CURVATURE)}
     whole = d.metrics[d.metrics.layer.fillna("") == ""]
     names = [m for m in _ordered(whole.metric) if m not in drawn and not m.endswith("_stderr")
@@ -300,9 +300,6 @@ def similarity(d: ReportData) -> View | None:
 
 
 def samples(d: ReportData, out_dir) -> View | None:
-    from jaxdyn.data import dataset_info
-    from jaxdyn.report.samples import plot_samples
-
     if d.samples.empty:
         return None
     info = dataset_info(d.config.data)

@@ -13,9 +13,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
+from jaxdyn.errors import ConfigError
+from jaxdyn.explore import draw_metric, setting_label
 from jaxdyn.report.data import ReportData, format_value
-from jaxdyn.report.explore import draw_metric, setting_label
 from jaxdyn.results import headline
+from jaxdyn.study import expand
 
 GAN_CURVES = ("train_d_loss", "train_g_loss", "test_modes", "test_high_quality")
 CURVES = ("train_loss", "test_loss", "test_accuracy", *GAN_CURVES)
@@ -62,15 +64,12 @@ def _seconds(s: float) -> str:
 
 def summary(d: ReportData) -> View:
     cfg, members, timing = d.config, d.members, d.timing
-    from jaxdyn.study import expand
-
-    cohorts = expand(cfg)
-    steps = sorted(set(int(c.config.train.steps) for c in cohorts))
+    planned, steps = _planned(cfg, members)
     reached = int(d.metrics.step.max()) if len(d.metrics) else 0
     status = "finished" if d.finished else ("not finished (still running or interrupted): these are the rows "
                                             "written so far")
     facts = {"study": cfg.study.name, "run folder": str(d.run_dir), "status": status,
-             "cohorts": f"{members.cohort.nunique()} of {len(cohorts)}",
+             "cohorts": f"{members.cohort.nunique()} of {planned}",
              "members": f"{len(members)} ({members.groupby(d.by, dropna=False).ngroups if d.by else 1} settings; seeds per "
                          f"setting: {_seeds_per_setting(d)})",
              "steps per member": ", ".join(map(str, steps)) + f" (last step logged: {reached})"}
@@ -103,6 +102,19 @@ def summary(d: ReportData) -> View:
     elif ensemble:
         blocks.append(f"<p>No ensemble table: {html.escape(ensemble)}</p>")
     return View("summary", "Summary", "What ran, where, how fast, and the headline result per setting.", blocks)
+
+
+def _planned(cfg, members: pd.DataFrame) -> tuple:
+    """``(cohorts the study plans, its step counts)``. A study whose components of the user's own
+    cannot be imported in this process (an object from ``__main__``) cannot be expanded again: its
+    tables still say which cohorts ran, and the config how long each trains."""
+    try:
+        cohorts = expand(cfg)
+    except ConfigError:
+        grid = dict(cfg.grid)
+        steps = grid.get("train.steps", (cfg.train.steps,))
+        return f"{members.cohort.nunique()} or more", sorted(int(s) for s in steps)
+    return len(cohorts), sorted(set(int(c.config.train.steps) for c in cohorts))
 
 
 def _seeds_per_setting(d: ReportData) -> str:

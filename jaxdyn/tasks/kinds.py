@@ -1,49 +1,29 @@
 """The task kinds (``[task] kind``): how a cohort's config becomes a task, and what its probes see.
 
-A kind is one entry of ``TASK_KINDS``; the study, runner, population and
-checkpoints never branch on its name.
+A kind is a ``TaskKind`` (``tasks/base.py``): one entry of ``TASK_KINDS``, or any
+``TaskKind`` object named by import path (``[task] kind = "package.module:NAME"``).
+The study, runner, population and checkpoints never branch on its name.
 """
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import pandas as pd
 
-from jaxdyn.data import Augment, dataset_info
 from jaxdyn import extension
+from jaxdyn.data import Augment, dataset_info
+from jaxdyn.errors import ConfigError, closest
+from jaxdyn.gan.kind import GAN
 from jaxdyn.losses import objective_name, user_loss
 from jaxdyn.models import build_model, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.probes.base import ProbeView
 from jaxdyn.schedules import learning_rate
+from jaxdyn.tasks.base import TaskKind, one_model, track_updates
 from jaxdyn.tasks.supervised import SupervisedTask
-
-
-@dataclass(frozen=True)
-class TaskKind:
-    """One kind of task.
-
-    Attributes:
-      build: ``(config, members) -> task``: the task of one cohort (``config`` has no
-        grid left; ``members`` is its member table, to see which optional parts any
-        member uses).
-      probe_views: ``(config, task) -> (ProbeView, ...)``: what the probes measure.
-      doc: one line for ``jaxdyn list``.
-    """
-
-    build: Callable
-    probe_views: Callable
-    doc: str
 
 
 def _uses(members: pd.DataFrame, name: str) -> bool:
     return bool((members.get(name, pd.Series([0.0])) > 0).any())
-
-
-def track_updates(config) -> bool:
-    """Whether the train step should log per-layer update norms (a probe asks for them)."""
-    return any(p.step_metrics for p, _ in config.probes.enabled())
 
 
 def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
@@ -75,21 +55,28 @@ def supervised_views(config, task) -> tuple[ProbeView, ...]:
     return (ProbeView(task, model, model_spec(model).hidden_activation(model)),)
 
 
-def gan_task(config, members: pd.DataFrame):
-    from jaxdyn.gan.task import gan_task
-
-    return gan_task(config, dataset_info(config.data), track_updates(config))
-
-
-def gan_views(config, task) -> tuple[ProbeView, ...]:
-    from jaxdyn.gan.task import probe_views
-
-    return probe_views(task, config.gan)
-
-
 TASK_KINDS: dict[str, TaskKind] = {
     "supervised": TaskKind(supervised_task, supervised_views,
-                           "classification or regression of [data] by [model] with [optim] (the default)"),
-    "gan": TaskKind(gan_task, gan_views,
-                    "a generator against a discriminator on [data]'s examples; see [gan]"),
+                           "classification or regression of [data] by [model] with [optim] (the default)",
+                           uses_optim=True, has_model=True, member_model=one_model),
+    "gan": GAN,
 }
+
+
+def task_kind(name: str) -> TaskKind:
+    """The kind ``[task] kind = name`` names: a ``TASK_KINDS`` entry or a ``TaskKind`` at an import path.
+
+    Raises:
+      ConfigError: no such kind, with the closest registered name; or the object at the path
+        is not a ``TaskKind``.
+    """
+    if not extension.is_path(name):
+        if name not in TASK_KINDS:
+            raise ConfigError(f"task.kind = {name!r} is not known{closest(name, TASK_KINDS)}; or name your own "
+                              "TaskKind as \"package.module:NAME\"")
+        return TASK_KINDS[name]
+    kind = extension.resolve(name, "task.kind")
+    if not isinstance(kind, TaskKind):
+        raise ConfigError(f"task.kind = {name!r} is a {type(kind).__name__}, not a jaxdyn.tasks.TaskKind; "
+                          "wrap your task: TaskKind(build=lambda config, members: MyTask(...), ...)")
+    return kind

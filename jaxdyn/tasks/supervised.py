@@ -6,7 +6,7 @@ not depend on chunking and a resume needs no RNG bookkeeping.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -17,31 +17,12 @@ from jaxdyn.data import Augment, Dataset, noisy_labels
 from jaxdyn.hparams import HParam
 from jaxdyn.losses import LOSSES, is_weight, squared_error, weight_penalty
 from jaxdyn.optim import OptimizerFamily
+from jaxdyn.tasks.base import MemberState, Seeds, fresh_state  # noqa: F401 (MemberState, Seeds: re-exported)
 
 HPARAMS = {
     "train.grad_clip": HParam(
         0.0, doc="clip each member's gradient to this global norm (its own, never the population's); 0 = off"),
 }
-
-
-class MemberState(NamedTuple):
-    """Everything that evolves in one member (leaves gain a leading ``[K]`` in a population)."""
-
-    params: Any
-    model_state: Any  # non-trained variables such as BatchNorm statistics; {} if none
-    opt_state: Any
-    hparams: dict  # name -> float32 []: every member hyperparameter, the one source of truth
-    step: jax.Array  # int32 []: optimisation steps taken
-    data_key: jax.Array  # uint32 [2]: raw key data (checkpoint-safe), from data_seed
-    dropout_key: jax.Array  # uint32 [2]: from dropout_seed; folded with the step for each mask
-    alive: jax.Array  # bool []: False once the member diverged and was frozen
-    diverged_at: jax.Array  # int32 []: step at which it diverged, -1 while alive
-
-
-class Seeds(NamedTuple):
-    init_seed: jax.Array  # int32 []
-    data_seed: jax.Array  # int32 []
-    dropout_seed: jax.Array  # int32 []
 
 
 @dataclass(frozen=True)
@@ -89,17 +70,7 @@ class SupervisedTask:
         # Init collects every collection, sown intermediates too: keep only real state.
         model_state = {k: v for k, v in variables.items() if k not in ("params", "intermediates")}
         opt_state = self.optimizer.transform(hparams).init(params)
-        return MemberState(
-            params=params,
-            model_state=model_state,
-            opt_state=opt_state,
-            hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
-            step=jnp.zeros((), jnp.int32),
-            data_key=jax.random.PRNGKey(seeds.data_seed),
-            dropout_key=jax.random.PRNGKey(seeds.dropout_seed),
-            alive=jnp.ones((), bool),
-            diverged_at=jnp.full((), -1, jnp.int32),
-        )
+        return fresh_state(params, opt_state, hparams, seeds, model_state)
 
     def loss_and_metrics(self, params, model_state, x, y, hparams):
         """Evaluation mode: running BatchNorm statistics, no dropout."""

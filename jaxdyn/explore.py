@@ -1,4 +1,4 @@
-"""``Results.plot``: one metric against step, a line per setting with its band over seeds."""
+"""``Results.plot``: one metric against step, a line per setting with its band over seeds (the report draws with it too)."""
 
 import numpy as np
 import pandas as pd
