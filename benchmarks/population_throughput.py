@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxdyn import population as pop
 from jaxdyn.data import load_dataset
 from jaxdyn.models import MLP
-from jaxdyn.config import MEMBER_HPARAMS
+from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.tasks.supervised import Seeds, SupervisedTask
 from timing import best_times, write_result  # noqa: E402  (benchmarks/timing.py)

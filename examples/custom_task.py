@@ -70,6 +70,8 @@ QUADRATIC = TaskKind(
         "task.h1": jaxdyn.HParam(1.0, doc="weight of θ1² in the surrogate"),
         "task.learning_rate": jaxdyn.HParam(0.01, low_open=True, doc="step size of the gradient ascent"),
     },
+    finals=("Q",),  # members.csv gets final_Q, and the summary reports it
+    curves=("train_Q", "test_Q"),  # drawn in the report beside the loss
 )
 
 STUDY = {

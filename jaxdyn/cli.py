@@ -12,7 +12,7 @@ from rich.console import Console
 
 import jaxdyn
 from jaxdyn.aggregate import AGGREGATES
-from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS
+from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
 from jaxdyn.data import COMMON_FIELDS, DATASETS
 from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES

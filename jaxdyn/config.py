@@ -1,46 +1,37 @@
-"""Study configuration: frozen dataclasses, TOML loading, and validation.
+"""Study configuration: frozen dataclasses, and parsing them from TOML, dicts and ``--set``.
 
-Everything a user can get wrong is caught here, before anything compiles, with a
-message that names the field, the bad value and the fix. A config is plain data:
-``[study] [data] [model] [optim] [train]`` sections plus a ``[grid]`` of axes.
+Keys and types are checked here, before anything compiles, with a message that names
+the field, the bad value and the fix (ranges are ``validation``'s job). A config is
+plain data: ``[study] [data] [model] [loss] [optim] [train] [probes] [task]`` sections
+(and a table a task kind owns, such as ``[gan]``) plus a ``[grid]`` of axes.
 
-Grid axes are dotted keys. Numeric optimizer hyperparameters (``optim.learning_rate``,
-``optim.momentum``, ...) become *members* of one compiled population; everything
-structural (``model.hidden``, ``model.activation``, ``optim.name``,
-``train.batch_size``, ...) makes a new *cohort*, compiled once.
+Grid axes are dotted keys. Declared member numbers (``optim.learning_rate``,
+``loss.l2``, a user module's own, ...) become *members* of one compiled population;
+everything structural (``model.hidden``, ``optim.name``, ``train.batch_size``, ...)
+makes a new *cohort*, compiled once (``axes``).
 """
 
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import tomli_w
 
-from jaxdyn import data, extension, losses, models
+from jaxdyn import extension
+from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS, declared_or_none, grid_values, section_axes
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
 from jaxdyn.models import MODELS, ModuleConfig, model_hparams
-from jaxdyn.data import arrays
-from jaxdyn.models import user as user_model
 from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
-from jaxdyn.parsing import check_type, field_types, frozen, model_fields, model_from_dict
+from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
-from jaxdyn.tasks import supervised
 from jaxdyn.tasks.kinds import TASK_KINDS, task_kind
-
-# Every member hyperparameter outside the optimizer families, gathered from the
-# components that declare them: "section.name" -> HParam. Members carry them as
-# arrays under their bare name (``l2``, ``grad_clip``, ...).
-MEMBER_HPARAMS: dict[str, HParam] = {**data.HPARAMS, **losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS}
-
 
 MAX_MEMBERS = 1_000_000  # per cohort: far past what fits in memory, well short of a hang
 
@@ -185,22 +176,6 @@ class Config:
 _SECTIONS = {"study": StudyConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 
 
-def section_axes(kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(cohort axes, member axes)`` of a task kind's own table and declared numbers, dotted."""
-    own = (f"{kind.section}.{f}" for f in kind.member_axes) if kind.section else ()
-    return tuple(f"{kind.section}.{f}" for f in kind.cohort_axes), (*own, *kind.hparams)
-
-
-# Structural settings that a grid may vary: each value makes a cohort. Derived from
-# the declarations: every model field that is not a member hyperparameter.
-COHORT_AXES = (
-    *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS),
-    "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
-    *(f"model.{name}" for name in model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
-    *(axis for kind in TASK_KINDS.values() for axis in section_axes(kind)[0]),  # the [gan] table's
-)
-
-
 def from_dict(raw: Mapping) -> Config:
     """Parse a nested dict (as from TOML) into a Config. Checks keys and types, not ranges."""
     if not isinstance(raw, Mapping):
@@ -221,7 +196,7 @@ def from_dict(raw: Mapping) -> Config:
             raise ConfigError(f"[{name}] must be a table, got {given!r}")
         types = {k: t for k, t in field_types(cls).items() if k != "hparams"}
         values, numbers = {}, {}
-        declared = _declared_or_none(LossConfig(name=given.get("name", ""))) if name == "loss" else {}
+        declared = declared_or_none(LossConfig(name=given.get("name", ""))) if name == "loss" else {}
         for key, value in given.items():
             if key not in types and (declared is None or f"loss.{key}" in declared):  # a user loss's own number
                 numbers[key] = check_type(f"{name}.{key}", value, float)
@@ -231,7 +206,7 @@ def from_dict(raw: Mapping) -> Config:
             values[key] = check_type(f"{name}.{key}", value, types[key])
         sections[name] = cls(**values, **({"hparams": tuple(sorted(numbers.items()))} if numbers else {}))
     sections["model"] = model_from_dict(raw.get("model", {}))
-    sections["probes"] = probes_from_dict(raw.get("probes", {}), check_type, closest)
+    sections["probes"] = probes_from_dict(raw.get("probes", {}))
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -253,7 +228,7 @@ def from_dict(raw: Mapping) -> Config:
             )
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
-        axes.append((key, _grid_values(key, values, sections["model"], sections["loss"], sections["task"])))
+        axes.append((key, grid_values(key, values, sections["model"], sections["loss"], sections["task"], _SECTIONS)))
         section, name = key.split(".", 1)
         if isinstance(raw.get(section), Mapping) and name in raw[section]:
             raise ConfigError(
@@ -282,93 +257,6 @@ def _task_from_dict(raw: Mapping) -> TaskConfig:
     if kind.section:
         options = kind.parse(raw.get(kind.section, {}))
     return TaskConfig(name, tuple(sorted(numbers.items())), options)
-
-
-def _grid_values(key: str, values, model, loss, task) -> tuple:
-    """Check a grid axis's name and coerce its values to the field's type (``model``, ``loss`` and
-    ``task``: the parsed sections, whose user components add axes of their own)."""
-    hparam_names = sorted({h for fam in FAMILIES.values() for h in fam.defaults})
-    schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
-    kind = task.spec()
-    own_cohort, own_members = section_axes(kind)
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS,
-             *(_declared_or_none(loss) or {}), *own_cohort, *own_members]
-    user_fields = {}
-    if isinstance(model, ModuleConfig):  # a user module: its own fields and numbers, not the zoo's
-        try:
-            user_fields = {f"model.{k}": t for k, t in model.fields().items()} | {k: float for k in model.hparams()}
-        except ConfigError:  # not importable in this process: read the run as written; building it says why
-            user_fields = {key: Any} if section_of(key) == "model" else {}
-        valid = [k for k in valid if not k.startswith("model.")] + list(user_fields)
-    if section_of(key) == "loss" and _declared_or_none(loss) is None and key not in valid:
-        valid.append(key)  # a user loss not importable here, as above
-    if key not in valid:
-        raise ConfigError(f"unknown grid axis {key!r}{closest(key, valid)}")
-    if not values:
-        raise ConfigError(f"grid axis {key!r} is empty: give it at least one value, or remove it")
-    section, name = key.split(".")
-    if key in own_cohort:
-        annotation = field_types(kind.options)[name]
-    elif key in own_members:
-        annotation = float
-    elif section == "optim":
-        annotation = field_types(OptimConfig)[name] if name in OPTIM_FIELDS else float
-    elif key in user_fields:
-        annotation = user_fields[key]
-    elif section == "model":
-        annotation = model_fields()[name]
-    elif section == "loss" and name not in field_types(LossConfig):
-        annotation = float
-    else:
-        annotation = field_types(_SECTIONS[section])[name]
-    coerced = tuple(frozen(check_type(f"grid.\"{key}\" value", v, annotation)) for v in values)
-    # Numeric values are compared as the float32 that members train with.
-    distinct = {np.float32(v) if annotation is float and math.isfinite(v) else v for v in coerced}
-    if len(distinct) != len(coerced):
-        raise ConfigError(f"grid axis {key!r} repeats a value {list(values)}; give each value once")
-    return coerced
-
-
-def handed_over(model=None, data=None, loss=None, probes=None) -> dict:
-    """Config tables naming the Python objects handed to ``jaxdyn.run`` by import path; each is
-    remembered for this process (``extension``), so one without an importable home runs too.
-
-    Args:
-      model: a ``flax.linen.Module`` instance: ``[model]`` becomes its class's path and fields.
-      data: arrays (``(x, y[, x_test, y_test])``, a dict, a ``Dataset``) or a function returning them.
-      loss: a per-example loss function ``(outputs [B, n_out], targets [B, ...]) -> [B]``.
-      probes: ``{name: function of a ProbeContext}``.
-    """
-    tables = {}
-    if model is not None:
-        tables["model"] = user_model.from_module(model)
-    if data is not None:
-        tables["data"] = {"name": arrays.hand_over(data)}
-    if loss is not None:
-        if not callable(loss):
-            raise ConfigError(f"loss = {loss!r}: pass a function (outputs [B, n_out], targets [B, ...]) -> [B]")
-        tables["loss"] = {"name": extension.remember(loss)}
-    if probes is not None:
-        if not isinstance(probes, Mapping) or not all(callable(fn) for fn in probes.values()):
-            raise ConfigError("probes = ...: pass a dict {name: function of a ProbeContext}")
-        tables["probes"] = {}
-        for name, fn in probes.items():
-            path = extension.path_of(fn) if extension.importable(fn) else f"{extension.path_of(fn)}[{name}]"
-            tables["probes"][str(name)] = {"fn": extension.remember(fn, path)}
-    return tables
-
-
-def section_of(key: str) -> str:
-    return key.split(".", 1)[0]
-
-
-def _declared_or_none(loss: LossConfig):
-    """A user loss's declared numbers, or None when it cannot be imported in this process: a run
-    folder still reads back (tables, report), and building the loss then says why it cannot run."""
-    try:
-        return loss.declared()
-    except ConfigError:
-        return None
 
 
 def load_config(source=None, overrides=(), given=None) -> Config:

@@ -11,7 +11,8 @@ import dataclasses
 import inspect
 import re
 
-from jaxdyn.config import COHORT_AXES, MEMBER_HPARAMS, LossConfig, OptimConfig, StudyConfig, TaskConfig, TrainConfig
+from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
+from jaxdyn.config import LossConfig, OptimConfig, StudyConfig, TaskConfig, TrainConfig
 from jaxdyn.data import DATASETS, DataConfig
 from jaxdyn.gan.config import GANConfig
 from jaxdyn.models import MODELS

@@ -33,6 +33,12 @@ def closest(word: str, options) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(map(str, options)))}"
 
 
+def choice(where: str, value, options) -> None:
+    """Raise ``ConfigError`` unless ``value`` is one of ``options``, naming the closest one."""
+    if value not in options:
+        raise ConfigError(f"{where} = {value!r} is not known{closest(value, options)}")
+
+
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.results import load
-from jaxdyn.tables import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts
+from jaxdyn.tables import FINAL_COLUMNS, MetricParts, extra_finals
 
 
 
@@ -43,7 +43,7 @@ def _hparam_value(value):
 
 def member_hparams(members: pd.DataFrame) -> list[dict]:
     """Per member: every setting, seed and hyperparameter column (not ids or results)."""
-    results = set(FINAL_COLUMNS) | set(GAN_FINAL_COLUMNS)
+    results = {*FINAL_COLUMNS, *extra_finals(members.columns)}
     columns = [c for c in members.columns if c not in results and c != "member"]
     out = []
     for row in members[columns].to_dict("records"):
@@ -78,7 +78,8 @@ def export_tensorboard(run_dir, out, progress: bool = True) -> list[Path]:
     hist = pd.read_parquet(run_dir / "histograms.parquet") if finished else MetricParts(run_dir, "hist_").read()
     scalars = dict(tuple(res.metrics.groupby("member")))
     histograms = dict(tuple(hist.groupby("member"))) if len(hist) else {}
-    finals = [c for c in [*FINAL_COLUMNS, *GAN_FINAL_COLUMNS] if c in res.members.columns and c != "diverged_at"]
+    finals = [c for c in [*FINAL_COLUMNS, *extra_finals(res.members.columns)]
+              if c in res.members.columns and c != "diverged_at"]
     written = []
     rows = list(zip(res.members.member, member_hparams(res.members), res.members[finals].to_dict("records")))
     with _bar(len(rows), progress) as advance:

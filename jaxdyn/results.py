@@ -20,7 +20,7 @@ from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.config import load_config
 from jaxdyn.study import expand
-from jaxdyn.tables import FINAL_COLUMNS, GAN_FINAL_COLUMNS, MetricParts, cohort_member_table, member_table
+from jaxdyn.tables import FINAL_COLUMNS, MetricParts, cohort_member_table, extra_finals, member_table
 
 
 @dataclass
@@ -69,15 +69,18 @@ class RunTables:
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
     that take more than one value (not ids, seeds or results)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS, *GAN_FINAL_COLUMNS}
+    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS,
+             *extra_finals(members.columns)}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
 
 def headline(members: pd.DataFrame) -> str:
-    """The metric a summary reports: ``modes`` for a GAN on a mixture, ``test_accuracy``, or
-    ``test_loss`` when no member has an accuracy (regression: the loss is the mean squared error)."""
-    if "final_modes" in members.columns:
-        return "modes"
+    """The metric a summary reports: the first final metric the task kind declares that the run
+    logged (a GAN on a mixture: ``modes``), ``test_accuracy``, or ``test_loss`` when no member has
+    an accuracy (regression: the loss is the mean squared error)."""
+    declared = extra_finals(members.columns)
+    if declared:
+        return declared[0][len("final_"):]
     return "test_accuracy" if members.final_test_accuracy.notna().any() else "test_loss"
 
 

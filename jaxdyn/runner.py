@@ -22,6 +22,7 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.logs import log
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.tables import MetricParts, RunParts, cohort_member_table, sample_rows, tidy
+from jaxdyn.tasks import makes_snapshots
 
 
 class Interrupted(RuntimeError):
@@ -165,7 +166,7 @@ class CohortPrograms:
         return cls(init=partial(pop.make_init(task, mesh), seeds, hparams),
                    train_chunk=pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh),
                    evaluate=pop.make_evaluate(task, mesh),
-                   snapshot=pop.make_snapshot(task, mesh) if hasattr(task, "snapshot") else None,
+                   snapshot=pop.make_snapshot(task, mesh) if makes_snapshots(task) else None,
                    probes=cohort.probes(task, mesh))
 
     def compiled(self) -> int:

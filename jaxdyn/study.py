@@ -20,18 +20,20 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
-from jaxdyn.config import (MAX_MEMBERS, MEMBER_HPARAMS, OPTIM_FIELDS, Config, handed_over,
-                           load_config, to_toml)
-from jaxdyn.validation import check_hparam, check_member_value, check_members, validate
+from jaxdyn.axes import MEMBER_HPARAMS
+from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
+from jaxdyn.data import cache_dir, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
+from jaxdyn.handover import handed_over
 from jaxdyn.memory import check_memory, member_state_bytes
+from jaxdyn.models import MODELS, ModuleConfig
+from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
 from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
 from jaxdyn.tables import MetricParts, member_table, write_atomic
-from jaxdyn.data import cache_dir, load_dataset
-from jaxdyn.models import MODELS, ModuleConfig
-from jaxdyn.tasks.supervised import Seeds
+from jaxdyn.tasks import Seeds, makes_snapshots
+from jaxdyn.validation import check_member_value, check_members, validate
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
                                                 for k, v in cohort.settings.items()},
                      "members": len(cohort.members), "padded": layout.n_padded, "devices": mesh.size,
                      "group": layout.group_size, "bytes_per_member": member_state_bytes(cohort),
-                     "programs": 3 + hasattr(task, "snapshot") + len(probe_sets)})
+                     "programs": 3 + makes_snapshots(task) + len(probe_sets)})
     return pd.DataFrame(rows)
 
 

@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxdyn.config import MEMBER_HPARAMS
+from jaxdyn.axes import MEMBER_HPARAMS
 
 METRIC_COLUMNS = ["cohort", "member", "step", "metric", "layer", "value"]
 FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
-GAN_FINAL_COLUMNS = ["final_modes", "final_high_quality", "final_reverse_kl",
-                     "final_confidence"]  # only where a GAN logged them (confidence: digits' classifier)
+
+
+def extra_finals(columns) -> list[str]:
+    """The final metrics a task kind declared beyond ``FINAL_COLUMNS`` (``TaskKind.finals``), in order."""
+    return [c for c in columns if c.startswith("final_") and c not in FINAL_COLUMNS]
 
 
 def write_atomic(path: Path, write) -> None:
@@ -141,11 +144,12 @@ def sample_rows(values: np.ndarray, members: np.ndarray, cohort: int, step: int)
     return frame
 
 
-def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per member: train loss and test loss/accuracy at their last logged step (NaN stays NaN)."""
+def final_values(metrics: pd.DataFrame, finals=()) -> pd.DataFrame:
+    """Per member: train loss, test loss/accuracy and the test metrics ``finals`` names (those
+    logged) at their last logged step (NaN stays NaN)."""
     wanted = {"train_loss": "final_train_loss", "test_loss": "final_test_loss",
               "test_accuracy": "final_test_accuracy"}
-    wanted.update({f"test_{c[6:]}": c for c in GAN_FINAL_COLUMNS if f"test_{c[6:]}" in set(metrics.metric)})
+    wanted.update({f"test_{name}": f"final_{name}" for name in finals if f"test_{name}" in set(metrics.metric)})
     rows = metrics[metrics.metric.isin(list(wanted))].sort_values("step", kind="stable")
     # tail, not last(): last() skips NaN and would report a diverged member's pre-divergence loss.
     last = rows.groupby(["member", "metric"]).tail(1).set_index(["member", "metric"]).value.unstack("metric")
@@ -161,7 +165,7 @@ def cohort_member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> 
       diverged_at: per member ``[K_padded]`` or ``[K]``; the padding is cut off.
     """
     members = cohort.members["member"].to_numpy()
-    finals = final_values(parts.read(cohort.index)).reindex(members)
+    finals = final_values(parts.read(cohort.index), cohort.config.task.spec().finals).reindex(members)
     settings = {k: str(list(v)) if isinstance(v, tuple) else v for k, v in cohort.settings.items()}
     table = cohort.members.assign(**settings)  # member_table puts columns in order
     for col in finals.columns:
@@ -179,6 +183,6 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     settings = [c for c in members.columns if "." in c]
     seeds = ["init_seed", "data_seed", "dropout_seed"]
     others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
-    finals = FINAL_COLUMNS + [c for c in GAN_FINAL_COLUMNS if c in members.columns]
+    finals = FINAL_COLUMNS + extra_finals(members.columns)
     optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *finals}]
     return members[first + settings + seeds + optim + others + finals]

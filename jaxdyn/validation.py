@@ -10,15 +10,16 @@ import math
 
 import numpy as np
 
-from jaxdyn.config import MAX_MEMBERS, MEMBER_HPARAMS, Config, StudyConfig
+from jaxdyn.axes import MEMBER_HPARAMS
+from jaxdyn.config import MAX_MEMBERS, Config, StudyConfig
 from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info, dataset_spec
 from jaxdyn import extension
-from jaxdyn.errors import ConfigError, closest
+from jaxdyn.errors import ConfigError, choice, closest
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
-from jaxdyn.optim_config import check_float32, check_hparam, check_schedule  # noqa: F401 (check_hparam: re-exported)
+from jaxdyn.optim_config import check_float32, check_schedule
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
 
@@ -28,10 +29,6 @@ def validate(cfg: Config) -> None:
     if not cfg.study.name or any(c in cfg.study.name for c in "/\\") or cfg.study.name in (".", ".."):
         raise ConfigError(f"study.name = {cfg.study.name!r}: it names the run folder, so use no path "
                           "separators; choose the folder itself with --out")
-    def choice(where, value, options):
-        if value not in options:
-            raise ConfigError(f"{where} = {value!r} is not known{closest(value, options)}")
-
     info = check_data(cfg.data)
     kind = cfg.task.spec()
     if kind.check is not None:

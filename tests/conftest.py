@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxdyn import population as pop
-from jaxdyn.config import MEMBER_HPARAMS
+from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.data import load_dataset
 from jaxdyn.models import MLP
 from jaxdyn.optim import FAMILIES

@@ -18,11 +18,11 @@ import jaxdyn
 from jaxdyn import population as pop
 from jaxdyn.config import load_config
 from jaxdyn.errors import ConfigError
+from jaxdyn.handover import handed_over
 from jaxdyn.study import expand
 
-import userparts
 from conftest import assert_same_run, traced_once
-from userparts import GatedMLP, Plain, blobs, focal, margin, squared_hinge
+from userparts import GatedMLP, Plain, blobs, margin, squared_hinge
 
 TESTS = Path(__file__).parent
 QUIET = {"progress": False, "summary": False}
@@ -79,7 +79,7 @@ def test_user_module_member_equals_its_plain_flax_optax_solo_run(gated_run):
 
 def test_a_new_value_of_a_user_hyperparameter_does_not_recompile(mesh):
     cfg = load_config(small(grid={"model.temperature": [1.0, 2.0]}),
-                      given=jaxdyn.config.handed_over(model=GatedMLP(width=8, n_out=4), data=blobs()))
+                      given=handed_over(model=GatedMLP(width=8, n_out=4), data=blobs()))
     cohort, = expand(cfg)
     task = traced_once(cohort.task())  # a second trace fails the test
     layout = pop.plan_layout(len(cohort.members), mesh.size)

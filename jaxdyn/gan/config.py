@@ -31,7 +31,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from jaxdyn.errors import ConfigError, closest
+from jaxdyn.errors import ConfigError, choice, closest
 from jaxdyn.gan.losses import GAN_LOSSES
 from jaxdyn.models import MODELS, check_model
 from jaxdyn.models.mlp import MLPConfig
@@ -116,14 +116,10 @@ def member_keys(cfg: GANConfig) -> list[str]:
 
 def check_gan(cfg: GANConfig, input_shape, steps: int) -> None:
     """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``)."""
-    if cfg.loss not in GAN_LOSSES:
-        raise ConfigError(f"gan.loss = {cfg.loss!r} is not known{closest(cfg.loss, GAN_LOSSES)}")
+    choice("gan.loss", cfg.loss, GAN_LOSSES)
     for prefix in PLAYERS:
-        name = getattr(cfg, f"{prefix}_optim")
-        if name not in FAMILIES:
-            raise ConfigError(f"gan.{prefix}_optim = {name!r} is not known{closest(name, FAMILIES)}")
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"gan.schedule = {cfg.schedule!r} is not known{closest(cfg.schedule, SCHEDULES)}")
+        choice(f"gan.{prefix}_optim", getattr(cfg, f"{prefix}_optim"), FAMILIES)
+    choice("gan.schedule", cfg.schedule, SCHEDULES)
     check_schedule(cfg.schedule_config(), steps, section="gan")
     for key, low in (("n_critic", 1), ("latent_dim", 1), ("eval_samples", 1)):
         if getattr(cfg, key) < low:

@@ -41,4 +41,6 @@ GAN = TaskKind(
     member_axes=(*sorted({f"{p}_{h}" for p in PLAYERS for fam in FAMILIES.values() for h in fam.defaults}),
                  "gp_weight", *sorted({k.split(".")[1] for s in SCHEDULES.values() for k in s.hparams})),
     member_model=players,
+    finals=("modes", "high_quality", "reverse_kl", "confidence"),  # confidence: digits' classifier
+    curves=("train_d_loss", "train_g_loss", "test_modes", "test_high_quality"),
 )

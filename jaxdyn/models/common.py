@@ -1,6 +1,6 @@
 """Checks shared by the model kinds' config declarations."""
 
-from jaxdyn.errors import ConfigError, closest
+from jaxdyn.errors import ConfigError, choice
 from jaxdyn.hparams import HParam
 from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 
@@ -12,11 +12,6 @@ HPARAMS = {
 }
 # What a model reads when called without a member's numbers (``hparams=None``).
 DEFAULT_HPARAMS = {key.split(".")[1]: h.default for key, h in HPARAMS.items()}
-
-
-def choice(where: str, value, options) -> None:
-    if value not in options:
-        raise ConfigError(f"{where} = {value!r} is not known{closest(value, options)}")
 
 
 def check_layer_options(cfg) -> None:

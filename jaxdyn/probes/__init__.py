@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 from jaxdyn import extension
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, closest
+from jaxdyn.parsing import check_type
 from jaxdyn.probes import activations, gradient_noise, hessian, loss_slices, norms, ntk, similarity, weights
 from jaxdyn.probes.base import HISTOGRAMS, Probe, ProbeContext, options_doc
 
@@ -87,8 +88,8 @@ def _user_probe(name: str, fn):
     return run
 
 
-def probes_from_dict(raw, check_type, closest_hint) -> ProbesConfig:
-    """Parse the ``[probes]`` table; ``check_type(where, value, annotation)`` coerces a value."""
+def probes_from_dict(raw) -> ProbesConfig:
+    """Parse the ``[probes]`` table: keys and types, not ranges (``check_probes``)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[probes] must be a table such as [probes.hessian] every = 4, got {raw!r}")
     batch_size = ProbesConfig.batch_size
@@ -101,7 +102,7 @@ def probes_from_dict(raw, check_type, closest_hint) -> ProbesConfig:
             raise ConfigError(f"probes.{key} must be a table of options, e.g. [probes.{key}] every = 1")
         user = key not in PROBES and (extension.is_path(key) or "fn" in value)
         if key not in PROBES and not user:
-            raise ConfigError(f"unknown probe [probes.{key}]{closest_hint(key, [*PROBES, 'batch_size'])}; "
+            raise ConfigError(f"unknown probe [probes.{key}]{closest(key, [*PROBES, 'batch_size'])}; "
                               "a probe of your own is [probes.\"package.module:function\"]")
         cls = UserProbeOptions if user else PROBES[key].options
         fields = {f.name: f.type for f in dataclasses.fields(cls)}

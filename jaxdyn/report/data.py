@@ -16,9 +16,11 @@ import pandas as pd
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, load
 from jaxdyn.config import load_config
+from jaxdyn.errors import ConfigError
 from jaxdyn.explore import member_settings
 from jaxdyn.results import varying_settings
 from jaxdyn.tables import MetricParts
+from jaxdyn.tasks import TaskKind
 
 TABLES = {"hist_": "histograms.parquet", "pairs_": "pairs.parquet", "samples_": "samples.parquet",
           "time_": "timing.csv"}
@@ -68,6 +70,18 @@ class ReportData:
     @property
     def members(self) -> pd.DataFrame:
         return self.results.members
+
+    def task_kind(self) -> TaskKind:
+        """The run's task kind; a kind of the user's own that cannot be imported here reads as a
+        plain one (no declared curves or finals, no ensemble), so the report still draws."""
+        try:
+            return self.config.task.spec()
+        except ConfigError:
+            return TaskKind(build=None)
+
+    def curves(self) -> tuple[str, ...]:
+        """The metrics the curves view draws: losses, accuracy, and what the task kind declares."""
+        return ("train_loss", "test_loss", "test_accuracy", *self.task_kind().curves)
 
     @property
     def metrics(self) -> pd.DataFrame:

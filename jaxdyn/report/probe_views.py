@@ -15,7 +15,7 @@ from jaxdyn.data import dataset_info
 from jaxdyn.explore import draw_metric
 from jaxdyn.report.data import ReportData
 from jaxdyn.report.samples import plot_samples
-from jaxdyn.report.views import CURVES, Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
+from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
 
 GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
@@ -225,7 +225,7 @@ def landscape(d: ReportData) -> View | None:
 
 def other_metrics(d: ReportData) -> View | None:
     """Every whole-model metric that no other view draws: NTK, GSNR, more Hessian eigenvalues, ..."""
-    drawn = {*CURVES, *(p + m for p in PREFIXES for m in CURVATURE)}
+    drawn = {*d.curves(), *(p + m for p in PREFIXES for m in CURVATURE)}
     whole = d.metrics[d.metrics.layer.fillna("") == ""]
     names = [m for m in _ordered(whole.metric) if m not in drawn and not m.endswith("_stderr")
              and not m.startswith(tuple(p + "loss_slice" for p in PREFIXES))]

@@ -19,8 +19,6 @@ from jaxdyn.report.data import ReportData, format_value
 from jaxdyn.results import headline
 from jaxdyn.study import expand
 
-GAN_CURVES = ("train_d_loss", "train_g_loss", "test_modes", "test_high_quality")
-CURVES = ("train_loss", "test_loss", "test_accuracy", *GAN_CURVES)
 
 
 @dataclass
@@ -113,7 +111,8 @@ def _planned(cfg, members: pd.DataFrame) -> tuple:
     except ConfigError:
         grid = dict(cfg.grid)
         steps = grid.get("train.steps", (cfg.train.steps,))
-        return f"{members.cohort.nunique()} or more", sorted(int(s) for s in steps)
+        return "? (the plan needs the study's own components, which this process cannot import)", \
+            sorted(int(s) for s in steps)
     return len(cohorts), sorted(set(int(c.config.train.steps) for c in cohorts))
 
 
@@ -124,7 +123,7 @@ def _seeds_per_setting(d: ReportData) -> str:
 
 def _ensemble(d: ReportData):
     """The ensemble table, or a reason why there is none (an empty string: not applicable)."""
-    if d.config.task.kind != "supervised":
+    if not d.task_kind().has_model:
         return ""
     try:
         return d.results.ensemble(d.by)
@@ -158,7 +157,7 @@ def metric_frame(d: ReportData, metric: str, layer: str = "") -> pd.DataFrame:
 
 
 def curves(d: ReportData) -> View | None:
-    present = [m for m in CURVES if (d.metrics.metric == m).any()]
+    present = [m for m in d.curves() if (d.metrics.metric == m).any()]
     if not present:
         return None
     fig = metric_panels(d, present, 4.6, 3.6)

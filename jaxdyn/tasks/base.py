@@ -80,6 +80,11 @@ class Task(Protocol):
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict: ...
 
 
+def makes_snapshots(task) -> bool:
+    """Whether ``task`` has the Protocol's optional ``snapshot`` (something to look at after each evaluation)."""
+    return callable(getattr(task, "snapshot", None))
+
+
 def track_updates(config) -> bool:
     """Whether the train step should log per-layer update norms (a probe asks for them)."""
     return any(p.step_metrics for p, _ in config.probes.enabled())
@@ -127,6 +132,9 @@ class TaskKind:
       cohort_axes: the section's structural fields (a grid axis ``<section>.<field>`` makes cohorts).
       member_axes: every member number the section may take, for grid axis names.
       has_model: whether the task has one ``model`` whose predictions an ensemble can average.
+      finals: test metrics (without ``test_``) kept in the member table as ``final_<name>``
+        beside the loss and accuracy; the first one a run logs is the summary's headline.
+      curves: further metrics the report draws as curves (beside the losses and accuracy).
       member_model: ``(task, params, model_state) -> (variables, module)`` of one member, what
         ``jaxdyn.extract_member`` returns (``own_params``: the params, no module).
     """
@@ -147,4 +155,6 @@ class TaskKind:
     cohort_axes: tuple[str, ...] = ()
     member_axes: tuple[str, ...] = ()
     has_model: bool = False
+    finals: tuple[str, ...] = ()
+    curves: tuple[str, ...] = ()
     member_model: Callable = own_params

@@ -6,7 +6,7 @@ not depend on chunking and a resume needs no RNG bookkeeping.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
