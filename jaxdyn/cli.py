@@ -94,6 +94,14 @@ def _list() -> None:
         print(f"  {name:<11} {kind.doc}" + (f"\n  {kind.section_doc}" if kind.section_doc else ""))
     print("cohort grid axes: " + ", ".join(COHORT_AXES))
     print("member grid axes: optim.<hyperparameter> and the keys above (no compile per value)")
+    print("your own components, by import path (docs/extending.md), or handed to jaxdyn.run(model=, data=, loss=, "
+          "probes=):\n"
+          "  [model] kind = \"pkg.mod:Class\"      a flax.linen.Module; its fields beside kind (cohort axes), its "
+          "declared hparams members\n"
+          "  [data] name = \"pkg.mod:function\"    returning (x, y[, x_test, y_test]); data.targets = classes | values\n"
+          "  [loss] name = \"pkg.mod:function\"    (outputs [B, n_out], targets [B, ...]) -> [B]\n"
+          "  [probes.\"pkg.mod:function\"]         ProbeContext -> {metric: scalar or {layer: scalar}}\n"
+          "  [task] kind = \"pkg.mod:NAME\"        a jaxdyn.TaskKind building a jaxdyn.Task (init, step, evaluate)")
 
 
 def debug_enabled() -> bool:

@@ -304,3 +304,17 @@ def test_the_bring_your_own_example_runs_and_names_its_parts_by_path(tmp_path, m
     assert (res.members.final_test_accuracy > 0.6).all()  # three spirals, better than chance (1/3)
     rows = res.metrics[res.metrics.metric == "stream_rms"]
     assert set(rows.layer) == {"stream_0", "stream_1"}
+
+
+def test_a_modules_fields_are_cohort_axes_and_its_numbers_set_keys():
+    cfg = load_config(small(data={"name": "userparts:load"}, model={"kind": "userparts:GatedMLP"},
+                            loss={"name": "userparts:focal"}, grid={"model.width": [4, 8]}),
+                      overrides=["model.temperature=2.5", "loss.gamma=0.5"])
+    cohorts = expand(cfg)
+    assert [c.config.model.width for c in cohorts] == [4, 8]  # a field: a cohort (a compile) per value
+    for c in cohorts:
+        assert set(c.members.temperature) == {2.5} and set(c.members.gamma) == {0.5}
+    grid = load_config(small(data={"name": "userparts:load"}, model={"kind": "userparts:GatedMLP"},
+                             grid={"model.temperature": [0.5, 1.0, 2.0]}))
+    cohort, = expand(grid)  # a declared number: members of one population
+    assert sorted(cohort.members.temperature) == [0.5, 0.5, 1.0, 1.0, 2.0, 2.0]

@@ -23,7 +23,7 @@ def members_table(k: int) -> pd.DataFrame:
 
 def test_labels_name_settings_seed_modes_and_divergence():
     labels = member_labels(members_table(4))
-    assert labels[0] == "member 0\nd_learning_rate=0.001\nseed 0\nmodes 0, HQ 0.50"
+    assert labels[0] == "member 0\nd_learning_rate=0.001\nseed 0\nmodes 0, high quality 0.5"
     assert labels[1].endswith("diverged at 700") and "d_learning_rate=0.001" in labels[1]
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from jaxdyn.report.curves import setting_labels
-from jaxdyn.tables import write_atomic
+from jaxdyn.tables import extra_finals, write_atomic
 
 PER_PAGE = 24
 STEPS_SHOWN = 4
@@ -31,8 +31,9 @@ def member_labels(members: pd.DataFrame) -> dict[int, str]:
     out = {}
     for row in members.itertuples():
         label = f"member {row.member}\n{settings[row.member]}\nseed {row.init_seed}"
-        if "final_modes" in members.columns and pd.notna(row.final_modes):
-            label += f"\nmodes {row.final_modes:g}, HQ {row.final_high_quality:.2f}"
+        finals = [(c[len("final_"):], getattr(row, c)) for c in extra_finals(members.columns)[:2]]
+        if finals and all(pd.notna(v) for _, v in finals):  # what the task kind reports first: modes, HQ
+            label += "\n" + ", ".join(f"{name.replace('_', ' ')} {value:.3g}" for name, value in finals)
         if getattr(row, "diverged_at", -1) >= 0:
             label += f"\ndiverged at {row.diverged_at}"
         out[int(row.member)] = label
