@@ -270,6 +270,7 @@ def load_config(source=None, overrides=(), given=None) -> Config:
       given: tables from ``handed_over`` (Python objects), laid over the source before the
         overrides: ``[model]`` is replaced whole; ``data.name``, ``loss.name`` and probe tables set.
     """
+    written = source is not None and not isinstance(source, Config)  # the user's own tables
     if source is None:
         source = Path(__file__).parent / "studies" / "default.toml"
     if isinstance(source, Config):
@@ -288,7 +289,7 @@ def load_config(source=None, overrides=(), given=None) -> Config:
             raise ConfigError(f"{path}: not a valid UTF-8 TOML file: {e}") from None
     for section, table in (given or {}).items():
         if section == "model":
-            raw["model"] = dict(table)
+            raw["model"] = _handed_model(raw, table, written)
         else:
             current = raw.get(section, {})
             raw[section] = {**(current if isinstance(current, Mapping) else {}), **table}
@@ -300,6 +301,36 @@ def load_config(source=None, overrides=(), given=None) -> Config:
     return from_dict(raw)
 
 
+def _handed_model(raw: dict, table: dict, written: bool) -> dict:
+    """``[model]`` for a module handed to ``run``: the instance's table, less the fields a grid
+    varies (the grid sets them). A ``[model]`` the user wrote that says otherwise is refused
+    rather than silently replaced."""
+    gridded = {k.split(".", 1)[1] for k in raw.get("grid", {}) if k.startswith("model.")}
+    own = raw.get("model")
+    if written and isinstance(own, Mapping):
+        clash = {k: v for k, v in own.items() if table.get(k, None) != v and k not in gridded}
+        if clash:
+            raise ConfigError(f"model= gives the model, but the config's [model] also sets "
+                              f"{', '.join(f'{k} = {v!r}' for k, v in clash.items())}; remove [model] from the config "
+                              "(the module's own fields say it all), or set the fields on the module")
+    return {k: v for k, v in table.items() if k not in gridded}
+
+
+def _key_path(key: str, item: str) -> list[str]:
+    """The table path of a dotted ``--set`` key, read as TOML reads one (quotes allowed:
+    ``probes."mypkg.probes:margin".every``)."""
+    try:
+        tree = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key; quote a part that holds dots or a "
+                          "colon: probes.\"mypkg.probes:margin\".every=2") from None
+    path = []
+    while isinstance(tree, dict):
+        (name, tree), = tree.items()
+        path.append(name)
+    return path
+
+
 def _apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
@@ -309,12 +340,20 @@ def _apply_override(raw: dict, item: str) -> None:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text.strip()  # bare word: a string such as tanh
-    section, name = key.split(".", 1)
-    raw.setdefault(section, {})
-    if not isinstance(raw[section], Mapping):
-        raise ConfigError(f"--set {item!r}: [{section}] is not a table")
-    raw[section] = dict(raw[section])
-    raw[section][name] = value
+    if key.startswith("grid."):  # an axis name is one key: grid.optim.learning_rate
+        section, name, path = "grid", key[len("grid."):], ["grid", key[len("grid."):]]
+    else:
+        path = _key_path(key, item)
+        section, name = path[0], ".".join(path[1:])
+    node = raw
+    for i, part in enumerate(path[:-1]):  # copy each table on the way: the source's stay untouched
+        table = node.get(part, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])} is not a table")
+        node[part] = dict(table)
+        node = node[part]
+    node[path[-1]] = value
+    key = f"{section}.{name}"
     # The override is the last word: a plain value replaces a grid axis over the
     # same key, and a grid axis replaces a plain value.
     if section == "grid" and "." in name:

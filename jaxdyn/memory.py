@@ -14,12 +14,16 @@ from jaxdyn.tasks.supervised import Seeds
 WORKING_COPIES = 4
 
 
-def member_state_bytes(cohort) -> int:
-    """Bytes of one member's state (params, optimizer state, keys, ...), from shapes alone."""
+def member_shapes(cohort, task=None):
+    """One member's state as shapes and dtypes (``jax.eval_shape`` of ``init``: nothing compiles)."""
     seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
     hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
-    shapes = jax.eval_shape(cohort.task().init, seeds, hparams)
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+    return jax.eval_shape((task or cohort.task()).init, seeds, hparams)
+
+
+def member_state_bytes(cohort) -> int:
+    """Bytes of one member's state (params, optimizer state, keys, ...), from shapes alone."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(member_shapes(cohort)))
 
 
 def available_bytes() -> int:

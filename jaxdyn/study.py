@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
-from jaxdyn.data import cache_dir, load_dataset
+from jaxdyn.data import cache_dir, dataset_info, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.handover import handed_over
-from jaxdyn.memory import check_memory, member_state_bytes
+from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
 from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
@@ -171,7 +172,9 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
         t = cohort.config.train
         layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
         task = cohort.task()
-        probe_sets = cohort.probes(task, mesh).due_sets(t.steps // t.chunk_steps)
+        probes = cohort.probes(task, mesh)
+        check_probes(cohort, task, probes)
+        probe_sets = probes.due_sets(t.steps // t.chunk_steps)
         rows.append({"cohort": cohort.index, **{k: str(list(v)) if isinstance(v, tuple) else v
                                                 for k, v in cohort.settings.items()},
                      "members": len(cohort.members), "padded": layout.n_padded, "devices": mesh.size,
@@ -210,6 +213,10 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}
     check_memory(cohorts)
+    mesh = make_mesh()
+    for cohort in cohorts:  # a probe of the user's that fails, fails here: shapes only, nothing compiles
+        task = cohort.task()
+        check_probes(cohort, task, cohort.probes(task, mesh))
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
@@ -222,6 +229,16 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
             if is_disk_full(e):
                 raise rundir.disk_full_error(run_dir) from e
             raise
+
+
+def check_probes(cohort, task, probes: ProbeSet) -> None:
+    """Trace the cohort's probes on shapes alone (the probe batch's, from the dataset's info)."""
+    if probes:
+        info = dataset_info(cohort.config.data)
+        n = min(cohort.config.probes.batch_size, cohort.config.data.n_train or info.n_train)
+        x = jax.ShapeDtypeStruct((n, *info.input_shape), np.float32)
+        y = jax.ShapeDtypeStruct((n, *info.target_shape), np.int32 if info.n_classes else np.float32)
+        probes.check(member_shapes(cohort, task), x, y)
 
 
 def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool) -> Trained:

@@ -318,3 +318,42 @@ def test_a_modules_fields_are_cohort_axes_and_its_numbers_set_keys():
                              grid={"model.temperature": [0.5, 1.0, 2.0]}))
     cohort, = expand(grid)  # a declared number: members of one population
     assert sorted(cohort.members.temperature) == [0.5, 0.5, 1.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("Forgetful", "declares model.beta but its __call__ takes no hparams=, so the numbers could never reach it"),
+    ("Greedy", "reads 'beta' from hparams, which has no such member number; declare it in the class"),
+    ("Unflat", "maps inputs [2, 10] to [2, 10, 4]; a model returns one row of outputs per example"),
+])
+def test_module_mistakes_are_named_before_compiling(kind, needle):
+    cfg = load_config(small(data={"name": "userparts:load"}, model={"kind": f"userparts:{kind}"}))
+    assert needle in _message(lambda: expand(cfg))
+
+
+def test_a_grid_over_a_handed_modules_field_and_a_clashing_model_table():
+    given = handed_over(model=GatedMLP(width=8), data=blobs())
+    cohorts = expand(load_config(small(grid={"model.width": [4, 16]}), given=given))
+    assert [c.config.model.width for c in cohorts] == [4, 16]  # the grid sets the field the instance had
+    clash = small(model={"kind": "mlp", "hidden": [64]})
+    msg = _message(lambda: load_config(clash, given=given))
+    assert "model= gives the model, but the config's [model] also sets kind = 'mlp', hidden = [64]" in msg
+
+
+def test_set_reaches_nested_and_quoted_tables():
+    cfg = load_config(small(probes={"userparts:margin": {"every": 1}}),
+                      overrides=["probes.hessian.every=3", 'probes."userparts:margin".every=2'])
+    assert cfg.probes.options("hessian").every == 3 and cfg.probes.options("userparts:margin").every == 2
+    gan = load_config(TESTS.parent / "examples" / "gan_ring.toml", overrides=["gan.generator.hidden=[64]"])
+    assert gan.task.options.generator.hidden == (64,)
+
+
+def test_a_probe_returning_a_vector_fails_before_any_folder_or_compile(tmp_path):
+    def vec(ctx):
+        return {"vec": ctx.outputs()[0]}  # [n_out], not a scalar
+
+    msg = _message(lambda: jaxdyn.run(small(), model=Plain(4), data=blobs(), probes={"vec": vec},
+                                      out=tmp_path / "r", **QUIET))
+    assert "probe 'vec': metric 'vec' has shape [4]; each value is a scalar" in msg
+    assert not (tmp_path / "r").exists()
+    cfg = load_config(small(), given=handed_over(model=Plain(4), data=blobs(), probes={"vec": vec}))
+    assert "has shape [4]" in _message(lambda: jaxdyn.study.plan(cfg))  # --dry-run says so too

@@ -70,3 +70,29 @@ def blobs(n=800, features=10, classes=4, seed=0):
 def load():
     """``[data] name = "userparts:load"``."""
     return blobs()
+
+
+class Forgetful(nn.Module):
+    """Declares a member number but takes no hparams=: it could never read it."""
+
+    hparams = {"model.beta": jaxdyn.HParam(1.0)}
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        return nn.Dense(4)(x)
+
+
+class Greedy(nn.Module):
+    """Reads a member number it never declared."""
+
+    @nn.compact
+    def __call__(self, x, *, train=False, hparams=None):
+        return nn.Dense(4)(x) * hparams["beta"]
+
+
+class Unflat(nn.Module):
+    """Keeps an axis too many: [B, 10] -> [B, 10, 4]."""
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        return nn.Dense(4)(x[..., None])

@@ -24,7 +24,7 @@ class DataConfig:
     # The user's own files
     path: str = ""  # npz: the .npz file; idx: an images file, or a folder of the four MNIST files
     test_fraction: float = 0.2  # npz/idx without a test split: the fraction held out, fixed by data.seed
-    targets: str = "classes"  # npz: "classes" (integer labels) or "values" (regression targets)
+    targets: str = "classes"  # npz and your own arrays: "classes" (integer labels) or "values" (regression targets)
     # Augmentation of training batches, on the device (never in evaluation)
     shift: int = 0  # sequences: roll each example by a random -shift..shift positions
     noise_std: float = 0.0  # member hyperparameter; sequences: add Gaussian noise of this std

@@ -88,7 +88,14 @@ class ModuleConfig:
         except TypeError as e:
             raise ConfigError(f"model.kind = {self.kind!r}: cannot construct it from the [model] table ({e}); "
                               f"it takes: {', '.join(self.fields()) or 'no fields'}") from None
-        return module if extension.accepts(type(module).__call__, "hparams") else WithoutHparams(module)
+        if extension.accepts(type(module).__call__, "hparams"):
+            return module
+        declared = [k for k in self.hparams() if k not in INIT_SCALE]
+        if declared:
+            raise ConfigError(f"model.kind = {self.kind!r} declares {', '.join(declared)} but its __call__ takes no "
+                              "hparams=, so the numbers could never reach it; add hparams=None to __call__ and read "
+                              f"hparams[{declared[0].split('.')[1]!r}]")
+        return WithoutHparams(module)
 
     def check(self, input_shape, n_out: int | None = None, hparams: dict | None = None) -> None:
         """Initialise and call the module on ``[2, *input_shape]`` zeros as shapes only
@@ -103,12 +110,20 @@ class ModuleConfig:
             out = jax.eval_shape(init_and_apply, jax.random.PRNGKey(0))
         except ConfigError:
             raise
+        except KeyError as e:  # hparams[name] of a number it did not declare
+            raise ConfigError(f"model.kind = {self.kind!r} reads {e} from hparams, which has no such member number; "
+                              f"declare it in the class: hparams = {{\"model.{e.args[0]}\": jaxdyn.HParam(default)}}"
+                              ) from None
         except Exception as e:  # the user's code: say where it came from
             raise ConfigError(f"model.kind = {self.kind!r}: calling it as apply(variables, x, train=False) on "
                               f"inputs of shape {list(x.shape)} failed: {type(e).__name__}: {e}") from None
         if not isinstance(out, jax.ShapeDtypeStruct):
             raise ConfigError(f"model.kind = {self.kind!r} returns {type(out).__name__}; a model returns one "
                               f"array [batch, outputs]")
+        if out.ndim != 2:
+            raise ConfigError(f"model.kind = {self.kind!r} maps inputs {list(x.shape)} to {list(out.shape)}; a model "
+                              "returns one row of outputs per example, [batch, outputs]: flatten inside the module "
+                              "(x.reshape(x.shape[0], -1)) before the last layer")
         if n_out is not None and tuple(out.shape) != (2, n_out):
             raise ConfigError(f"model.kind = {self.kind!r} maps inputs {list(x.shape)} to {list(out.shape)}, but "
                               f"the dataset needs [batch, {n_out}] (one output per class, or per target value): "

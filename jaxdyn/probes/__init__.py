@@ -80,8 +80,9 @@ def _user_probe(name: str, fn):
             values = value if isinstance(value, Mapping) else {"": value}
             for layer, v in values.items():
                 if jnp.shape(v) != ():
-                    raise ConfigError(f"probe {name!r}: {metric}[{layer!r}] has shape {list(jnp.shape(v))}; each "
-                                      "value is a scalar (give per-layer values as {layer: scalar})")
+                    what = f"{metric!r} (layer {layer!r})" if layer else f"{metric!r}"
+                    raise ConfigError(f"probe {name!r}: metric {what} has shape {list(jnp.shape(v))}; each value is "
+                                      "a scalar (give per-layer values as {layer: scalar})")
             out[str(metric)] = ({str(k): jnp.asarray(v, jnp.float32) for k, v in values.items()}
                                 if isinstance(value, Mapping) else jnp.asarray(value, jnp.float32))
         return out

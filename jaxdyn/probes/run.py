@@ -70,6 +70,17 @@ class ProbeSet:
                 check_vma=False))
         return self._compiled[names]
 
+    def check(self, state, x, y) -> None:
+        """Trace every on-device probe on one member's shapes (``state``: from ``jax.eval_shape`` of
+        ``init``; ``x, y``: the probe batch) without compiling, so that a probe of the user's that
+        fails or returns the wrong thing does so before any run folder is made."""
+        for view in self.views:
+            for probe, _ in self.enabled:
+                if probe.fn is not None:
+                    ctx = self._contexts[(view.prefix, probe.name)]
+                    jax.eval_shape(lambda s, vx, vy: probe.fn(ctx.bind(view.state(s), view.params(s.params),
+                                                                       *view.batch(vx, vy))), state, x, y)
+
     def __bool__(self) -> bool:
         return bool(self.enabled)
 
