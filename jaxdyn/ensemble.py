@@ -15,7 +15,7 @@ import pandas as pd
 
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.config import load_config
-from jaxdyn.data import load_dataset
+from jaxdyn.data import arrays, load_dataset
 from jaxdyn.extract import member_parts
 from jaxdyn.results import load, varying_settings
 from jaxdyn.study import expand
@@ -33,6 +33,7 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
       FileNotFoundError: no cohort has a checkpoint yet.
     """
     run_dir = Path(run_dir)
+    arrays.adopt(run_dir)  # arrays handed to run: the folder keeps a copy
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     outputs, classes, steps = {}, {}, {}

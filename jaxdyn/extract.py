@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxdyn.checkpoint import committed_steps, load_state
 from jaxdyn.config import load_config
+from jaxdyn.data import arrays
 from jaxdyn.study import expand
 
 
@@ -56,6 +57,7 @@ def extract_member(run_dir, member: int) -> Member:
       FileNotFoundError: its cohort has no checkpoint yet.
     """
     run_dir = Path(run_dir)
+    arrays.adopt(run_dir)  # arrays handed to run: the folder keeps a copy
     cohorts = expand(load_config(run_dir / "config.toml"))
     found = [(c, i) for c in cohorts for i, m in enumerate(c.members["member"]) if int(m) == int(member)]
     if not found:

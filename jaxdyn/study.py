@@ -23,7 +23,7 @@ import pandas as pd
 from jaxdyn import rundir, runner
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
-from jaxdyn.data import cache_dir, dataset_info, load_dataset
+from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.handover import handed_over
 from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
@@ -201,6 +201,7 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
     given = handed_over(model, data, loss, probes)
     if resume is not None:
+        arrays.adopt(resume)  # the arrays this run was handed, from its folder's copy
         saved = Path(resume) / "config.toml"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
@@ -223,12 +224,24 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     else:
         folder = rundir.open_existing(resume, info)
     with folder as run_dir:
+        _keep_arrays(cohorts, run_dir)
         try:
             return _run_and_write(cohorts, datasets, run_dir, info, progress)
         except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
             if is_disk_full(e):
                 raise rundir.disk_full_error(run_dir) from e
             raise
+
+
+def _keep_arrays(cohorts, run_dir: Path) -> None:
+    """A copy of the arrays handed to ``run`` in the run folder (``arrays/<digest>.npz``): the
+    folder alone then resumes, extracts and reports in any process."""
+    for name in dict.fromkeys(c.config.data.name for c in cohorts):
+        if name.startswith(arrays.PREFIX):
+            path = arrays.run_copies(run_dir) / f"{name[len(arrays.PREFIX):]}.npz"
+            if not path.exists():
+                path.parent.mkdir(exist_ok=True)
+                write_atomic(path, lambda p, name=name: arrays.write_copy(name, p))
 
 
 def check_probes(cohort, task, probes: ProbeSet) -> None:

@@ -287,7 +287,8 @@ def test_objects_from_main_run_and_a_resume_elsewhere_is_refused(tmp_path):
 def test_arrays_from_another_process_are_asked_for_again():
     cfg = load_config(small(model={"kind": "userparts:Plain"}, data={"name": "arrays:00000000deadbeef"}))
     msg = _message(lambda: expand(cfg))
-    assert "names arrays handed to jaxdyn.run(data=...) in another process; pass the same arrays again" in msg
+    assert "names arrays handed to jaxdyn.run(data=...) in another process, and no run folder here keeps a copy; " \
+           "pass the same arrays again" in msg
 
 
 def test_the_bring_your_own_example_runs_and_names_its_parts_by_path(tmp_path, monkeypatch):
@@ -357,3 +358,22 @@ def test_a_probe_returning_a_vector_fails_before_any_folder_or_compile(tmp_path)
     assert not (tmp_path / "r").exists()
     cfg = load_config(small(), given=handed_over(model=Plain(4), data=blobs(), probes={"vec": vec}))
     assert "has shape [4]" in _message(lambda: jaxdyn.study.plan(cfg))  # --dry-run says so too
+
+
+def test_the_run_folder_keeps_handed_arrays_so_another_process_resumes_and_extracts(tmp_path):
+    cfg = small(probes=NO_PROBES)
+    res = jaxdyn.run(cfg, model=Plain(4), data=blobs(), out=tmp_path / "run", **QUIET)
+    digest = (tmp_path / "run" / "config.toml").read_text().split('name = "arrays:')[1][:16]
+    with np.load(tmp_path / "run" / "arrays" / f"{digest}.npz") as kept:  # the very arrays, bit for bit
+        for key, want in zip(("x", "y", "x_test", "y_test"), blobs()):
+            np.testing.assert_array_equal(kept[key], want)
+    script = ("import jaxdyn, numpy as np; m = jaxdyn.extract_member('run', 1); "
+              "x, y = np.load('run/arrays/%s.npz')['x_test'], np.load('run/arrays/%s.npz')['y_test']; "
+              "print(float(np.mean(np.argmax(m.model.apply(m.variables, x, train=False), 1) == y)))" % (digest, digest))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    other = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert float(other.stdout.split()[-1]) == pytest.approx(res.members.final_test_accuracy[1], abs=1e-6)
+    again = _cli(["--resume", "run"], tmp_path)
+    out, _ = again.communicate()
+    assert again.returncode == 0, out  # nothing handed over: the folder's copy is enough

@@ -7,11 +7,13 @@ labels (the default) or regression values. Without a test split, ``data.test_fra
 is held out by a permutation from ``data.seed``.
 
 Arrays handed over directly are named in ``config.toml`` by their SHA-256
-(``data.name = "arrays:<digest>"``): a resume must be handed the same arrays again,
-and different arrays are a changed config, refused with a diff.
+(``data.name = "arrays:<digest>"``), and the run folder keeps a copy
+(``arrays/<digest>.npz``), so a resume, ``extract_member`` or a report in another
+process finds them there; different arrays are a changed config, refused with a diff.
 """
 
 import hashlib
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -73,6 +75,30 @@ def hand_over(data) -> str:
     return extension.remember(parts, PREFIX + fingerprint(parts))
 
 
+def run_copies(run_dir) -> Path:
+    """Where a run folder keeps the arrays handed over for it: ``RUN/arrays/<digest>.npz``."""
+    return Path(run_dir) / "arrays"
+
+
+def write_copy(name: str, path) -> None:
+    """Write the arrays handed over under ``name`` to ``path`` as an .npz (plain arrays, no pickles)."""
+    with open(path, "wb") as f:  # a file object: np.savez would add .npz to a path
+        np.savez(f, **extension.given(name))
+
+
+def adopt(run_dir) -> None:
+    """Remember the arrays a run folder keeps under their names, so that this process resumes,
+    extracts and reports without being handed them again. A copy whose arrays no longer have
+    its digest is passed over (a resume then asks for the arrays)."""
+    for path in sorted(run_copies(run_dir).glob("*.npz")):
+        name = PREFIX + path.stem
+        if extension.given(name) is None:
+            with np.load(path, allow_pickle=False) as f:
+                parts = {k: f[k] for k in f.files}
+            if fingerprint(parts) == path.stem:
+                extension.remember(parts, name)
+
+
 _loaded: dict = {}  # (name, source config) -> Dataset: each function is called once per config
 
 
@@ -82,7 +108,7 @@ def _arrays(cfg) -> tuple[str, dict]:
         parts = extension.given(name)
         if parts is None:
             raise ConfigError(f"data.name = {name!r} names arrays handed to jaxdyn.run(data=...) in another "
-                              "process; pass the same arrays again: jaxdyn.run(..., resume=RUN, data=(x, y, "
+                              "process, and no run folder here keeps a copy; pass the same arrays again: jaxdyn.run(..., resume=RUN, data=(x, y, "
                               "x_test, y_test)), or save them with np.savez and use data.name = \"npz\"")
         return "data", parts
     fn = extension.resolve(name, "data.name")
