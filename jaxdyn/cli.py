@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _grouping(parser) -> None:
     parser.add_argument("--aggregate", default="mean_std", choices=list(AGGREGATES),
-                        help="how seeds are combined: " + "; ".join(f"{k}: {v}" for k, v in AGGREGATES.items()))
+                        # argparse formats help with %: a literal one (95%) must be doubled
+                        help="how seeds are combined: " + "; ".join(f"{k}: {v}" for k, v in AGGREGATES.items())
+                        .replace("%", "%%"))
     parser.add_argument("--by", action="append", metavar="COLUMN",
                         help="a members.csv column that makes a setting (repeatable; default: every varying "
                              "hyperparameter and cohort setting, not the seeds)")

@@ -24,6 +24,7 @@ from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS, declared_or_none, grid_valu
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
+from jaxdyn.logs import log
 from jaxdyn.models import MODELS, ModuleConfig, model_hparams
 from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
@@ -296,9 +297,24 @@ def load_config(source=None, overrides=(), given=None) -> Config:
             if section == "probes":
                 raw[section] = {k: {**(current.get(k, {}) if isinstance(current, Mapping) else {}), **v}
                                 if isinstance(v, Mapping) else v for k, v in raw[section].items()}
-    for item in overrides:
-        _apply_override(raw, item)
+    kind = raw.get("model", {}).get("kind", "mlp") if isinstance(raw.get("model"), Mapping) else None
+    typed = [_apply_override(raw, item) for item in overrides]
+    _switch_model_kind(raw, kind, {key.split(".", 1)[1] for key in typed if key.startswith("model.")})
     return from_dict(raw)
+
+
+def _switch_model_kind(raw: dict, before, typed: set) -> None:
+    """After ``--set model.kind=...``: the old kind's fields that the new kind lacks and that were
+    not typed on the command line leave ``[model]``, with a one-line notice."""
+    table = raw.get("model")
+    if not isinstance(table, Mapping) or table.get("kind", "mlp") == before or table.get("kind") not in MODELS:
+        return
+    kind = table["kind"]
+    takes = set(field_types(MODELS[kind].config))
+    dropped = [k for k in table if k not in takes and k not in typed]
+    if dropped:
+        raw["model"] = {k: v for k, v in table.items() if k not in dropped}
+        log(f"model.kind = {kind!r}: left out {', '.join(dropped)} ({before!r} fields that {kind!r} does not take)")
 
 
 def _handed_model(raw: dict, table: dict, written: bool) -> dict:
@@ -331,7 +347,8 @@ def _key_path(key: str, item: str) -> list[str]:
     return path
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> str:
+    """Apply one ``--set KEY=VALUE`` to the raw tables; returns the dotted key it set."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or "." not in key:
@@ -362,6 +379,7 @@ def _apply_override(raw: dict, item: str) -> None:
             raw[axis_section] = {k: v for k, v in raw[axis_section].items() if k != axis_name}
     elif isinstance(raw.get("grid"), Mapping) and key in raw["grid"]:
         raw["grid"] = {k: v for k, v in raw["grid"].items() if k != key}
+    return key
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,5 +1,6 @@
 """Bad input fails before compiling, names the field and the fix, and leaves no run folder."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import jaxdyn
 from jaxdyn import population
 from jaxdyn.config import ConfigError, load_config, to_dict, to_toml
 from jaxdyn.data import DATASETS, Dataset, dataset_info, fixed
+from jaxdyn.models import MODELS
 
 TINY = {
     "study": {"name": "t", "seeds": 2},
@@ -192,3 +194,36 @@ def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
     with pytest.raises(ConfigError, match="cohort 0 needs about .* GiB .* use fewer members or a smaller model"):
         jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_set_model_kind_switches_the_default_study_for_every_kind(kind, capsys):
+    from jaxdyn.study import expand
+
+    cfg = load_config(None, [f"model.kind={kind}"])
+    assert cfg.model.kind == kind
+    out = capsys.readouterr().out
+    takes = {f.name for f in dataclasses.fields(MODELS[kind].config)}
+    for field in {"hidden", "activation"} - takes:  # the MLP's fields the new kind lacks leave, and it says so
+        assert "left out" in out and field in out
+    if MODELS[kind].generates:
+        with pytest.raises(ConfigError, match="generates examples"):
+            expand(cfg)
+    else:
+        assert len(expand(cfg)) == 1
+
+
+def test_report_help_prints_help(capsys):
+    from jaxdyn.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--help"])
+    assert done.value.code == 0 and "95% stratified-bootstrap" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("options, least", [(["probes.cka.debiased=true"], 4), (["probes.cka.every=1"], 2)])
+def test_cka_refuses_a_probe_batch_it_is_undefined_on(options, least):
+    from jaxdyn.study import expand
+
+    with pytest.raises(ConfigError, match=f"probes.cka needs probes.batch_size >= {least}"):
+        expand(load_config(None, [f"probes.batch_size={least - 1}", *options]))

@@ -129,6 +129,10 @@ def check_probes(cfg: ProbesConfig) -> None:
         if opts.every < 0:
             raise ConfigError(f"probes.{name}.every = {opts.every}: chunks between evaluations, >= 1 (0 = off)")
         opts.check()
+        least, why = opts.min_batch() if hasattr(opts, "min_batch") else (1, "")
+        if opts.every and cfg.batch_size < least:
+            raise ConfigError(f"probes.{name} needs probes.batch_size >= {least} ({why}); it is {cfg.batch_size}: "
+                              "raise it")
         if opts.every:
             probe(name, opts)  # a user's probe imports, before anything compiles
 

@@ -45,6 +45,12 @@ class CKAOptions:
         if self.pairs not in PAIR_MODES:
             raise ConfigError(f"probes.cka.pairs = {self.pairs!r}: use one of {', '.join(PAIR_MODES)}")
 
+    def min_batch(self) -> tuple[int, str]:
+        """The smallest probe batch these options are defined on, and why."""
+        if self.debiased:
+            return 4, "debiased = true: the unbiased HSIC divides by (n - 1)(n - 2) and n(n - 3), or set it false"
+        return 2, "CKA compares examples: a centred Gram matrix of one example is 0"
+
 
 @dataclass(frozen=True)
 class LMCOptions:
