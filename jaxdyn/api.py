@@ -12,7 +12,8 @@ from jaxdyn.analysis import Results
 from jaxdyn.data import dataset_info
 from jaxdyn.errors import is_disk_full
 from jaxdyn.report import plot_curves, plot_samples
-from jaxdyn.tables import MetricParts, write_atomic
+from jaxdyn.atomic import write_atomic
+from jaxdyn.tables import MetricParts
 
 
 def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = True, summary: bool = True,

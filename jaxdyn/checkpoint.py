@@ -20,6 +20,7 @@ from typing import Callable
 import jax
 import orbax.checkpoint as ocp
 
+from jaxdyn.atomic import write_atomic
 from jaxdyn.errors import RunError
 
 
@@ -142,9 +143,7 @@ class CohortCheckpoints:
         self._write_manifest({k: v for k, v in manifest.items() if k in kept})
 
     def _write_manifest(self, manifest: dict) -> None:
-        tmp = self._manifest_path.with_name(self._manifest_path.name + ".tmp")
-        tmp.write_text(json.dumps(manifest))
-        tmp.replace(self._manifest_path)
+        write_atomic(self._manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest)))
 
     def _read_manifest(self) -> dict:
         try:

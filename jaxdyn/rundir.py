@@ -22,7 +22,7 @@ import jax
 from jaxdyn.checkpoint import committed_steps
 from jaxdyn.errors import ConfigError, RunError, RunInUse
 from jaxdyn.logs import log
-from jaxdyn.tables import write_atomic
+from jaxdyn.atomic import write_atomic
 
 LOCK_NAME = ".lock"
 # Environment that shapes the compiled program or the device count: recorded, and

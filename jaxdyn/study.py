@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn import rundir, runner
+from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
 from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
@@ -32,7 +33,7 @@ from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
 from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
-from jaxdyn.tables import MetricParts, member_table, write_atomic
+from jaxdyn.tables import MetricParts, member_table
 from jaxdyn.tasks import Seeds, makes_snapshots
 from jaxdyn.validation import check_member_value, check_members, validate
 
@@ -241,7 +242,7 @@ def _keep_arrays(cohorts, run_dir: Path) -> None:
             path = arrays.run_copies(run_dir) / f"{name[len(arrays.PREFIX):]}.npz"
             if not path.exists():
                 path.parent.mkdir(exist_ok=True)
-                write_atomic(path, lambda p, name=name: arrays.write_copy(name, p))
+                arrays.write_copy(name, path)
 
 
 def check_probes(cohort, task, probes: ProbeSet) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jaxdyn.atomic import SUFFIX, write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 
 METRIC_COLUMNS = ["cohort", "member", "step", "metric", "layer", "value"]
@@ -28,17 +29,6 @@ FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "
 def extra_finals(columns) -> list[str]:
     """The final metrics a task kind declared beyond ``FINAL_COLUMNS`` (``TaskKind.finals``), in order."""
     return [c for c in columns if c.startswith("final_") and c not in FINAL_COLUMNS]
-
-
-def write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a kill never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
 
 
 class MetricParts:
@@ -72,7 +62,7 @@ class MetricParts:
             for path in MetricParts(self.dir.parent, prefix).files(cohort):
                 if int(path.stem.split("_")[-1]) > chunks_done:
                     path.unlink()
-        for tmp in self.dir.glob("*.tmp"):
+        for tmp in self.dir.glob(f"*{SUFFIX}"):  # a killed writer's leftovers
             tmp.unlink()
 
     def read(self, cohort: int | None = None) -> pd.DataFrame:

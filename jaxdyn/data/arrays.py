@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from jaxdyn import extension
+from jaxdyn.atomic import save_npz
 from jaxdyn.data.dataset import Dataset, DatasetInfo, DatasetSpec
 from jaxdyn.data.files import assemble, info_of
 from jaxdyn.errors import ConfigError
@@ -81,9 +82,8 @@ def run_copies(run_dir) -> Path:
 
 
 def write_copy(name: str, path) -> None:
-    """Write the arrays handed over under ``name`` to ``path`` as an .npz (plain arrays, no pickles)."""
-    with open(path, "wb") as f:  # a file object: np.savez would add .npz to a path
-        np.savez(f, **extension.given(name))
+    """Write the arrays handed over under ``name`` to ``path`` as an .npz, atomically."""
+    save_npz(path, **extension.given(name))
 
 
 def adopt(run_dir) -> None:

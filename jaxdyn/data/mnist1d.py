@@ -4,6 +4,7 @@ import random
 
 import numpy as np
 
+from jaxdyn.atomic import save_npz
 from jaxdyn.data.dataset import Dataset, cache_dir
 from jaxdyn.errors import ConfigError
 
@@ -37,9 +38,7 @@ def load_mnist1d():
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **ds._asdict())
-        tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+        save_npz(path, **ds._asdict())  # two test workers filling an empty cache: each whole, last wins
     except OSError as e:
         raise ConfigError(
             f"cannot cache MNIST-1D in {path.parent} ({e.strerror or e}); point JAXDYN_CACHE at a "

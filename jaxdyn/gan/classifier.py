@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdyn.atomic import save_npz
 from jaxdyn.data import cache_dir
 from jaxdyn.data.digits import load_digits
 from jaxdyn.models import MLP
@@ -64,7 +65,5 @@ def digits_classifier() -> tuple[MLP, dict, float]:
     predicted = jnp.argmax(model.apply({"params": params}, jnp.asarray(data.x_test)), axis=1)
     accuracy = float(jnp.mean(predicted == jnp.asarray(data.y_test)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, accuracy=accuracy, **{f"p{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(params))})
-    tmp.replace(path)
+    save_npz(path, accuracy=accuracy, **{f"p{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(params))})
     return model, params, accuracy

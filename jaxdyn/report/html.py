@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxdyn.report import probe_views, views
 from jaxdyn.report.data import load_report_data
-from jaxdyn.tables import write_atomic
+from jaxdyn.atomic import write_atomic
 
 VIEWS = {  # key: (title when it fails, the view)
     "summary": ("Summary", views.summary),

@@ -13,7 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from jaxdyn.report.curves import setting_labels
-from jaxdyn.tables import extra_finals, write_atomic
+from jaxdyn.atomic import write_atomic
+from jaxdyn.tables import extra_finals
 
 PER_PAGE = 24
 STEPS_SHOWN = 4
