@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
-from jaxdyn.config import load_config
-from jaxdyn.data import arrays, load_dataset
+from jaxdyn.data import load_dataset
 from jaxdyn.extract import member_parts
 from jaxdyn.results import load, varying_settings
+from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 
 
@@ -33,11 +33,10 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
       FileNotFoundError: no cohort has a checkpoint yet.
     """
     run_dir = Path(run_dir)
-    arrays.adopt(run_dir)  # arrays handed to run: the folder keeps a copy
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     outputs, classes, steps = {}, {}, {}
-    for cohort in expand(load_config(run_dir / "config.toml")):
+    for cohort in expand(load_run_config(run_dir)):
         if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
             continue  # a run cut short before this cohort saved anything
         task = cohort.task()

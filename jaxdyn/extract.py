@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn.checkpoint import committed_steps, load_state
-from jaxdyn.config import load_config
-from jaxdyn.data import arrays
+from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 
 
@@ -57,8 +56,7 @@ def extract_member(run_dir, member: int) -> Member:
       FileNotFoundError: its cohort has no checkpoint yet.
     """
     run_dir = Path(run_dir)
-    arrays.adopt(run_dir)  # arrays handed to run: the folder keeps a copy
-    cohorts = expand(load_config(run_dir / "config.toml"))
+    cohorts = expand(load_run_config(run_dir))
     found = [(c, i) for c in cohorts for i, m in enumerate(c.members["member"]) if int(m) == int(member)]
     if not found:
         total = sum(len(c.members) for c in cohorts)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
-from jaxdyn.config import load_config
+from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 from jaxdyn.tables import FINAL_COLUMNS, MetricParts, cohort_member_table, extra_finals, member_table
 
@@ -132,7 +132,7 @@ def _load_partial(run_dir: Path) -> RunTables:
     """A run that has not finished: its members so far, with final values of the last rows written."""
     parts = MetricParts(run_dir)
     tables = []
-    for cohort in expand(load_config(run_dir / "config.toml")):
+    for cohort in expand(load_run_config(run_dir)):
         done = parts.dir / f"members_c{cohort.index:03d}.csv"
         if done.exists():
             tables.append(pd.read_csv(done))

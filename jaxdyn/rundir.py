@@ -19,15 +19,25 @@ from pathlib import Path
 
 import jax
 
+from jaxdyn.atomic import write_atomic
 from jaxdyn.checkpoint import committed_steps
+from jaxdyn.config import Config, load_config
+from jaxdyn.data import arrays
 from jaxdyn.errors import ConfigError, RunError, RunInUse
 from jaxdyn.logs import log
-from jaxdyn.atomic import write_atomic
 
 LOCK_NAME = ".lock"
 # Environment that shapes the compiled program or the device count: recorded, and
 # a resume under other values is warned about.
 ENV_RECORDED = ("XLA_FLAGS", "JAXDYN_CPU_DEVICES")
+
+
+def load_run_config(run_dir) -> Config:
+    """A run folder's saved config, read as a resume, ``extract_member``, the ensemble and the
+    report all read it: the arrays handed to ``jaxdyn.run`` for it are taken from the folder's
+    copy first, so no process has to hand them over again."""
+    arrays.adopt(run_dir)
+    return load_config(Path(run_dir) / "config.toml")
 
 
 def run_info(config_toml: str) -> dict:

@@ -202,13 +202,13 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
     given = handed_over(model, data, loss, probes)
     if resume is not None:
-        arrays.adopt(resume)  # the arrays this run was handed, from its folder's copy
         saved = Path(resume) / "config.toml"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
+        saved_cfg = rundir.load_run_config(resume)  # first: it adopts the arrays the folder keeps
         cfg = load_config(config if config is not None else saved, overrides, given)
         # Compare normalised forms, so that a comment added to config.toml is no change.
-        rundir.refuse_changed_config(to_toml(load_config(saved)), to_toml(cfg), Path(resume))
+        rundir.refuse_changed_config(to_toml(saved_cfg), to_toml(cfg), Path(resume))
     else:
         cfg = load_config(config, overrides, given)
     cohorts = expand(cfg)

@@ -369,6 +369,7 @@ def test_the_run_folder_keeps_handed_arrays_so_another_process_resumes_and_extra
             np.testing.assert_array_equal(kept[key], want)
     script = ("import jaxdyn, numpy as np; m = jaxdyn.extract_member('run', 1); "
               "x, y = np.load('run/arrays/%s.npz')['x_test'], np.load('run/arrays/%s.npz')['y_test']; "
+              "r = jaxdyn.write_report('run'); assert r.failed == {} and '1 of 1' in r.path.read_text(); "
               "print(float(np.mean(np.argmax(m.model.apply(m.variables, x, train=False), 1) == y)))" % (digest, digest))
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     other = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)

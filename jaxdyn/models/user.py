@@ -50,8 +50,9 @@ class ModuleConfig:
             for key, value in object.__getattribute__(self, "values"):
                 if key == name:
                     return value
-            if f"model.{name}" in self.hparams():
-                return self.hparams()[f"model.{name}"].default
+            declared = self.hparams().get(f"model.{name}")
+            if declared is not None:
+                return declared.default
         raise AttributeError(name)
 
     def module_class(self) -> type:
@@ -97,11 +98,12 @@ class ModuleConfig:
                               f"hparams[{declared[0].split('.')[1]!r}]")
         return WithoutHparams(module)
 
-    def check(self, input_shape, n_out: int | None = None, hparams: dict | None = None) -> None:
+    def check(self, input_shape, n_out: int | None = None) -> None:
         """Initialise and call the module on ``[2, *input_shape]`` zeros as shapes only
-        (``jax.eval_shape``: nothing compiles); its output must be ``[2, n_out]``."""
+        (``jax.eval_shape``: nothing compiles), with its declared numbers at their defaults;
+        its output must be ``[2, n_out]``."""
         module = self.build()
-        hp = {k.split(".", 1)[1]: jnp.float32(h.default) for k, h in self.hparams().items()} | (hparams or {})
+        hp = {k.split(".", 1)[1]: jnp.float32(h.default) for k, h in self.hparams().items()}
         x = jnp.zeros((2, *input_shape), jnp.float32)
         try:
             def init_and_apply(key):

@@ -15,10 +15,10 @@ import pandas as pd
 
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, load
-from jaxdyn.config import load_config
 from jaxdyn.errors import ConfigError
 from jaxdyn.explore import member_settings
 from jaxdyn.results import varying_settings
+from jaxdyn.rundir import load_run_config
 from jaxdyn.tables import MetricParts
 from jaxdyn.tasks import TaskKind
 
@@ -119,4 +119,4 @@ def load_report_data(run_dir, aggregate: str = "mean_std", by=None) -> ReportDat
         info = {}
     tables = {prefix: _table(run_dir, prefix, finished) for prefix in TABLES}
     return ReportData(run_dir, results, tables["hist_"], tables["pairs_"], tables["samples_"], tables["time_"],
-                      info, load_config(run_dir / "config.toml"), finished, aggregate, keys)
+                      info, load_run_config(run_dir), finished, aggregate, keys)
