@@ -5,6 +5,7 @@ read back their metrics, write them, and every few chunks save a checkpoint
 while the next chunk trains.
 """
 
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 ckpt.commit()
                 log(f"cohort {cohort.index}: checkpoint committed after chunk {pending}")
                 pending = None
+                _pause_for_tests()
             metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
@@ -237,6 +239,14 @@ def _write_timing(timing: MetricParts, cohort, done: int, seconds: float, alive:
     timing.write(cohort.index, done, pd.DataFrame({
         "cohort": [cohort.index], "chunk": [done], "step": [done * t.chunk_steps], "seconds": [seconds],
         "members": [k], "alive": [int(alive.sum())], "member_steps": [k * t.chunk_steps]}))
+
+
+def _pause_for_tests() -> None:
+    """The test hook ``JAXDYN_PAUSE_AFTER_COMMIT=1``: the process stops itself (SIGSTOP) right
+    after logging its first committed checkpoint, so a test can signal it at a known point
+    however fast the machine is, then continue it with SIGCONT."""
+    if os.environ.pop("JAXDYN_PAUSE_AFTER_COMMIT", "") == "1":
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _alive(state, k: int) -> np.ndarray:

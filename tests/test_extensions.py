@@ -22,6 +22,7 @@ from jaxdyn.handover import handed_over
 from jaxdyn.study import expand
 
 from conftest import assert_same_run, traced_once
+from test_runs import _wait_for_commit
 from userparts import GatedMLP, Plain, blobs, margin, squared_hinge
 
 TESTS = Path(__file__).parent
@@ -197,8 +198,8 @@ every = 5
 """
 
 
-def _cli(args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(TESTS)}
+def _cli(args, cwd, **env_vars):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(TESTS), **env_vars}
     return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", *args, "--no-progress", "--no-report"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
 
@@ -209,11 +210,9 @@ def test_by_import_path_sigterm_resume_is_bitwise_and_extract_report_export_see_
     assert main(["run", str(tmp_path / "own.toml"), "--dry-run"]) == 0
     assert "1 cohorts, 8 members" in capsys.readouterr().out  # temperature and gamma: member numbers
     reference = _cli(["own.toml", "--out", "ref"], tmp_path)
-    interrupted = _cli(["own.toml", "--out", "run"], tmp_path)
-    for line in interrupted.stdout:
-        if "checkpoint committed after chunk" in line:
-            break
-    interrupted.send_signal(signal.SIGSTOP)  # paused: the SIGTERM is taken at the next chunk boundary
+    interrupted = _cli(["own.toml", "--out", "run"], tmp_path, JAXDYN_PAUSE_AFTER_COMMIT="1")
+    interrupted.paused_at_commit = True
+    _wait_for_commit(interrupted)  # paused: the SIGTERM is taken at the next chunk boundary
     interrupted.send_signal(signal.SIGTERM)
     interrupted.send_signal(signal.SIGCONT)
     rest, _ = interrupted.communicate()

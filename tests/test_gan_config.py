@@ -85,7 +85,7 @@ def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
     import pandas as pd
     import tomli_w
 
-    from test_runs import _start, _wait_for_commit
+    from test_runs import _start, _start_paused, _wait_for_commit
 
     cfg = {**GAN, "study": {"name": "gan", "seeds": 2}, "probes": NO_PROBES,
            "train": {"steps": 1500, "batch_size": 100, "chunk_steps": 250, "log_every": 50, "checkpoint_every": 1}}
@@ -93,9 +93,10 @@ def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
     whole = _start(["gan.toml", "--out", "whole"], tmp_path)
     out, _ = whole.communicate()
     assert whole.returncode == 0, out
-    cut = _start(["gan.toml", "--out", "cut"], tmp_path)
+    cut = _start_paused(["gan.toml", "--out", "cut"], tmp_path)
     _wait_for_commit(cut)
     cut.send_signal(signal.SIGTERM)
+    cut.send_signal(signal.SIGCONT)
     rest, _ = cut.communicate()
     assert cut.returncode == 128 + signal.SIGTERM, rest
     resumed = _start(["--resume", "cut"], tmp_path)

@@ -4,6 +4,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import chex
 import numpy as np
@@ -106,14 +108,34 @@ def _start(args, tmp_path, **env_vars):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
 
 
+def _start_paused(args, tmp_path, **env_vars):
+    """A run that stops itself (SIGSTOP, the runner's test hook) right after its first committed
+    checkpoint: ``_wait_for_commit`` then returns with it paused there, however fast the machine."""
+    proc = _start(args, tmp_path, JAXDYN_PAUSE_AFTER_COMMIT="1", **env_vars)
+    proc.paused_at_commit = True
+    return proc
+
+
 def _wait_for_commit(proc):
+    """Read ``proc``'s output up to its first committed checkpoint; a run started with
+    ``_start_paused`` is then stopped there (waited for through /proc, not a timer)."""
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if "checkpoint committed after chunk" in line:
+            _wait_until_stopped(proc)
             return lines
     proc.wait()
     raise AssertionError("run ended before a checkpoint was committed:\n" + "".join(lines))
+
+
+def _wait_until_stopped(proc) -> None:
+    """Block until ``proc`` is in the stopped state (``T`` in /proc/PID/stat), if it was started paused."""
+    if not getattr(proc, "paused_at_commit", False):
+        return
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+        time.sleep(0.01)  # a poll for a state, not a wait for time to pass
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +152,15 @@ def reference_run(tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupt_and_resume_is_bitwise(sig, reference_run, tmp_path):
     (tmp_path / "slow.toml").write_text(SLOW_TOML)
-    proc = _start(["slow.toml", "--out", "run"], tmp_path)
-    _wait_for_commit(proc)
-    if sig == signal.SIGKILL:  # mid-run (paused, its lock held): the report draws what is written so far
-        proc.send_signal(signal.SIGSTOP)
+    proc = _start_paused(["slow.toml", "--out", "run"], tmp_path)
+    _wait_for_commit(proc)  # paused after its first checkpoint, its lock held
+    if sig == signal.SIGKILL:  # mid-run: the report draws what is written so far
         report = jaxdyn.write_report(tmp_path / "run")
         page = report.path.read_text()
         assert report.failed == {} and report.views[:2] == ["summary", "curves"], report.failed
         assert "not finished (still running or interrupted)" in page and "1 of 1" in page
-    proc.send_signal(sig)
+    proc.send_signal(sig)  # taken at the next chunk boundary, once continued
+    proc.send_signal(signal.SIGCONT)
     rest, _ = proc.communicate()
     if sig != signal.SIGKILL:
         assert proc.returncode == 128 + sig, rest
@@ -255,9 +277,8 @@ def test_no_checkpoint_reads_back(reference_run, tmp_path):
 
 def test_second_writer_is_refused_and_kill_9_frees_the_lock(reference_run, tmp_path):
     (tmp_path / "slow.toml").write_text(SLOW_TOML)
-    first = _start(["slow.toml", "--out", "run"], tmp_path)
-    _wait_for_commit(first)
-    first.send_signal(signal.SIGSTOP)  # alive and holding the lock for as long as the checks take
+    first = _start_paused(["slow.toml", "--out", "run"], tmp_path)
+    _wait_for_commit(first)  # paused: alive and holding the lock for as long as the checks take
     for args in (["--resume", "run"], ["slow.toml", "--out", "run"]):
         second = _start(args, tmp_path)
         out, _ = second.communicate()
