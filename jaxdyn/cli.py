@@ -18,7 +18,7 @@ from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
 from jaxdyn.optim import FAMILIES
-from jaxdyn.probes import PROBES, ProbesConfig
+from jaxdyn.probes import DEFAULT_BATCH, PROBES
 from jaxdyn.probes.base import options_doc
 from jaxdyn.report import write_report
 from jaxdyn.schedules import SCHEDULES
@@ -86,7 +86,7 @@ def _list() -> None:
     for key, hp in MEMBER_HPARAMS.items():
         print(f"  {key:<21} {hp.describe()}")
     print(f"probes ([probes.<name>] turns one on; every = chunks between runs, 0 = off; probe batch: the first "
-          f"probes.batch_size = {ProbesConfig.batch_size} training examples):")
+          f"probes.batch_size training examples, by default {DEFAULT_BATCH}, or all under train.full_batch):")
     for name, probe in PROBES.items():
         default = "on by default" if probe.default_on else "off unless configured"
         print(f"  {name:<14} {probe.kind}, {probe.cost}, {default}: {probe.doc}\n{'':16} options: "

@@ -17,7 +17,7 @@ from jaxdyn.data import DATASETS, DataConfig
 from jaxdyn.gan.config import GANConfig
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
-from jaxdyn.probes import PROBES, ProbesConfig
+from jaxdyn.probes import DEFAULT_BATCH, PROBES, ProbesConfig
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks.kinds import TASK_KINDS
 
@@ -109,7 +109,9 @@ def render() -> str:
     section("[gan]", fields_table(GANConfig) + ["", "Member numbers: `g_<family number>`, `d_<family number>`, "
                                                "`gp_weight`, and the schedule's (`alpha`, `decay_rate`)."],
             "With `[task] kind = \"gan\"`; `[gan.generator]` and `[gan.discriminator]` are `[model]` tables.")
-    probes = [f"`batch_size` = {ProbesConfig.batch_size}: the first N training examples, the probe batch.", ""]
+    probes = [f"`batch_size` = {ProbesConfig.batch_size}: the first N training examples, the probe batch; 0 (the "
+              f"default) is {DEFAULT_BATCH}, or the whole training set under `train.full_batch`, so that curvature "
+              "is that of the loss gradient descent follows.", ""]
     for name, probe in PROBES.items():
         on = "on by default" if probe.default_on else "off unless its table is given"
         probes += [f"### `[probes.{name}]`", "", f"{probe.doc} ({probe.cost}, {on})", ""]

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import rundir, runner
+from jaxdyn import rundir, runner, shape_checks
 from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
@@ -31,6 +31,7 @@ from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
 from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
+from jaxdyn.probes import probe_batch_size
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
 from jaxdyn.tables import MetricParts, member_table
@@ -66,7 +67,12 @@ class Cohort:
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes over the task's views, compiled for ``task`` on ``mesh``."""
         views = self.config.task.spec().probe_views(self.config, task)
-        return ProbeSet(self.config.probes, views, mesh, self.members)
+        return ProbeSet(self.config.probes, views, mesh, self.members, self.probe_batch_size())
+
+    def probe_batch_size(self) -> int:
+        """Examples in the probe batch (``probes.batch_size``, or its default for this dataset)."""
+        cfg = self.config
+        return probe_batch_size(cfg.probes, cfg.data.n_train or dataset_info(cfg.data).n_train, cfg.train.full_batch)
 
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
         """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
@@ -174,7 +180,7 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
         layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
         task = cohort.task()
         probes = cohort.probes(task, mesh)
-        check_probes(cohort, task, probes)
+        check_traced(cohort, task, probes)
         probe_sets = probes.due_sets(t.steps // t.chunk_steps)
         rows.append({"cohort": cohort.index, **{k: str(list(v)) if isinstance(v, tuple) else v
                                                 for k, v in cohort.settings.items()},
@@ -218,7 +224,7 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     mesh = make_mesh()
     for cohort in cohorts:  # a probe of the user's that fails, fails here: shapes only, nothing compiles
         task = cohort.task()
-        check_probes(cohort, task, cohort.probes(task, mesh))
+        check_traced(cohort, task, cohort.probes(task, mesh))
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
@@ -245,14 +251,17 @@ def _keep_arrays(cohorts, run_dir: Path) -> None:
                 arrays.write_copy(name, path)
 
 
-def check_probes(cohort, task, probes: ProbeSet) -> None:
-    """Trace the cohort's probes on shapes alone (the probe batch's, from the dataset's info)."""
+def check_traced(cohort, task, probes: ProbeSet) -> None:
+    """Trace the cohort's training step and probes on shapes alone (the probe batch's, from the
+    dataset's info) and refuse what they show to be degenerate (``shape_checks``)."""
+    state = member_shapes(cohort, task)
+    shape_checks.check_batch_norm(cohort, task, state)
     if probes:
         info = dataset_info(cohort.config.data)
-        n = min(cohort.config.probes.batch_size, cohort.config.data.n_train or info.n_train)
+        n = cohort.probe_batch_size()
         x = jax.ShapeDtypeStruct((n, *info.input_shape), np.float32)
         y = jax.ShapeDtypeStruct((n, *info.target_shape), np.int32 if info.n_classes else np.float32)
-        probes.check(member_shapes(cohort, task), x, y)
+        shape_checks.check_probes(probes, state, x, y)
 
 
 def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool) -> Trained:

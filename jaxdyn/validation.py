@@ -64,7 +64,6 @@ def validate(cfg: Config) -> None:
                 f"{cfg.optim.schedule!r}{closest(key, takes)} (see `jaxdyn list`)"
             )
     _check_seeds(cfg.study.seeds)
-    check_probes(cfg.probes)
     t = cfg.train
     if not 0 <= cfg.data.n_train <= info.n_train:
         raise ConfigError(
@@ -72,6 +71,7 @@ def validate(cfg: Config) -> None:
             f"{info.n_train} examples; use 1..{info.n_train}, or 0 for all"
         )
     n_train = cfg.data.n_train or info.n_train
+    check_probes(cfg.probes, n_train, t.full_batch)
     for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")

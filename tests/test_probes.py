@@ -224,7 +224,9 @@ def test_probe_rows_in_a_run_and_turning_probes_off(tmp_path):
     ({"hessian": {"k": 0}}, "probes.hessian.k = 0: ask for at least the top eigenvalue"),
     ({"hessian": {"k": 5, "iters": 3}}, "probes.hessian.iters = 3: Lanczos needs at least k = 5"),
     ({"norms": {"every": -1}}, "probes.norms.every = -1"),
-    ({"batch_size": 0}, "probes.batch_size = 0: must be >= 1"),
+    ({"batch_size": -1}, "probes.batch_size = -1: must be >= 1"),
+    ({"batch_size": 4001}, "probes.batch_size = 4001 is larger than the training set (4000 examples); use at most "
+                           "4000, or 0 for the default"),
     ({"activations": {"saturation": 1.5}}, "probes.activations.saturation = 1.5"),
 ])
 def test_bad_probe_settings(probes, message):

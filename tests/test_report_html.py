@@ -181,7 +181,9 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_pat
 
     assert main(["export", "tensorboard", str(run), str(tmp_path / "tb")]) == 0
     res = jaxdyn.load(run)
-    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == [f"member_{m:05d}" for m in res.members.member]
+    # One folder per member; the root's own event file holds the HParams experiment.
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()) == [
+        f"member_{m:05d}" for m in res.members.member]
     member = int(res.members.member[res.members.diverged_at >= 0].iloc[0])  # NaN losses survive the trip
     events = EventAccumulator(str(tmp_path / "tb" / f"member_{member:05d}"),
                               size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
@@ -204,9 +206,13 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_pat
     row = res.members.set_index("member").loc[member]
     assert start["learning_rate"].number_value == pytest.approx(row.learning_rate)
     assert start["init_seed"].number_value == row.init_seed and start["cohort"].number_value == 0
-    experiment = plugin["_hparams_/experiment"].experiment
+    assert "_hparams_/experiment" not in plugin  # one experiment, at the root, for all members
+    root = EventAccumulator(str(tmp_path / "tb"))
+    root.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        root.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["final/train_loss", "final/test_loss",
-                                                             "final/test_accuracy"]
+                                                             "final/test_accuracy", "diverged_at"]
     assert "learning_rate" in [h.name for h in experiment.hparam_infos]
     assert events.Scalars("final/test_accuracy")[0].value == pytest.approx(row.final_test_accuracy)
     with pytest.raises(FileExistsError, match="export into a new folder"):

@@ -1,7 +1,9 @@
 """Learning-dynamics probes: the registry and the ``[probes]`` configuration.
 
-``[probes] batch_size = 256`` sets the probe batch: the first ``batch_size``
-training examples, the same fixed batch for every member and every evaluation.
+``[probes] batch_size`` sets the probe batch: the first ``batch_size`` training
+examples, the same fixed batch for every member and every evaluation. Its default
+(0) is the first 256 examples, or the whole training set under ``train.full_batch``,
+where the loss gradient descent follows is the whole set's (``probe_batch_size``).
 Each ``[probes.<name>]`` table turns a probe on (``norms`` and ``activations`` are
 on unless their ``every`` is 0) and sets its options; ``every`` is the number of
 chunks between evaluations (and every probe runs after the last chunk).
@@ -34,7 +36,7 @@ PROBES: dict[str, Probe] = {p.name: p for p in (norms.PROBE, activations.PROBE, 
 class ProbesConfig:
     """``[probes]``: the probe batch size and each probe's options (``every = 0``: off)."""
 
-    batch_size: int = 256
+    batch_size: int = 0  # 0: the first DEFAULT_BATCH examples, or the whole set under train.full_batch
     tables: tuple[tuple[str, Any], ...] = tuple(
         (name, dataclasses.replace(p.options(), every=1 if p.default_on else 0)) for name, p in PROBES.items())
 
@@ -55,6 +57,17 @@ class UserProbeOptions:
 
     def check(self) -> None:
         pass
+
+
+DEFAULT_BATCH = 256
+
+
+def probe_batch_size(cfg: ProbesConfig, n_train: int, full_batch: bool) -> int:
+    """The probe batch's size: ``probes.batch_size``, or by default the first ``DEFAULT_BATCH``
+    examples of ``n_train``, or all of them when every step is on the whole set (``full_batch``)."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    return n_train if full_batch else min(DEFAULT_BATCH, n_train)
 
 
 def probe(name: str, options) -> Probe:
@@ -122,20 +135,27 @@ def probes_to_dict(cfg: ProbesConfig) -> dict:
     return {"batch_size": cfg.batch_size, **{name: dataclasses.asdict(opts) for name, opts in cfg.tables}}
 
 
-def check_probes(cfg: ProbesConfig) -> None:
-    if cfg.batch_size < 1:
-        raise ConfigError(f"probes.batch_size = {cfg.batch_size}: must be >= 1 (the first N training examples)")
+def check_probes(cfg: ProbesConfig, n_train: int, full_batch: bool) -> None:
+    """Range checks of ``[probes]`` against a training set of ``n_train`` examples. Raises ConfigError."""
+    if cfg.batch_size < 0:
+        raise ConfigError(f"probes.batch_size = {cfg.batch_size}: must be >= 1 (the first N training examples), "
+                          f"or 0 for the default ({DEFAULT_BATCH}, or the whole set under train.full_batch)")
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"probes.batch_size = {cfg.batch_size} is larger than the training set ({n_train} "
+                          f"examples); use at most {n_train}, or 0 for the default")
+    size = probe_batch_size(cfg, n_train, full_batch)
     for name, opts in cfg.tables:
         if opts.every < 0:
             raise ConfigError(f"probes.{name}.every = {opts.every}: chunks between evaluations, >= 1 (0 = off)")
         opts.check()
         least, why = opts.min_batch() if hasattr(opts, "min_batch") else (1, "")
-        if opts.every and cfg.batch_size < least:
-            raise ConfigError(f"probes.{name} needs probes.batch_size >= {least} ({why}); it is {cfg.batch_size}: "
-                              "raise it")
+        if opts.every and size < least:
+            raise ConfigError(f"probes.{name} needs probes.batch_size >= {least} ({why}); it is {size}"
+                              + ("" if cfg.batch_size else f" (the whole training set of {n_train})")
+                              + ": raise it" + ("" if cfg.batch_size else ", or use more training examples"))
         if opts.every:
             probe(name, opts)  # a user's probe imports, before anything compiles
 
 
-__all__ = ["HISTOGRAMS", "PROBES", "Probe", "ProbeContext", "ProbesConfig", "UserProbeOptions", "check_probes", "probe",
+__all__ = ["DEFAULT_BATCH", "HISTOGRAMS", "PROBES", "Probe", "ProbeContext", "ProbesConfig", "UserProbeOptions", "check_probes", "probe", "probe_batch_size",
            "probes_from_dict", "probes_to_dict"]

@@ -13,6 +13,7 @@ import pandas as pd
 from jax.sharding import PartitionSpec as P
 
 from jaxdyn.population import AXIS
+from jaxdyn.probes import DEFAULT_BATCH
 from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
 from jaxdyn.probes.similarity import choose_pairs
 from jaxdyn.tables import tidy
@@ -26,14 +27,16 @@ class ProbeSet:
         generator and the discriminator for a GAN; each view's metric names carry its prefix.
       mesh: the devices.
       members: the cohort's member table (cross-member probes choose their pairs from it).
+      batch_size: examples in the probe batch (``probes.probe_batch_size``); by default
+        ``probes.batch_size`` or ``DEFAULT_BATCH``.
     """
 
-    def __init__(self, probes_config, views, mesh, members=None):
+    def __init__(self, probes_config, views, mesh, members=None, batch_size: int | None = None):
         self.enabled = probes_config.enabled()
         self._probes = {p.name: p for p, _ in self.enabled}
         self.views = tuple(views)
         self.members = members
-        self.batch_size = probes_config.batch_size
+        self.batch_size = batch_size or probes_config.batch_size or DEFAULT_BATCH
         self.needs_init = any(p.needs_init for p, _ in self.enabled)
         self._contexts = {(v.prefix, p.name): ProbeContext(v.task, o, v.model_config, v.hidden_activation)
                           for v in self.views for p, o in self.enabled}
