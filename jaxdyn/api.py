@@ -11,6 +11,7 @@ from jaxdyn import results, rundir, study
 from jaxdyn.analysis import Results
 from jaxdyn.data import dataset_info
 from jaxdyn.errors import is_disk_full
+from jaxdyn.losses import logged_loss
 from jaxdyn.report import plot_curves, plot_samples
 from jaxdyn.atomic import write_atomic
 from jaxdyn.tables import MetricParts
@@ -64,7 +65,9 @@ def _plot_run(trained: study.Trained) -> None:
     """``curves.png``, and ``samples.png`` for a task that generates (a GAN): what each member
     makes, over time."""
     run_dir = trained.run_dir
-    write_atomic(run_dir / "curves.png", lambda p: plot_curves(trained.members, trained.metrics, p))
+    cfg = trained.cohorts[0].config
+    label = logged_loss(cfg.loss.name, dataset_info(cfg.data).regression) if cfg.task.kind == "supervised" else ""
+    write_atomic(run_dir / "curves.png", lambda p: plot_curves(trained.members, trained.metrics, p, label))
     samples = MetricParts(run_dir, "samples_").read()
     if len(samples):
         info = dataset_info(trained.cohorts[0].config.data)

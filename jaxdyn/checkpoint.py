@@ -7,13 +7,19 @@ flight: the next save, ``commit`` and ``close`` wait for it and re-raise its err
 Each committed checkpoint gets a manifest entry (every file's size and SHA-256,
 in ``checkpoints/cohort_NNN.manifest.json``), so that a resume can tell a damaged
 checkpoint from a whole one before Orbax reads it. A resume restores the newest
-checkpoint that reads back whole; a damaged one is moved to
-``checkpoints/damaged/`` and named in the log, never deleted.
+checkpoint that reads back whole. Only a checkpoint whose own files are damaged
+(they differ from the manifest, or, without an entry, the error is about their
+content) is moved to ``checkpoints/damaged/`` and named in the log, never deleted;
+any other failure (the folder, permissions, memory, the library) stops the resume
+and leaves every checkpoint where it was.
 """
 
+import errno
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +47,62 @@ def committed_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+PROC_FD = "/proc/self/fd"  # a module constant, so that a test can take the symlink route
+
+
+class _GlobSafeName:
+    """A name of a folder under which Orbax's globs match only what is really there.
+
+    Orbax finds parts of a checkpoint by glob: ``ocdbt_utils.merge_ocdbt_per_process_files``
+    lists ``directory.glob("ocdbt.process_*")``, and etils' ``_GPath.glob`` joins the folder
+    into the pattern it gives ``glob.glob``. In ``run [a]`` the ``[a]`` is then a character
+    class (it matches ``run a``): the merge finds nothing, logs a warning and is skipped,
+    and the checkpoint commits without its root OCDBT manifest, so its arrays never read
+    back. ``*`` and ``?`` can even match another run's folder. Escaping cannot help, as the
+    same name also opens files. So a folder whose path holds a glob character is handed to
+    Orbax under an alias without one: ``/proc/self/fd/N`` of a descriptor held open on it
+    (Linux: no file to clean up, and it survives /tmp cleaners on long runs), else a symlink
+    in a private temporary folder. Other paths are used as they are.
+    """
+
+    def __init__(self, directory: Path, create: bool):
+        self.path, self._fd, self._tmp = directory, None, None
+        if not _has_glob_chars(directory):
+            return
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)  # not inherited (PEP 446)
+        self.path = Path(f"{PROC_FD}/{self._fd}")
+        if not self.path.is_dir():  # no /proc: fall back to a symlink
+            self.close()
+            self._tmp = Path(tempfile.mkdtemp(prefix="jaxdyn-ckpt-", dir=_glob_free_tmp()))
+            self.path = self._tmp / "checkpoints"
+            self.path.symlink_to(directory, target_is_directory=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)  # removes the link, never its target
+            self._tmp = None
+
+
+def _glob_free_tmp() -> str:
+    tmp = tempfile.gettempdir()
+    return tmp if not _has_glob_chars(tmp) else "/tmp"
+
+
+def _has_glob_chars(path) -> bool:
+    return any(c in str(path) for c in "*?[")  # what glob.glob treats as a pattern
+
+
 class CohortCheckpoints:
     """``CheckpointManager`` keyed by completed chunks, keeping the last two."""
 
@@ -52,7 +114,12 @@ class CohortCheckpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=2, cleanup_tmp_directories=True, enable_async_checkpointing=True
         )
-        self._manager = ocp.CheckpointManager(self.dir, options=options)
+        self._name = _GlobSafeName(self.dir, create=True)
+        try:
+            self._manager = ocp.CheckpointManager(self._name.path, options=options)
+        except BaseException:
+            self._name.close()
+            raise
 
     def save(self, chunks_done: int, state, host: dict) -> None:
         self.commit()
@@ -80,7 +147,9 @@ class CohortCheckpoints:
           ``(chunks_done, state)``, or ``(0, None)`` when the cohort has no checkpoint.
 
         Raises:
-          RunError: checkpoints exist but none reads back whole (all are moved aside).
+          RunError: checkpoints exist but none reads back whole (all are moved aside), or
+            one failed to read back for a reason other than damage to its files (all are
+            left in place).
         """
         manifest = self._read_manifest()
         steps = committed_steps(self.dir)
@@ -92,12 +161,12 @@ class CohortCheckpoints:
             )
         target, failures = None, []
         for step in reversed(steps):
+            expected = manifest.get(str(step))
             try:
-                self._verify(step, manifest.get(str(step)))
+                self._verify(step, expected)
                 host = self._manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
-            except Exception as e:  # noqa: BLE001 -- a failure to read back means damaged...
-                _reraise_if_not_damage(e)  # ...unless it is about this machine, not the files
-                failures.append(self._set_aside(step, e))
+            except Exception as e:  # noqa: BLE001 -- sorted: damage is set aside, anything else raised
+                failures.append(self._set_aside_if_damaged(step, e, verified=expected is not None))
                 continue
             check_host(host)
             if target is None:
@@ -106,8 +175,7 @@ class CohortCheckpoints:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
                 return step, self._manager.restore(step, args=args).state
             except Exception as e:  # noqa: BLE001
-                _reraise_if_not_damage(e)
-                failures.append(self._set_aside(step, e))
+                failures.append(self._set_aside_if_damaged(step, e, verified=expected is not None))
         if failures:
             raise RunError(
                 f"no checkpoint in {self.dir} reads back whole:\n" + "\n".join(f"  {f}" for f in failures)
@@ -120,7 +188,10 @@ class CohortCheckpoints:
         try:
             self.commit()
         finally:
-            self._manager.close()
+            try:
+                self._manager.close()
+            finally:
+                self._name.close()
 
     def abandon(self) -> None:
         """Close after a failure, without waiting on or re-raising the save in flight."""
@@ -128,6 +199,8 @@ class CohortCheckpoints:
             self._manager.close()
         except Exception:  # noqa: BLE001 -- the first error is the one reported
             pass
+        finally:
+            self._name.close()
 
     # -- integrity -------------------------------------------------------------------------
 
@@ -156,23 +229,49 @@ class CohortCheckpoints:
             return {}
 
     def _verify(self, step: int, expected: dict | None) -> None:
-        """Raise ``ValueError`` naming the first file that differs from the manifest.
+        """Raise ``_Damaged`` naming the first file that differs from the manifest.
 
         A checkpoint without an entry (a process killed between Orbax's commit and
-        the manifest write) is left to Orbax's own read-back.
+        the manifest write) is left to Orbax's own read-back. Errors that are not about
+        the files' content (the folder gone, no permission) propagate as they are.
         """
-        if expected is None:
-            return
         root = self.dir / str(step)
-        for name, (size, digest) in expected.items():
+        if not root.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "the checkpoint folder is gone", str(root))
+        for name, (size, digest) in (expected or {}).items():
             path = root / name
             if not path.is_file():
-                raise ValueError(f"{path} is missing")
-            actual = path.stat().st_size
-            if actual != size:
-                raise ValueError(f"{path} has {actual:,} bytes, {size:,} were written")
-            if _sha256(path) != digest:
-                raise ValueError(f"{path} does not match its SHA-256 from when it was written")
+                raise _Damaged(f"{path} is missing")
+            try:
+                actual = path.stat().st_size
+                if actual != size:
+                    raise _Damaged(f"{path} has {actual:,} bytes, {size:,} were written")
+                if _sha256(path) != digest:
+                    raise _Damaged(f"{path} does not match its SHA-256 from when it was written")
+            except OSError as e:
+                if e.errno in _UNREADABLE:  # the disk cannot give the bytes back
+                    raise _Damaged(f"{path} cannot be read ({e.strerror})") from e
+                raise
+
+    def _set_aside_if_damaged(self, step: int, error: Exception, verified: bool) -> str:
+        """Set the checkpoint aside if ``error`` shows its files are damaged; else raise RunError.
+
+        Once its files match the manifest written with them, the bytes are whole, so a
+        failure to restore them is about something else (the path, memory, the library)
+        and must not cost the user a checkpoint.
+        """
+        folder = self.dir / str(step)
+        present = _is_dir(folder)
+        if present and (isinstance(error, _Damaged) or (not verified and _about_content(error))):
+            return self._set_aside(step, error)
+        why = ("its folder cannot be opened" if not present
+               else "its files match the SHA-256 manifest written with them" if verified
+               else "the error is not about its content")
+        raise RunError(
+            f"cannot restore checkpoint {folder}: {type(_innermost(error)).__name__}: {_reason(error)}\n"
+            f"It is not counted as damaged ({why}), so your checkpoints were left in place. Fix the "
+            f"cause, then continue with: jaxdyn run --resume {self.dir.parent.parent}"
+        ) from error
 
     def _set_aside(self, step: int, error: Exception) -> str:
         """Move a damaged checkpoint to ``checkpoints/damaged/`` and say so; return a summary."""
@@ -195,24 +294,62 @@ class CohortCheckpoints:
         return summary
 
 
-_NOT_DAMAGE = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "out of memory", "Permission denied")
+class _Damaged(ValueError):
+    """A checkpoint's own files differ from what was written: it is set aside."""
 
 
-def _reraise_if_not_damage(error: Exception) -> None:
-    """Memory, permission and full-disk failures say nothing about the checkpoint: raise them."""
+# errno of a read the disk could not serve: bad sectors, a corrupt file system.
+_UNREADABLE = {getattr(errno, name) for name in ("EIO", "EBADMSG", "EUCLEAN") if hasattr(errno, name)}
+# Errors raised while reading a checkpoint that has no manifest entry which say its bytes are
+# bad: TensorStore's status codes and the decoders' errors. Not among them: memory, permissions,
+# a full disk, or anything else about this machine (checked first, in _about_content).
+_CONTENT_TEXT = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Invalid JSON", "Truncated", "corrupt", "checksum")
+_NOT_CONTENT_TEXT = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE", "out of memory",
+                     "Permission denied", "No space left", "Too many open files")
+
+
+def _about_content(error: Exception) -> bool:
+    """True if a read failure of a checkpoint without a manifest entry is about its bytes.
+
+    The checkpoint folder itself was just found (``_verify``), so a file missing under it is
+    the checkpoint's own loss.
+    """
+    chain = _chain(error)
+    for e in chain:
+        if isinstance(e, (MemoryError, PermissionError)) or any(t in str(e)[:2000] for t in _NOT_CONTENT_TEXT):
+            return False
+    for e in chain:
+        if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)):
+            return True
+        if isinstance(e, OSError) and e.errno in _UNREADABLE:
+            return True
+        if any(t in str(e)[:2000] for t in _CONTENT_TEXT):
+            return True
+    return False
+
+
+def _chain(error: BaseException) -> list[BaseException]:
     chain, e = [], error
     while e is not None and len(chain) < 20:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    for e in chain:
-        if isinstance(e, (MemoryError, PermissionError)) or any(t in str(e)[:2000] for t in _NOT_DAMAGE):
-            raise error
+    return chain
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _innermost(error: BaseException) -> BaseException:
+    return _chain(error)[-1]
 
 
 def _reason(error: BaseException) -> str:
     """One line on why a read failed: the innermost cause, without TensorStore's spec dump."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
+    error = _innermost(error)
     text = (str(error).splitlines() or [type(error).__name__])[0]
     return text.split(" See full TensorStore details")[0][:300]
 
@@ -228,12 +365,12 @@ def load_state(run_dir, cohort: int = 0):
     Read without a target, so containers come back as dicts and lists; for analysis
     and tests, not for resuming.
     """
-    mgr = ocp.CheckpointManager(cohort_checkpoint_dir(run_dir, cohort).absolute(),
-                                options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        step = mgr.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{run_dir}: cohort {cohort} has no checkpoint")
-        return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-    finally:
-        mgr.close()
+    directory = cohort_checkpoint_dir(run_dir, cohort).absolute()
+    if not committed_steps(directory):
+        raise FileNotFoundError(f"{run_dir}: cohort {cohort} has no checkpoint")
+    with _GlobSafeName(directory, create=False) as path:
+        mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
+        try:
+            return mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+        finally:
+            mgr.close()

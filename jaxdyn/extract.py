@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdyn.checkpoint import committed_steps, load_state
+from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 
@@ -62,7 +62,7 @@ def extract_member(run_dir, member: int) -> Member:
         total = sum(len(c.members) for c in cohorts)
         raise KeyError(f"member {member} is not in {run_dir}: its members are 0..{total - 1}")
     cohort, position = found[0]
-    if not committed_steps(run_dir / "checkpoints" / f"cohort_{cohort.index:03d}"):
+    if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
         raise FileNotFoundError(f"{run_dir}: cohort {cohort.index} (member {member}) has no checkpoint yet")
     state = load_state(run_dir, cohort.index)
     params, model_state, hparams = member_parts(cohort, state, position)

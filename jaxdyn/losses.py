@@ -74,6 +74,16 @@ def objective_name(name: str, regression: bool) -> str:
     return ("mse" if regression else "cross_entropy") if name == "auto" else name
 
 
+def logged_loss(name: str, regression: bool) -> str:
+    """What a supervised run's ``loss`` metric is, in words, naming the objective where it is
+    another (``loss.name = "mse"`` on classes logs the cross-entropy, so objectives compare)."""
+    measured = "mean squared error" if regression else "cross-entropy"
+    objective = objective_name(name, regression)
+    if objective == ("mse" if regression else "cross_entropy"):
+        return measured
+    return f"{measured}; objective {objective}"
+
+
 def user_loss(name: str):
     """A loss of the user's own, ``loss.name = "package.module:function"``, as the batch mean
     ``(outputs [B, n_out], targets [B, ...], hparams) -> []`` of its per-example values.

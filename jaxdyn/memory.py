@@ -1,17 +1,55 @@
-"""Will a cohort fit? An estimate from shapes alone, checked before any folder or compile."""
+"""Will a study fit in memory? An estimate from XLA's own figures, checked before any run folder.
+
+Each cohort's programs (init, the train chunk, evaluation, samples, each set of
+probes due together) are compiled from abstract shapes and asked for their
+``memory_analysis()``: per device, the arguments, the outputs, the outputs that
+alias (donated) arguments, and the temporaries. The real run calls the same
+programs, so with the persistent compilation cache on it reads them back
+instead of compiling them again (measured: 0.1-0.5 s a program against 1-3 s).
+
+What a run holds at its peak, on CPU where device memory is host memory::
+
+    runtime     the process after compiling (its high-water mark: Python, JAX, libraries,
+                the compiler's own peak, the executables)
+  + data        the dataset on the host and one copy on each device
+  + state       the population state, and the initial parameters if a probe needs them
+  + program     the largest program's temporaries and new outputs, on every device at once
+  + checkpoint  Orbax's host copy of the state while an async save is in flight
+  + chunk rows  a chunk's metrics read back and tidied into rows
+
+and at the end, the whole metrics table read back and written (``tables``), in
+place of the training terms. Each term is an upper bound, so the sum is too.
+"""
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxdyn.data import dataset_info
+from jaxdyn.data.dataset import Dataset
 from jaxdyn.errors import ConfigError
-from jaxdyn.population import plan_layout
+from jaxdyn.logs import log
+from jaxdyn.population import make_mesh, plan_layout
+from jaxdyn.runner import CohortPrograms
 from jaxdyn.tasks.supervised import Seeds
 
-# A chunk holds the donated state, the new state, and gradients/updates of the
-# same size: about four copies of the member state at its peak.
-WORKING_COPIES = 4
+# One long metric row in pandas: cohort, member (int32), step (int64), metric and
+# layer (shared string objects), value (float32) = 36 bytes, with room for the
+# Arrow table and the concatenated copy alive together while a table is read or written.
+ROW_BYTES = 150
+# What a run's process takes after the check, whatever its size: Orbax's and TensorStore's
+# writer threads and their malloc arenas (first save), pyarrow's parquet writer and the
+# summary at the end. Measured here: 50-75 MiB for an MLP, CNN or LSTM study.
+RUNTIME_GROWTH = 128 * 2**20
+# Buffers are allocated through malloc (XLA's CPU buffers, numpy, pandas): room for its
+# rounding and fragmentation. Measured: the sum of the terms fell short of the growth of
+# peak RSS by up to 6% (an LSTM's 12 GiB probe program, a 1,000-member MLP's evaluation).
+ALLOCATOR_SLACK = 1.10
+GiB = 2**30
 
 
 def member_shapes(cohort, task=None):
@@ -23,15 +61,171 @@ def member_shapes(cohort, task=None):
 
 def member_state_bytes(cohort) -> int:
     """Bytes of one member's state (params, optimizer state, keys, ...), from shapes alone."""
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(member_shapes(cohort)))
+    return _bytes(member_shapes(cohort))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The peak resident memory of one cohort's run, in bytes, by where it goes.
+
+    ``device`` is what lives in the devices' memory and ``host`` the rest; on CPU
+    they are the same memory and ``total`` is their sum.
+    """
+
+    cohort: int
+    members: int  # padded
+    runtime: int
+    data_host: int
+    data_devices: int
+    state: int
+    program: int
+    program_name: str
+    checkpoint: int
+    chunk_rows: int
+    tables: int
+
+    @property
+    def device(self) -> int:
+        return _slack(self.data_devices + self.state + self.program)
+
+    @property
+    def host(self) -> int:
+        return self.runtime + RUNTIME_GROWTH + _slack(self.data_host + max(self.checkpoint + self.chunk_rows,
+                                                                             self.tables))
+
+    @property
+    def total(self) -> int:
+        training = self.data_devices + self.state + self.program + self.checkpoint + self.chunk_rows
+        return self.runtime + RUNTIME_GROWTH + _slack(self.data_host + max(training, self.tables))
+
+    def breakdown(self) -> str:
+        parts = [("runtime after compiling", self.runtime), ("runtime growth while training", RUNTIME_GROWTH),
+                 ("dataset on host", self.data_host), ("dataset on devices", self.data_devices), ("population state", self.state),
+                 (f"{self.program_name} program (XLA temporaries + outputs)", self.program),
+                 ("checkpoint copy in flight", self.checkpoint), ("a chunk's metric rows", self.chunk_rows),
+                 ("tables at the end (instead of training)", self.tables)]
+        return ", ".join(f"{name} {_gib(b)}" for name, b in parts if b) + f"; x{ALLOCATOR_SLACK} allocator slack"
+
+
+def estimate(cohort, mesh) -> Estimate:
+    """Compile ``cohort``'s programs from abstract shapes and add up what its run holds at its peak."""
+    t = cohort.config.train
+    layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
+    programs = CohortPrograms.build(cohort, layout, mesh)
+    init = programs.init.func.lower(*programs.init.args).compile()
+    state = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                         jax.eval_shape(programs.init), init.output_shardings)
+    data = abstract_dataset(cohort.config, mesh)
+    n_chunks = t.steps // t.chunk_steps
+    compiled = {"init": init,
+                "train chunk": programs.train_chunk.lower(state, data).compile(),
+                "evaluate": programs.evaluate.lower(state, data.x_test, data.y_test).compile()}
+    if programs.snapshot is not None:
+        compiled["samples"] = programs.snapshot.lower(state).compile()
+    if programs.probes:
+        n = min(programs.probes.batch_size, data.x_train.shape[0])
+        x, y = (jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype, sharding=a.sharding) for a in data[:2])
+        for names in sorted(programs.probes.due_sets(n_chunks)):
+            compiled["probes " + "+".join(names)] = programs.probes._program(names).lower(
+                state, state.params, x, y).compile()
+    stats = {name: c.memory_analysis() for name, c in compiled.items()}
+    # Per device, what a program adds to what is already resident: its temporaries and the
+    # outputs that do not reuse a donated argument (the train chunk's state does).
+    extra = {name: s.temp_size_in_bytes + s.output_size_in_bytes - s.alias_size_in_bytes
+             for name, s in stats.items()}
+    biggest = max(extra, key=extra.get)
+    state_bytes = _bytes(state)
+    data_bytes = _bytes(data)
+    per_device = layout.n_padded // mesh.size
+    return Estimate(
+        cohort=cohort.index, members=layout.n_padded, runtime=_high_water_mark(),
+        data_host=data_bytes, data_devices=data_bytes * mesh.size,
+        state=state_bytes + (_bytes(state.params) if programs.probes.needs_init else 0),
+        program=extra[biggest] * mesh.size, program_name=biggest,
+        checkpoint=state_bytes,
+        chunk_rows=_values_per_member(stats["train chunk"], per_device) * layout.n_members * ROW_BYTES,
+        tables=_run_rows(stats, per_device, layout.n_members, cohort.config, programs.probes) * ROW_BYTES)
+
+
+def abstract_dataset(cfg, mesh) -> Dataset:
+    """The configured dataset as shapes, placed like ``population.replicate`` places the real one."""
+    info = dataset_info(cfg.data)
+    n_train = cfg.data.n_train or info.n_train
+    y_dtype = np.int32 if info.n_classes else np.float32
+    on_all = NamedSharding(mesh, P())
+    shapes = [((n_train, *info.input_shape), np.float32), ((n_train, *info.target_shape), y_dtype),
+              ((info.n_test, *info.input_shape), np.float32), ((info.n_test, *info.target_shape), y_dtype)]
+    return Dataset(*(jax.ShapeDtypeStruct(s, d, sharding=on_all) for s, d in shapes))
+
+
+def _values_per_member(stats, per_device: int) -> int:
+    """Float32 values a program returns per member: its non-aliased output over the members of a device."""
+    return (stats.output_size_in_bytes - stats.alias_size_in_bytes) // (4 * per_device)
+
+
+def _run_rows(stats: dict, per_device: int, n_members: int, cfg, probes) -> int:
+    """Metric rows of the whole run: the train windows, the evaluations and the probes' values."""
+    t = cfg.train
+    n_chunks = t.steps // t.chunk_steps
+    per_member = n_chunks * _values_per_member(stats["train chunk"], per_device)
+    per_member += (n_chunks // t.eval_every + 1) * _values_per_member(stats["evaluate"], per_device)
+    for chunk in range(1, n_chunks + 1):
+        names = tuple(p.name for p, _ in probes.due(chunk, chunk == n_chunks) if p.fn is not None)
+        if names:
+            per_member += _values_per_member(stats["probes " + "+".join(names)], per_device)
+    return per_member * n_members
+
+
+def check_memory(cohorts, mesh=None) -> list[Estimate]:
+    """Refuse, before any run folder, a study whose largest cohort would not fit in memory.
+
+    Compiles every cohort's programs (the run then reads them from the compilation cache).
+
+    Returns:
+      Each cohort's ``Estimate``.
+
+    Raises:
+      ConfigError: with the estimate broken down, the memory available and the fix.
+    """
+    mesh = mesh if mesh is not None else make_mesh()
+    estimates = [estimate(cohort, mesh) for cohort in cohorts]
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    host = available_bytes() + _resident()  # what this process holds already is in the estimate
+    device = None if on_cpu else _device_limit(mesh)
+    for cohort, e in zip(cohorts, estimates):
+        need, free = (e.total, host) if on_cpu else (e.host, host)
+        where = "" if on_cpu else " of host memory"
+        if device is not None and e.device > device:
+            need, free, where = e.device, device, " of device memory"
+        log(f"memory: cohort {cohort.index} needs about {_gib(need)}{where} at its peak, "
+            f"{_gib(free)} is available")
+        if need > free:
+            settings = f" {cohort.settings}" if cohort.settings else ""
+            raise ConfigError(
+                f"cohort {cohort.index}{settings} needs about {_gib(need)}{where} at its peak but "
+                f"{_gib(free)} is available: {e.members:,} members; {e.breakdown()}.\n"
+                "To fit, use fewer members or a smaller model: fewer seeds or grid values per cohort "
+                "(or split the study), a smaller train.chunk_steps (fewer metrics held per chunk), "
+                "or a narrower or shallower model."
+            )
+    return estimates
 
 
 def available_bytes() -> int:
-    """Memory the population may use: the devices' limit, or the host's available RAM on CPU."""
-    devices = jax.devices()
-    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return stats["bytes_limit"] * len(devices)
+    """Host memory this process may still take: the kernel's MemAvailable, capped by the
+    cgroup's limit (a container's), which MemAvailable does not know about."""
+    free = _meminfo_available()
+    for limit, usage in (("memory.max", "memory.current"), ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+        try:
+            cap = int(Path("/sys/fs/cgroup", limit).read_text()) - int(Path("/sys/fs/cgroup", usage).read_text())
+        except (OSError, ValueError):  # "max", no cgroup, or not Linux
+            continue
+        free = min(free, cap)
+        break
+    return free
+
+
+def _meminfo_available() -> int:
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
@@ -43,23 +237,36 @@ def available_bytes() -> int:
             return 2**63  # unknown: do not refuse
 
 
-def check_memory(cohorts) -> None:
-    """Refuse, before any folder or compile, a cohort whose state cannot fit.
+def _device_limit(mesh) -> int | None:
+    """The smallest device's memory limit times the devices (members are spread evenly), or None."""
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in mesh.devices.flat]
+    return min(limits) * len(limits) if all(limits) else None
 
-    Raises:
-      ConfigError: with the estimate and the memory available.
-    """
-    free = available_bytes()
-    devices = jax.devices()
-    for cohort in cohorts:
-        per_member = member_state_bytes(cohort)
-        layout = plan_layout(len(cohort.members), len(devices), cohort.config.train.member_group,
-                             devices[0].platform)
-        need = layout.n_padded * per_member * WORKING_COPIES
-        if need > free:
-            where = f" {cohort.settings}" if cohort.settings else ""
-            raise ConfigError(
-                f"cohort {cohort.index}{where} needs about {need / 2**30:.1f} GiB "
-                f"({layout.n_padded:,} members x {per_member / 2**20:.2f} MiB of state x {WORKING_COPIES} "
-                f"working copies) but {free / 2**30:.1f} GiB is available; use fewer members or a smaller model"
-            )
+
+def _status_kib(field: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration, ValueError):  # not Linux
+        return 0
+
+
+def _high_water_mark() -> int:
+    """This process's peak resident memory so far (``VmHWM``): it includes the compiler's peak."""
+    return _status_kib("VmHWM") * 1024
+
+
+def _resident() -> int:
+    return _status_kib("VmRSS") * 1024
+
+
+def _slack(n: int) -> int:
+    return int(n * ALLOCATOR_SLACK)
+
+
+def _bytes(tree) -> int:
+    return sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB"

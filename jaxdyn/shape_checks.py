@@ -88,7 +88,8 @@ def check_probes(probes, state, x, y) -> None:
     if options is None:
         return
     for view in probes.views:
-        dim = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(view.state(state).params))
+        params = jax.eval_shape(lambda s, v=view: v.state(s).params, state)
+        dim = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
         for name in ("k", "iters"):
             value = getattr(options, name)
             if value > dim:

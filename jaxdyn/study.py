@@ -174,8 +174,9 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
     """
     cfg = load_config(config, overrides)
     mesh = make_mesh()
+    cohorts = expand(cfg)
     rows = []
-    for cohort in expand(cfg):
+    for cohort in cohorts:
         t = cohort.config.train
         layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
         task = cohort.task()
@@ -187,7 +188,9 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
                      "members": len(cohort.members), "padded": layout.n_padded, "devices": mesh.size,
                      "group": layout.group_size, "bytes_per_member": member_state_bytes(cohort),
                      "programs": 3 + makes_snapshots(task) + len(probe_sets)})
-    return pd.DataFrame(rows)
+    enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
+    estimates = check_memory(cohorts, mesh)
+    return pd.DataFrame(rows).assign(peak_bytes=[e.total for e in estimates])
 
 
 class Trained(NamedTuple):
@@ -220,11 +223,12 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}
-    check_memory(cohorts)
     mesh = make_mesh()
     for cohort in cohorts:  # a probe of the user's that fails, fails here: shapes only, nothing compiles
         task = cohort.task()
         check_traced(cohort, task, cohort.probes(task, mesh))
+    enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
+    check_memory(cohorts, mesh)
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)

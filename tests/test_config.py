@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxdyn
-from jaxdyn import population
+from jaxdyn import population, study
 from jaxdyn.config import ConfigError, load_config, to_dict, to_toml
 from jaxdyn.data import DATASETS, Dataset, dataset_info, fixed
 from jaxdyn.models import MODELS
@@ -27,6 +27,7 @@ def no_compile(monkeypatch):
 
     monkeypatch.setattr(population, "init_population", boom)
     monkeypatch.setattr(population, "make_train_chunk", boom)
+    monkeypatch.setattr(study, "check_memory", lambda cohorts, mesh=None: [])  # it compiles (test_memory.py)
 
 
 def with_(section, **values):
@@ -179,7 +180,7 @@ def test_output_folder_on_read_only_filesystem(no_compile):
         jaxdyn.run(TINY, out="/proc/jaxdyn_test/run", progress=False)
 
 
-def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
+def test_member_state_bytes_is_the_closed_form_count():
     from jaxdyn import memory, study
 
     cohort = study.expand(load_config(TINY))[0]
@@ -190,10 +191,6 @@ def test_population_too_big_for_memory(tmp_path, monkeypatch, no_compile):
     # MemberState.hparams: Adam's 4 and the 9 others (label_noise, noise_std, l1, l2,
     # label_smoothing, init_scale, dropout, leaky_slope, grad_clip).
     assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 13 * 4
-    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
-    with pytest.raises(ConfigError, match="cohort 0 needs about .* GiB .* use fewer members or a smaller model"):
-        jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
-    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

@@ -1,13 +1,19 @@
 """Degenerate configurations refused before any folder or compile, and a probe batch that
 measures the loss training follows (the whole set under full batch) against a closed form."""
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxdyn
 from jaxdyn.cli import main
 from jaxdyn.config import load_config
 from jaxdyn.data import load_dataset
+from jaxdyn.losses import logged_loss
+from jaxdyn.report import plot_curves
 from jaxdyn.study import expand, plan
 
 QUICK = ["study.seeds=1", "train.steps=20", "train.chunk_steps=10", "train.log_every=10"]
@@ -68,3 +74,20 @@ def test_full_batch_probes_the_whole_training_set(tmp_path):
     assert abs(first - whole) > 1e-2 * whole  # the subset's curvature is measurably another number
     [half] = expand(load_config(None, [*overrides, "probes.batch_size=150"]))
     assert half.probe_batch_size() == 150  # a smaller probe batch given is kept
+
+
+@pytest.mark.parametrize("name, regression, label", [
+    ("auto", False, "cross-entropy"), ("cross_entropy", False, "cross-entropy"),
+    ("mse", False, "cross-entropy; objective mse"), ("bce", False, "cross-entropy; objective bce"),
+    ("auto", True, "mean squared error"), ("mse", True, "mean squared error"),
+    ("pkg.mod:hinge", False, "cross-entropy; objective pkg.mod:hinge")])
+def test_loss_curves_say_what_they_measure(name, regression, label):
+    """The logged loss is the plain cross-entropy (classes) or squared error (values) whatever
+    the objective, so runs compare; a curve of it names the objective where that is another."""
+    assert logged_loss(name, regression) == label
+    members = pd.DataFrame({"member": [0], "cohort": [0]})
+    metrics = pd.DataFrame({"member": [0, 0], "step": [10, 10], "metric": ["train_loss", "test_loss"],
+                            "value": [0.5, 0.6], "layer": ["", ""]})
+    fig = plot_curves(members, metrics, Path(os.devnull), label)
+    assert [ax.get_title() for ax in fig.axes[:2]] == [f"train loss (window mean)\n({label})",
+                                                        f"test loss\n({label})"]

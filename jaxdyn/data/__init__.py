@@ -22,6 +22,8 @@ from jaxdyn.data.digits import load_digits
 from jaxdyn.data.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
+from jaxdyn import streams
+from jaxdyn.streams import Stream
 
 HPARAMS = {
     "data.label_noise": HParam(0.0, high=1.0, high_open=False,
@@ -133,7 +135,7 @@ def noisy_labels(labels: jax.Array, idx: jax.Array, data_key: jax.Array, rate: j
     throughout, and each member (data seed) its own. A replaced label is uniform over
     the classes, so it equals the true one a tenth of the time on 10 classes.
     """
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(data_key, 0x1ABE1), i))(idx)
+    keys = jax.vmap(lambda i: streams.key(data_key, Stream.LABEL_NOISE, i))(idx)
     flip = jax.vmap(lambda k: jax.random.uniform(k))(keys) < rate
     new = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0, n_classes))(keys)
     return jnp.where(flip, new, labels).astype(labels.dtype)

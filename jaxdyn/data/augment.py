@@ -18,8 +18,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-AUGMENT_TAG = 0xA06  # folded into the batch key: the augmentation's own stream
-
 
 @dataclass(frozen=True)
 class Augment:
@@ -33,9 +31,9 @@ class Augment:
     def __bool__(self) -> bool:
         return bool(self.shift or self.noise or self.crop or self.flip)
 
-    def __call__(self, x: jax.Array, batch_key: jax.Array, noise_std: jax.Array) -> jax.Array:
-        """Augment ONE member's batch ``x [B, *example]``."""
-        key = jax.random.fold_in(batch_key, AUGMENT_TAG)
+    def __call__(self, x: jax.Array, key: jax.Array, noise_std: jax.Array) -> jax.Array:
+        """Augment ONE member's batch ``x [B, *example]`` with draws from ``key`` (the step's
+        ``Stream.AUGMENT`` key)."""
         k_shift, k_noise, k_crop, k_flip = jax.random.split(key, 4)
         b = x.shape[0]
         if self.shift:

@@ -25,13 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdyn import extension
+from jaxdyn import extension, streams
 from jaxdyn.data import Dataset, dataset_spec
 from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from jaxdyn.gan.metrics import class_metrics, mode_metrics
 from jaxdyn.models import MODELS, build_model
 from jaxdyn.optim import FAMILIES, OptimizerFamily
 from jaxdyn.schedules import SCHEDULES
+from jaxdyn.streams import Stream
 from jaxdyn.probes.base import ProbeView
 from jaxdyn.tasks.base import MemberState, Seeds, fresh_state
 from jaxdyn.tasks.supervised import layer_norms
@@ -83,11 +84,11 @@ class GANTask:
         return {k: hp[f"{player[0]}_{k}"] for k in self._family(player).defaults}
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
-        key = jax.random.PRNGKey(seeds.init_seed)
+        root = jax.random.PRNGKey(seeds.init_seed)
         variables = {
-            "generator": self.generator.init(jax.random.fold_in(key, 0), jnp.zeros((1, self.latent_dim)),
+            "generator": self.generator.init(streams.key(root, Stream.INIT, 0), jnp.zeros((1, self.latent_dim)),
                                              train=False, hparams=hparams),
-            "discriminator": self.discriminator.init(jax.random.fold_in(key, 1), jnp.zeros((1, *self.data_shape)),
+            "discriminator": self.discriminator.init(streams.key(root, Stream.INIT, 1), jnp.zeros((1, *self.data_shape)),
                                                      train=False, hparams=hparams),
         }
         params = {p: v["params"] for p, v in variables.items()}
@@ -171,22 +172,23 @@ class GANTask:
 
     def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
         """``n_critic`` discriminator updates, then one generator update."""
-        batch_key = jax.random.fold_in(state.data_key, state.step)
-        noise_key = jax.random.fold_in(state.dropout_key, state.step)
+        batch_key = streams.key(state.data_key, Stream.BATCH, state.step)
+        latent_key = streams.key(state.dropout_key, Stream.LATENT, state.step)
+        penalty_key = streams.key(state.dropout_key, Stream.PENALTY, state.step)
         n = data.x_train.shape[0]
 
         def critic_step(state, i):
             idx = jax.random.randint(jax.random.fold_in(batch_key, i), (self.batch_size,), 0, n)
-            z = jax.random.normal(jax.random.fold_in(noise_key, i), (self.batch_size, self.latent_dim))
+            z = jax.random.normal(jax.random.fold_in(latent_key, i), (self.batch_size, self.latent_dim))
             (loss, d_state), grads = jax.value_and_grad(self.d_loss, has_aux=True)(
                 state.params["discriminator"], state, data.x_train[idx], z,
-                jax.random.fold_in(noise_key, 10_000 + i), True)
+                jax.random.fold_in(penalty_key, i), True)
             state = state._replace(model_state={**state.model_state, "discriminator": d_state})
             state, updates = self._update(state, "discriminator", grads)
             return state, (loss, updates)
 
         state, (d_losses, d_updates) = jax.lax.scan(critic_step, state, jnp.arange(self.n_critic))
-        z = jax.random.normal(jax.random.fold_in(noise_key, self.n_critic), (self.batch_size, self.latent_dim))
+        z = jax.random.normal(jax.random.fold_in(latent_key, self.n_critic), (self.batch_size, self.latent_dim))
         (g_loss, g_state), grads = jax.value_and_grad(self.g_loss, has_aux=True)(state.params["generator"], state, z,
                                                                                  True)
         state = state._replace(model_state={**state.model_state, "generator": g_state})
@@ -271,7 +273,7 @@ class PlayerTask:
         own = {k: v for k, v in state.hparams.items() if not k.startswith(("g_", "d_"))}
         own.update({k[2:]: v for k, v in state.hparams.items() if k.startswith(self.player[0] + "_")})
         return PlayerState(state.params[self.player], state.model_state[self.player], state.opt_state[i], own,
-                           (state.params[other], state.model_state[other]), jax.random.fold_in(state.data_key, i))
+                           (state.params[other], state.model_state[other]), streams.key(state.data_key, Stream.PROBE, i))
 
     def batch(self, x, y):
         z = jax.random.normal(jax.random.PRNGKey(PROBE_SEED), (x.shape[0], self.gan.latent_dim))

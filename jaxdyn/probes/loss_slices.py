@@ -19,11 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdyn import streams
 from jaxdyn.errors import ConfigError
 from jaxdyn.losses import is_weight
 from jaxdyn.probes.base import Probe
+from jaxdyn.streams import Stream
 
-DIRECTION_TAG = 0x511CE
+DIRECTION_TAG = 0x511CE  # the directions' index in the member's Stream.PROBE keys
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def filter_normalised(params, key):
             continue
         d = jax.random.normal(k, w.shape, w.dtype)
         axes = tuple(range(w.ndim - 1))  # every axis but the output units'
-        scale = jnp.linalg.norm(w, axis=axes, keepdims=True) / (jnp.linalg.norm(d, axis=axes, keepdims=True) + 1e-12)
+        # A Gaussian filter is nonzero with probability one: no guard; a zero filter of θ gets 0.
+        scale = jnp.linalg.norm(w, axis=axes, keepdims=True) / jnp.linalg.norm(d, axis=axes, keepdims=True)
         out.append(d * scale)
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -66,7 +69,7 @@ def coordinates(opts) -> np.ndarray:
 def loss_slices(ctx) -> dict:
     state, x, y = ctx.state, ctx.x, ctx.y
     opts = ctx.options
-    key = jax.random.fold_in(state.data_key, DIRECTION_TAG)
+    key = streams.key(state.data_key, Stream.PROBE, DIRECTION_TAG)
     d1 = filter_normalised(state.params, jax.random.fold_in(key, 1))
     grid = coordinates(opts)
     loss = lambda p: ctx.task.probe_loss(p, state, x, y)

@@ -10,6 +10,10 @@ A layer is a top-level entry of the parameters (``hidden_0``, ``conv_1``, ``head
   actual update at each training step, averaged over the log window (logged from
   the step, as big_vision does; the train step computes them while this probe is on).
 - ``dist_from_init``: ‖θ_l − θ_l(0)‖; ``rel_dist_from_init``: that over ‖θ_l(0)‖.
+
+The ratios are plain IEEE divisions, with no guard: NaN for 0/0 (a zero layer not
+moving; a zero-initialised layer still at its start), +inf for x/0 (a layer that
+moves away from exactly 0: no finite relative change exists).
 """
 
 from dataclasses import dataclass

@@ -12,6 +12,9 @@ the others in the subset; no dropout), the kernel is summed over outputs:
   al. 2002), Y the one-hot labels (or the regression targets), uncentred. Views
   without targets (a GAN's players) have no alignment row.
 
+Both cosines are NaN when a kernel is 0 (0/0), e.g. all-zero regression targets, or a
+model whose outputs do not depend on its parameters at those points.
+
 Memory is the common complaint about the empirical NTK (neural-tangents #30,
 #100); ``mode`` chooses how much is held at once:
 
@@ -71,7 +74,10 @@ def trace_only(task, state, params, x) -> jax.Array:
 
 
 def cosine(a, b):
-    return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+    """``⟨a, b⟩ / (‖a‖ ‖b‖)``; NaN when either is 0 (0/0: a zero kernel has no direction; ⟨a, b⟩ is
+    then 0 too, so there is no x/0 case)."""
+    den = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+    return jnp.where(den > 0, jnp.sum(a * b) / jnp.where(den > 0, den, 1.0), jnp.nan)
 
 
 def ntk(ctx) -> dict:

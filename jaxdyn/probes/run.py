@@ -155,14 +155,16 @@ class ProbeSet:
 
     def _smooth(self, name: str, members, num: np.ndarray, den: np.ndarray, decay: float) -> np.ndarray:
         """Each member's ratio of the running EMAs of ``num`` and ``den`` (their bias
-        corrections cancel in the ratio)."""
+        corrections cancel in the ratio): +inf where the denominator's is <= 0 and the
+        numerator's positive, NaN where both are 0 or less."""
         out = np.empty(len(members), np.float32)
         for i, (member, a, b) in enumerate(zip(members, num, den)):
             ea, eb = self._ema.get((name, member), (None, None))
             ea = a if ea is None else decay * ea + (1 - decay) * a
             eb = b if eb is None else decay * eb + (1 - decay) * b
             self._ema[(name, member)] = (ea, eb)
-            out[i] = ea / eb
+            # The smoothed denominator of an unbiased estimate (|G|²) can be <= 0: no finite ratio then.
+            out[i] = ea / eb if eb > 0 else (np.inf if ea > 0 else np.nan)
         return out
 
     def resume(self, history: pd.DataFrame) -> None:

@@ -12,7 +12,11 @@ against the first member of its setting.
   ``CKA = ⟨K̃_a, K̃_b⟩ / (‖K̃_a‖ ‖K̃_b‖)``. ``debiased = true`` uses the unbiased
   HSIC estimator of Song et al. (2012), as Nguyen et al. (2021) recommend for
   narrow batches. Each member's Grams are computed on its own device; the pairs
-  are combined on the host.
+  are combined on the host. CKA is NaN where a layer's outputs are the same for
+  every example of the batch in either member (its centred Gram is 0, so CKA is
+  0/0: Kornblith et al. 2019, eq. 4 needs both self-HSICs positive), and in the
+  debiased form also where a self-HSIC estimate comes out negative (its square
+  root has no value).
 - ``lmc_barrier``: along ``θ(α) = (1 − α) θ_a + α θ_b`` on ``alphas`` points of
   [0, 1], the loss barrier ``max_α L(θ(α)) − [(1 − α) L(θ_a) + α L(θ_b)]`` of the
   training objective on the probe batch (BatchNorm statistics recomputed at every
@@ -79,17 +83,27 @@ def choose_pairs(members: pd.DataFrame, mode: str) -> list[tuple[int, int]]:
 
 
 def grams(ctx) -> dict:
-    """Per layer, this member's Gram matrix of its sown outputs on the probe batch: raw for the
-    debiased estimator, else centred and scaled to unit Frobenius norm (so that CKA is one dot
-    product of two members' matrices)."""
+    """Per layer, this member's Gram matrix of its centred sown outputs on the probe batch, for the
+    plain estimator scaled to unit Frobenius norm (so that CKA is one dot product of two members'
+    matrices; NaN for a zero Gram, making every CKA of that layer NaN)."""
     out = {}
     for name, h in ctx.layer_outputs().items():
-        h = h.reshape(h.shape[0], -1)
-        if not ctx.options.debiased:
-            h = h - h.mean(axis=0)  # centring the features centres the Gram: H K H = (H h)(H h)ᵀ
+        h = centred_features(h.reshape(h.shape[0], -1))
         k = h @ h.T
-        out[name] = k if ctx.options.debiased else k / jnp.maximum(jnp.linalg.norm(k), 1e-30)
+        if not ctx.options.debiased:  # a zero Gram (a layer constant over the batch) has no unit-norm form
+            norm = jnp.linalg.norm(k)
+            k = jnp.where(norm > 0, k / jnp.where(norm > 0, norm, 1.0), jnp.nan)
+        out[name] = k
     return {"gram": out}
+
+
+def centred_features(h):
+    """``h [n, d]`` minus its column means, via the first row so that a column that is the same
+    for every example becomes exactly 0 (a rounded mean would leave noise that CKA would compare).
+    Centring the features centres the Gram, ``C (h hᵀ) C = (C h)(C h)ᵀ``; the unbiased HSIC does
+    not change either, being invariant to shifting the features."""
+    h = h - h[:1]
+    return h - h.mean(axis=0)
 
 
 def centred(k: np.ndarray) -> np.ndarray:
@@ -108,11 +122,25 @@ def unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:
 
 
 def cka_from_grams(ka: np.ndarray, kb: np.ndarray, debiased: bool = False) -> float:
+    """Linear CKA of two Grams ``[n, n]``: NaN when either self-HSIC is 0 (0/0: a Gram that
+    centres to 0), or, debiased, when either self-HSIC estimate is negative."""
     ka, kb = ka.astype(np.float64), kb.astype(np.float64)
-    if debiased:
-        return unbiased_hsic(ka, kb) / np.sqrt(unbiased_hsic(ka, ka) * unbiased_hsic(kb, kb))
     ca, cb = centred(ka), centred(kb)
-    return float(np.sum(ca * cb) / (np.linalg.norm(ca) * np.linalg.norm(cb)))
+    if _centres_to_zero(ka, ca) or _centres_to_zero(kb, cb):
+        return float("nan")
+    if debiased:
+        cross, self_a, self_b = unbiased_hsic(ka, kb), unbiased_hsic(ka, ka), unbiased_hsic(kb, kb)
+    else:
+        cross, self_a, self_b = np.sum(ca * cb), np.sum(ca * ca), np.sum(cb * cb)
+    if not (self_a > 0 and self_b > 0):  # NaN Grams fail this too
+        return float("nan")
+    return float(cross / np.sqrt(self_a * self_b))
+
+
+def _centres_to_zero(k: np.ndarray, c: np.ndarray) -> bool:
+    """Whether the centred Gram ``c`` of ``k`` is 0 up to the rounding of centring (n ε ‖k‖): the Gram
+    of features that are the same for every example, given uncentred (``grams`` gives exact zeros)."""
+    return bool(np.linalg.norm(c) <= k.shape[0] * np.finfo(np.float64).eps * np.linalg.norm(k))
 
 
 def cka_pairs(ctx, result: dict, state, x, y, pairs, options) -> list[tuple[int, int, str, str, float]]:

@@ -5,8 +5,9 @@ with its receptive field folded into fan_in); the layer column names the kernel'
 place in the parameters (``hidden_0``, ``conv_1``, ``layer_0/cell/hi``, ...). With
 λ the eigenvalues of WᵀW (the squared singular values):
 
-- ``spectral_norm`` = σ_max = √λ_max;
-- ``stable_rank`` = ‖W‖_F² / σ_max² = Σλ / λ_max;
+- ``spectral_norm`` = σ_max = √λ_max (0 for a zero matrix);
+- ``stable_rank`` = ‖W‖_F² / σ_max² = Σλ / λ_max; NaN for a zero matrix (0/0; σ_max
+  is 0 only when W is, so no x/0 case exists), never a made-up 0 or 1;
 - ``esd_alpha``: the exponent of a power law ``p(λ) ∝ λ^(−α)`` fitted to the tail of
   the empirical spectral density as WeightWatcher does (Martin & Mahoney 2021, with
   the ``powerlaw`` package's method of Clauset, Shalizi & Newman 2009): for each
@@ -14,7 +15,12 @@ place in the parameters (``hidden_0``, ``conv_1``, ``layer_0/cell/hi``, ...). Wi
   eigenvalues ≥ λ_min, keeping the λ_min whose fit is closest to the data in
   Kolmogorov-Smirnov distance (tails of at least ``min_tail`` eigenvalues). Heavy-
   tailed layers (α ≈ 2-4) are the well-trained ones in that theory; a random
-  matrix's spectrum gives a large α.
+  matrix's spectrum gives a large α. A tail whose eigenvalues are all equal has
+  Σ ln(λ_i / λ_min) = 0 and no power law to fit (the MLE α diverges): such a tail is
+  not a candidate, and α is NaN, not inf, when no tail is a candidate (a zero
+  matrix, or one whose tail eigenvalues are exactly equal): there is no fit whose
+  exponent to report. (A multiple of an orthogonal matrix, its equal eigenvalues
+  split by rounding, gives a very large α instead.)
 
 The eigenvalues come from LAPACK, which must not run batched on two CPU devices at
 once (it deadlocks in jaxlib's thread pool), so this probe steps through a
@@ -73,9 +79,9 @@ def weights(ctx) -> dict:
         w = kernel.reshape(-1, kernel.shape[-1])
         gram = w.T @ w if w.shape[1] <= w.shape[0] else w @ w.T
         lam = jnp.linalg.eigvalsh(gram)
-        top = jnp.maximum(lam[-1], jnp.finfo(jnp.float32).tiny)
+        top = jnp.maximum(lam[-1], 0.0)  # eigvalsh may round a zero matrix's to just below 0
         out["spectral_norm"][name] = jnp.sqrt(top)
-        out["stable_rank"][name] = jnp.sum(jnp.square(w)) / top
+        out["stable_rank"][name] = jnp.where(top > 0, jnp.sum(jnp.square(w)) / jnp.where(top > 0, top, 1.0), jnp.nan)
         out["esd_alpha"][name] = power_law_alpha(lam, ctx.options.min_tail)
     return out
 

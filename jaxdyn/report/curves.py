@@ -18,7 +18,7 @@ def setting_labels(members: pd.DataFrame) -> pd.Series:
     return member_settings(members, varying_settings(members) or ["cohort"])
 
 
-def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Figure:
+def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path, loss_label: str = "") -> Figure:
     """Write ``path`` (PNG): train loss, test loss and test accuracy against step (no
     accuracy panel for a regression study, whose loss is the mean squared error).
 
@@ -27,7 +27,8 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
     loss is NaN from then on). Values that cannot be drawn (NaN, inf, and zero or
     negative values on a log axis) are left out; a setting with nothing left in a
     panel is named in that panel's title, a setting with nothing left anywhere is
-    marked in the legend, and a panel with nothing at all says so. Returns the figure.
+    marked in the legend, and a panel with nothing at all says so. ``loss_label`` says what
+    the loss panels measure (``losses.logged_loss``). Returns the figure.
     """
     panels = [p for p in PANELS if p[0] != "test_accuracy" or (metrics.metric == "test_accuracy").any()]
     by = varying_settings(members) or ["cohort"]
@@ -48,6 +49,8 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> Fig
             ax.text(0.5, 0.5, f"nothing to draw:\n{why}", ha="center", va="center", transform=ax.transAxes)
         elif skipped:
             title += f"\n{len(skipped)} of {len(settings)} settings not drawn: {why}"
+        if loss_label and metric.endswith("_loss"):
+            title += f"\n({loss_label})"
         ax.set(title=title, ylabel="")
     handles = [Line2D([], [], color=colors[s]) if s in drawn_anywhere
                else Line2D([], [], color=colors[s], linestyle="none", marker="x") for s in settings]

@@ -15,8 +15,10 @@ import pandas as pd
 
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, load
+from jaxdyn.data import dataset_info
 from jaxdyn.errors import ConfigError
 from jaxdyn.explore import member_settings
+from jaxdyn.losses import logged_loss
 from jaxdyn.results import varying_settings
 from jaxdyn.rundir import load_run_config
 from jaxdyn.tables import MetricParts
@@ -78,6 +80,16 @@ class ReportData:
             return self.config.task.spec()
         except ConfigError:
             return TaskKind(build=None)
+
+    def loss_label(self) -> str:
+        """What the ``loss`` metrics measure, in words (a supervised run), else ``""``."""
+        if self.config is None or self.config.task.kind != "supervised":
+            return ""
+        try:
+            regression = dataset_info(self.config.data).regression
+        except (ConfigError, OSError):
+            return ""
+        return logged_loss(self.config.loss.name, regression)
 
     def curves(self) -> tuple[str, ...]:
         """The metrics the curves view draws: losses, accuracy, and what the task kind declares."""

@@ -186,7 +186,8 @@ def metric_panels(d: ReportData, names: list[str], width: float, height: float) 
     palette = colors(d)
     for ax, metric in zip(axes, names):
         draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
-        ax.set_title(metric)
+        label = d.loss_label() if metric in ("train_loss", "test_loss") else ""
+        ax.set_title(f"{metric}\n({label})" if label else metric)
     legend(fig, palette, AGGREGATES[d.aggregate])
     return fig
 

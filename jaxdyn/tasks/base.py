@@ -62,7 +62,7 @@ class Task(Protocol):
       member hyperparameter of the cohort (``Config.member_hparams``).
     ``step(state, data) -> (state, metrics)``
       One optimisation step. ``data`` is the cohort's ``Dataset`` (on every device); the
-      member draws its own batch from ``fold_in(state.data_key, state.step)``. ``metrics``
+      member draws its own batch from ``streams.key(state.data_key, Stream.BATCH, state.step)``. ``metrics``
       maps names to scalars (or ``{layer: scalar}``) and must hold ``"loss"``: the
       divergence guard freezes a member whose loss or new state is not finite. The new
       state's ``step`` is ``state.step + 1``.

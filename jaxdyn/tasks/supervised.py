@@ -16,7 +16,9 @@ import optax
 from jaxdyn.data import Augment, Dataset, noisy_labels
 from jaxdyn.hparams import HParam
 from jaxdyn.losses import LOSSES, is_weight, squared_error, weight_penalty
+from jaxdyn import streams
 from jaxdyn.optim import OptimizerFamily
+from jaxdyn.streams import Stream
 from jaxdyn.tasks.base import MemberState, Seeds, fresh_state  # noqa: F401 (MemberState, Seeds: re-exported)
 
 HPARAMS = {
@@ -61,7 +63,7 @@ class SupervisedTask:
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
-        init_key = jax.random.PRNGKey(seeds.init_seed)
+        init_key = streams.key(jax.random.PRNGKey(seeds.init_seed), Stream.INIT)
         dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
         variables = self.model.init(init_key, dummy, train=False, hparams=hparams)
         scale = hparams["init_scale"]
@@ -102,15 +104,15 @@ class SupervisedTask:
             idx = jnp.arange(data.x_train.shape[0])
             x, y = data.x_train, data.y_train
         else:
-            key = jax.random.fold_in(state.data_key, state.step)
+            key = streams.key(state.data_key, Stream.BATCH, state.step)
             idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
             x, y = data.x_train[idx], data.y_train[idx]
         if self.label_noise:
             y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.n_classes)
         if self.augment:
-            x = self.augment(x, jax.random.fold_in(state.data_key, state.step), hp.get("noise_std"))
+            x = self.augment(x, streams.key(state.data_key, Stream.AUGMENT, state.step), hp.get("noise_std"))
 
-        rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
+        rngs = {"dropout": streams.key(state.dropout_key, Stream.DROPOUT, state.step)}
         grads, (metrics, model_state) = jax.grad(self.objective, has_aux=True)(
             state.params, state.model_state, x, y, hp, rngs)
         grads = _clip_global_norm(grads, hp["grad_clip"])
