@@ -199,7 +199,10 @@ def test_a_population_member_equals_its_solo_probe(mesh):
                     if metric == "grad_noise_scale_ema":
                         continue
                     got = rows[(rows.member == i) & (rows.metric == metric) & (rows.layer == layer)].value
-                    np.testing.assert_allclose(got.to_numpy(), [v], rtol=2e-4, atol=1e-6, err_msg=f"{metric} {layer}")
+                    # A converged residual ||Hv - λv|| is rounding noise (1e-7 .. 5e-6 here): the two
+                    # programs agree on its size, not its digits.
+                    tol = {"rtol": 0, "atol": 1e-5} if "residual" in metric else {"rtol": 2e-4, "atol": 1e-6}
+                    np.testing.assert_allclose(got.to_numpy(), [v], **tol, err_msg=f"{metric} {layer}")
     assert set(hist.member) == {0, 1, 2, 3} and np.allclose(hist.groupby(["member", "layer"]).value.sum(), 1)
 
 

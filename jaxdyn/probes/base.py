@@ -136,6 +136,10 @@ class Probe:
     # the devices; ``pair_fn(ctx, pieces, state, x, y, pairs, options)`` combines them on
     # the host into ``(a, b, metric, layer, value)`` rows, a and b positions in the cohort.
     pair_fn: Callable | None = None
+    # ``(result, options) -> message or None``, on the host after each evaluation (``result``:
+    # the probe's metrics, ``{name: [K] or {layer: [K]}}``): said once per run, e.g. values
+    # reported as NaN because an iterative method did not converge.
+    warn: Callable | None = None
 
 
 @dataclass(frozen=True)

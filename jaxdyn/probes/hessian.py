@@ -6,41 +6,62 @@ own statistics (as training sees it), dropout off. A Hessian-vector product is
 ``jax.jvp`` of ``jax.grad`` (forward over reverse).
 
 - ``sharpness``, ``hessian_eig_2`` … ``hessian_eig_k``: the top-k eigenvalues, by
-  ``iters`` steps of Lanczos with full reorthogonalisation from a fixed start
-  vector; the tridiagonal matrix's eigenvalues come from ``eigh_tridiagonal``.
+  block Lanczos (Golub & Underwood 1977) with a block of ``k + 1`` vectors from a
+  fixed random start, ``iters`` block steps (a Krylov space of ``iters · (k + 1)``
+  vectors, capped at the parameter count) with full reorthogonalisation, then
+  Rayleigh-Ritz on that space. A block of b vectors finds up to b copies of a
+  repeated eigenvalue, which single-vector Lanczos cannot: a squared-loss or softmax
+  head with C classes makes most of the spectrum C-fold. The guard vector past k
+  speeds up the k-th value when λ_k ≈ λ_{k+1}; more guards cost more products per
+  step than they save in steps.
+- ``hessian_eig_residual_1`` … ``hessian_eig_residual_k``: ‖Hv − λv‖ for each
+  eigenvalue's unit Ritz vector v, from one more (true) Hessian-vector product each.
+  Some eigenvalue of H lies within the residual of the reported value.
+  A value whose residual exceeds ``tol · max|θ|`` (θ the Ritz values of the Krylov
+  space, max|θ| a lower bound on ‖H‖₂) has not converged and is reported as NaN,
+  its residual still reported; raise ``iters`` to converge it.
 - ``hessian_trace``, ``hessian_trace_stderr``: Hutchinson's estimate
   ``mean zᵀHz`` over ``trace_samples`` Rademacher vectors z, and its standard
   error (sample std / √samples). ``trace_samples = 0`` turns it off.
-- ``preconditioned_sharpness`` (optimizers that keep Adam's second moment ν: adam,
-  adamw, rmsprop): the top eigenvalue of P⁻¹H with ``P = diag(√ν̂ + ε)``, ν̂ the
-  bias-corrected second moment, as in the adaptive edge of stability of Cohen et
-  al. (2022); it is found as that of the symmetric ``P^{-1/2} H P^{-1/2}``.
+- ``preconditioned_sharpness`` and its ``preconditioned_sharpness_residual``
+  (optimizers that keep Adam's second moment ν: adam, adamw, rmsprop): the top
+  eigenvalue of P⁻¹H with ``P = diag(√ν̂ + ε)``, ν̂ the bias-corrected second moment,
+  as in the adaptive edge of stability of Cohen et al. (2022); it is found as that of
+  the symmetric ``P^{-1/2} H P^{-1/2}``, by the same solver and test (k = 1).
 - ``blocks = true``: the top eigenvalue of each layer's diagonal block of H, as
-  ``sharpness`` rows with the layer's name (PyHessian's most asked-for view).
+  ``sharpness`` rows (and ``hessian_eig_residual_1`` rows) with the layer's name
+  (PyHessian's most asked-for view); same solver and test, k = 1.
 """
 
+import math
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import eigh_tridiagonal
 
 from jaxdyn.errors import ConfigError
 from jaxdyn.probes.base import Probe
 
-START_SEED = 0x4E55  # the Lanczos start vector's key: the same for every member and chunk
+START_SEED = 0x4E55  # the Lanczos start block's key: the same for every member and chunk
+GUARD = 1  # block vectors past k
+# A new Krylov vector left with less than this fraction of its norm after
+# orthogonalisation lies in the space already built (it is exhausted): it is
+# dropped (zeroed) instead of blowing rounding noise up to unit length.
+DEFLATE = 1e-5
 
 
 @dataclass(frozen=True)
 class HessianOptions:
     every: int = 1
     k: int = 1  # top eigenvalues: sharpness, hessian_eig_2 ...
-    iters: int = 20  # Lanczos iterations
+    iters: int = 20  # block Lanczos steps, each of k + 1 Hessian-vector products
     trace_samples: int = 0  # Hutchinson probes for the trace; 0 = no trace
     preconditioned: bool = True  # also the top eigenvalue of P^-1 H under Adam's second moment
     blocks: bool = False  # also each layer's diagonal block
+    tol: float = 1e-3  # an eigenvalue whose residual exceeds tol * max|Ritz value| is reported as NaN
 
     def check(self) -> None:
         if self.k < 1:
@@ -50,33 +71,103 @@ class HessianOptions:
                               "iterations; 20 is plenty for the top few")
         if self.trace_samples < 0:
             raise ConfigError(f"probes.hessian.trace_samples = {self.trace_samples}: must be >= 0 (0 = no trace)")
+        if not 0 < self.tol < 1:
+            raise ConfigError(f"probes.hessian.tol = {self.tol}: the relative residual tolerance must be in "
+                              "(0, 1); 1e-3 is the default")
 
 
-def lanczos_top(matvec, dim: int, iters: int, k: int, key) -> jax.Array:
-    """The ``k`` largest eigenvalues (descending) of a symmetric operator on R^dim.
+@jax.custom_batching.custom_vmap
+def _eigh(t):
+    return tuple(jnp.linalg.eigh(t))
 
-    ``iters`` is capped at ``dim``: a Krylov space cannot be larger. Each new vector
-    is orthogonalised against all earlier ones, twice, so no ghost copies of the
-    top eigenvalue appear.
+
+@_eigh.def_vmap
+def _eigh_one_by_one(axis_size, in_batched, t):
+    # LAPACK run batched on two CPU devices at once deadlocks in jaxlib's thread pool
+    # (see probes/weights.py), so the members' small eigenproblems go one at a time.
+    if not in_batched[0]:
+        return _eigh(t), (False, False)
+    return jax.lax.map(_eigh, t), (True, True)
+
+
+def _orthonormalise_into(basis, w, row):
+    """``basis`` with ``w``, orthogonalised against its rows (twice: "twice is enough",
+    Giraud et al. 2005) and normalised, written at ``row``; a zero row when nothing is left."""
+    norm0 = jnp.linalg.norm(w)
+    w = w - basis.T @ (basis @ w)
+    w = w - basis.T @ (basis @ w)
+    norm = jnp.linalg.norm(w)
+    keep = norm > DEFLATE * norm0
+    return basis.at[row].set(jnp.where(keep, w / jnp.where(keep, norm, 1.0), 0.0))
+
+
+def block_krylov(matvec, start, steps: int):
+    """An orthonormal basis of the block Krylov space of ``start`` and the projection of the operator on it.
+
+    Args:
+      matvec: ``v [dim] -> Hv [dim]``, H symmetric (one member's).
+      start: ``[b, dim]`` start block.
+      steps: block steps s; the space is span{S, HS, …, H^{s-1}S}.
+
+    Returns:
+      ``(basis [s·b, dim], projected [s·b, s·b])``: orthonormal rows, zero where the space
+      was exhausted (deflated), and ``basisᵀ H basis`` from the products made on the way.
     """
-    m = min(iters, dim)
-    v0 = jax.random.normal(key, (dim,), jnp.float32)
-    basis = jnp.zeros((m + 1, dim), jnp.float32).at[0].set(v0 / jnp.linalg.norm(v0))
+    b, dim = start.shape
+    n = steps * b
+    fill = lambda basis, block, first: jax.lax.fori_loop(
+        0, b, lambda c, q: _orthonormalise_into(q, block[c], first + c), basis)
+    basis = fill(jnp.zeros((n, dim), jnp.float32), start.astype(jnp.float32), 0)
 
-    def body(i, carry):
-        basis, alphas, betas = carry
-        v = basis[i]
-        w = matvec(v)
-        alpha = w @ v
-        w = w - basis.T @ (basis @ w)  # rows past i are still zero
-        w = w - basis.T @ (basis @ w)
-        beta = jnp.linalg.norm(w)
-        nxt = jnp.where(beta > 1e-6 * (jnp.abs(alpha) + 1e-30), w / beta, jnp.zeros_like(w))
-        return basis.at[i + 1].set(nxt), alphas.at[i].set(alpha), betas.at[i].set(beta)
+    def product(basis, j):  # H times block j, and its inner products with every basis row
+        hv = jax.vmap(matvec)(jax.lax.dynamic_slice_in_dim(basis, j * b, b))
+        return hv, basis @ hv.T
 
-    _, alphas, betas = jax.lax.fori_loop(0, m, body, (basis, jnp.zeros(m), jnp.zeros(m)))
-    eigs = eigh_tridiagonal(alphas, betas[:-1], eigvals_only=True) if m > 1 else alphas
-    return jnp.sort(eigs)[::-1][:k]
+    def step(basis, j):
+        hv, column = product(basis, j)
+        return fill(basis, hv, (j + 1) * b), column
+
+    basis, columns = jax.lax.scan(step, basis, jnp.arange(steps - 1))
+    columns = jnp.concatenate([columns, product(basis, steps - 1)[1][None]])  # [s, n, b]
+    # Column block j holds V_iᵀ H V_j for i <= j (later blocks were still zero); the rest is its transpose.
+    upper = columns.transpose(1, 0, 2).reshape(n, n)
+    blocks = jnp.arange(n) // b
+    projected = jnp.where(blocks[:, None] <= blocks[None, :], upper, upper.T)
+    return basis, (projected + projected.T) / 2
+
+
+def top_eigenpairs(matvec, start, iters: int, k: int, tol: float, space: int | None = None):
+    """The ``k`` largest eigenvalues of a symmetric operator and their residuals, by block Lanczos.
+
+    Args:
+      matvec: ``v [dim] -> Hv [dim]`` (one member's).
+      start: ``[b, dim]`` start block, ``b >= k`` (rows in the subspace H acts on).
+      iters: block steps, capped at ``ceil(space / b)``: the Krylov space cannot outgrow it.
+      k: eigenvalues wanted.
+      tol: a value whose residual exceeds ``tol · max|θ|`` is NaN.
+      space: dimension of the subspace H acts on (default ``dim``).
+
+    Returns:
+      ``(values [k], residuals [k])``: values descending, NaN where not converged;
+      ``residuals[i] = ‖H v_i − θ_i v_i‖`` for the unit Ritz vector v_i, from a fresh product.
+    """
+    b, dim = start.shape
+    steps = max(1, min(iters, math.ceil((dim if space is None else space) / b)))
+    basis, projected = block_krylov(matvec, start, steps)
+    # A deflated (zero) row leaves a zero row and column: pin its Ritz value below the
+    # whole spectrum (|θ| <= ‖T‖_F) so that it is never among the top k.
+    alive = jnp.sum(basis * basis, axis=1) > 0.5
+    floor = -2.0 * (jnp.linalg.norm(projected) + 1.0)
+    thetas, coords = _eigh(projected + jnp.diag(jnp.where(alive, 0.0, floor)))
+    real = thetas > floor / 2
+    scale = jnp.maximum(jnp.max(jnp.where(real, jnp.abs(thetas), 0.0)), jnp.finfo(jnp.float32).tiny)
+    theta, coords = thetas[::-1][:k], coords[:, ::-1][:, :k]
+    vectors = coords.T @ basis  # [k, dim]
+    norms = jnp.linalg.norm(vectors, axis=1)
+    vectors = vectors / jnp.where(norms > 0.5, norms, 1.0)[:, None]
+    residuals = jnp.linalg.norm(jax.vmap(matvec)(vectors) - theta[:, None] * vectors, axis=1)
+    converged = real[::-1][:k] & (norms > 0.5) & (residuals <= tol * scale)
+    return jnp.where(converged, theta, jnp.nan), residuals
 
 
 def adam_second_moment(opt_state):
@@ -107,11 +198,14 @@ def hessian(ctx) -> dict:
         return ravel_pytree(jax.jvp(grad, (state.params,), (unravel(v),))[1])[0]
 
     key = jax.random.PRNGKey(START_SEED)
+    start = lambda k, seed: jax.random.normal(jax.random.fold_in(key, seed), (k + GUARD, dim), jnp.float32)
     out = {}
-    top = lanczos_top(hvp, dim, opts.iters, opts.k, key)
+    top, residuals = top_eigenpairs(hvp, start(opts.k, 0), opts.iters, opts.k, opts.tol)
     out["sharpness"] = top[0]
     for i in range(1, opts.k):
-        out[f"hessian_eig_{i + 1}"] = top[i] if i < top.shape[0] else jnp.float32(jnp.nan)
+        out[f"hessian_eig_{i + 1}"] = top[i]
+    for i in range(opts.k):
+        out[f"hessian_eig_residual_{i + 1}"] = residuals[i]
     if opts.trace_samples:
         zs = jax.random.rademacher(jax.random.fold_in(key, 1), (opts.trace_samples, dim), jnp.float32)
         quad = jax.lax.map(lambda z: z @ hvp(z), zs)
@@ -125,20 +219,39 @@ def hessian(ctx) -> dict:
         if count is not None and "b2" in state.hparams:
             nu = nu / (1 - state.hparams["b2"] ** jnp.maximum(count, 1).astype(jnp.float32))
         scale = 1 / jnp.sqrt(jnp.sqrt(nu) + state.hparams.get("eps", jnp.float32(1e-8)))  # P^{-1/2}
-        out["preconditioned_sharpness"] = lanczos_top(lambda v: scale * hvp(scale * v), dim, opts.iters, 1,
-                                                      jax.random.fold_in(key, 2))[0]
+        value, residual = top_eigenpairs(lambda v: scale * hvp(scale * v), start(1, 2), opts.iters, 1, opts.tol)
+        out["preconditioned_sharpness"], out["preconditioned_sharpness_residual"] = value[0], residual[0]
     if opts.blocks:
-        blocks = {}
+        values, residuals = {}, {}
         for name in state.params:
             mask = ravel_pytree({n: jax.tree.map(lambda a, on=(n == name): jnp.full_like(a, on), sub)
                                  for n, sub in state.params.items()})[0]
             size = sum(a.size for a in jax.tree.leaves(state.params[name]))
-            blocks[name] = lanczos_top(lambda v, m=mask: m * hvp(m * v), dim, min(opts.iters, size), 1,
-                                       jax.random.fold_in(key, 3))[0]
-        out["sharpness"] = {"": out["sharpness"], **blocks}
+            # Started inside the layer, the Krylov space stays there: its size caps the steps.
+            value, residual = top_eigenpairs(lambda v, m=mask: m * hvp(m * v), mask * start(1, 3), opts.iters, 1,
+                                             opts.tol, size)
+            values[name], residuals[name] = value[0], residual[0]
+        out["sharpness"] = {"": out["sharpness"], **values}
+        out["hessian_eig_residual_1"] = {"": out["hessian_eig_residual_1"], **residuals}
     return out
 
 
+def unconverged(result: dict, options: HessianOptions) -> str | None:
+    """The host's warning when eigenvalues came back NaN for want of convergence (their residual
+    finite, above the tolerance), or None; ``result``: ``{metric: [K] or {layer: [K]}}``."""
+    whole = lambda v: v[""] if isinstance(v, dict) else v
+    pairs = [("sharpness", "hessian_eig_residual_1"),
+             *((f"hessian_eig_{i}", f"hessian_eig_residual_{i}") for i in range(2, options.k + 1)),
+             ("preconditioned_sharpness", "preconditioned_sharpness_residual")]
+    missed = sum(int(np.sum(np.isnan(whole(result[v])) & np.isfinite(whole(result[r]))))
+                 for v, r in pairs if v in result and r in result)
+    if not missed:
+        return None
+    return (f"{missed} eigenvalue(s) did not converge (residual above tol = {options.tol:g} times the largest "
+            f"Ritz value) and are written as NaN, with their residuals; raise probes.hessian.iters "
+            f"(now {options.iters})")
+
+
 PROBE = Probe("hessian", HessianOptions, hessian,
-              "top-k Hessian eigenvalues (Lanczos), Hutchinson trace, preconditioned sharpness, per-layer blocks",
-              "expensive")
+              "top-k Hessian eigenvalues (block Lanczos) with residuals, Hutchinson trace, preconditioned "
+              "sharpness, per-layer blocks", "expensive", warn=unconverged)

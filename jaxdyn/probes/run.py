@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import PartitionSpec as P
 
+from jaxdyn.logs import log
 from jaxdyn.population import AXIS
 from jaxdyn.probes import DEFAULT_BATCH
 from jaxdyn.probes.base import HISTOGRAMS, ProbeContext
@@ -43,6 +44,7 @@ class ProbeSet:
         self._mesh = mesh
         self._compiled = {}  # one program per set of probes due together
         self._ema = {}  # (metric, member) -> (numerator EMA, denominator EMA), on the host
+        self._warned = set()  # (view prefix, probe) whose warning was said
 
     def _program(self, names: tuple[str, ...]):
         """The probes ``names`` as one compiled program: ``(state, params0, x, y) -> {prefix: {name: result}}``."""
@@ -127,6 +129,10 @@ class ProbeSet:
                     continue
                 result = piece
                 histograms = result.pop(HISTOGRAMS, {})
+                message = probe.warn(result, options) if probe.warn is not None and result else None
+                if message and (view.prefix, probe.name) not in self._warned:
+                    self._warned.add((view.prefix, probe.name))
+                    log(f"probes.{probe.name}{f' ({view.prefix.rstrip(chr(95))})' if view.prefix else ''}: {message}")
                 for name, num, den in probe.ema:
                     result[name] = self._smooth(named(name), members, result[num], result[den], options.ema)
                 if result:
