@@ -21,7 +21,7 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.handover import handed_over
 from jaxdyn.study import expand
 
-from conftest import assert_same_run, traced_once
+from conftest import assert_same_run, assert_within_a_step, traced_once
 from test_runs import _wait_for_commit
 from userparts import GatedMLP, Plain, blobs, margin, squared_hinge
 
@@ -37,15 +37,16 @@ def small(steps=20, chunk=10, batch=16, **sections):
 
 def plain_solo(module, data, init_seed, data_seed, steps, batch, lr, hparams):
     """One member trained with flax and optax alone: jaxdyn's documented batch draw (uniform with
-    replacement from fold_in(PRNGKey(data_seed), step)), cross-entropy, Adam, BatchNorm in train mode."""
+    replacement from fold_in(fold_in(PRNGKey(data_seed), Stream.BATCH = 2), step); init from Stream.INIT = 1), cross-entropy, Adam, BatchNorm in train mode."""
     x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
     hp = {k: jnp.float32(v) for k, v in hparams.items()}
-    variables = module.init(jax.random.PRNGKey(init_seed), x[:1], train=False, hparams=hp)
+    variables = module.init(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(init_seed), 1), 0), x[:1], train=False, hparams=hp)
     params, stats = variables["params"], {"batch_stats": variables["batch_stats"]}
     tx = optax.adam(lr)
     opt = tx.init(params)
     for step in range(steps):
-        idx = jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(data_seed), step), (batch,), 0, len(x))
+        before = {"params": params, **stats}
+        idx = jax.random.randint(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(data_seed), 2), step), (batch,), 0, len(x))
 
         def loss(p):
             out, new = module.apply({"params": p, **stats}, x[idx], train=True, hparams=hp, mutable=["batch_stats"])
@@ -54,7 +55,7 @@ def plain_solo(module, data, init_seed, data_seed, steps, batch, lr, hparams):
         grads, stats = jax.grad(loss, has_aux=True)(params)
         updates, opt = tx.update(grads, opt, params)
         params = optax.apply_updates(params, updates)
-    return {"params": params, **stats}
+    return {"params": params, **stats}, before
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,12 @@ def test_user_module_member_equals_its_plain_flax_optax_solo_run(gated_run):
     for _, row in members.iterrows():
         got = jaxdyn.extract_member(gated_run.run_dir, int(row.member))
         assert isinstance(got.model, GatedMLP) and got.model.width == 8
-        want = plain_solo(GatedMLP(width=8, n_out=4), blobs(), int(row.init_seed), int(row.data_seed), 20, 16, 0.01,
-                          {"temperature": row.temperature})
-        # inject_hyperparams may change Adam's low bits against plain optax.adam
-        chex.assert_trees_all_close(got.variables, want, rtol=2e-4, atol=2e-5)
+        want, before = plain_solo(GatedMLP(width=8, n_out=4), blobs(), int(row.init_seed), int(row.data_seed), 20, 16,
+                                  0.01, {"temperature": row.temperature})
+        # Another program (inject_hyperparams, vmap) over 20 amplifying steps: within a fraction of the
+        # reference's own last step (conftest.assert_within_a_step), weights and BatchNorm statistics.
+        assert_within_a_step(got.variables["params"], want["params"], before["params"])
+        assert_within_a_step(got.variables["batch_stats"], want["batch_stats"], before["batch_stats"])
 
 
 def test_a_new_value_of_a_user_hyperparameter_does_not_recompile(mesh):
@@ -104,8 +107,9 @@ def test_user_loss_is_its_formula_and_user_probe_rows_are_direct(tmp_path):
     x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
     for _, row in res.members.iterrows():
         # One SGD step on the hinge written out: w1 = w0 - lr * grad mean_i ½ Σ_c (f_c(x_i) - 3 [c = y_i])².
-        w0 = Plain(4).init(jax.random.PRNGKey(int(row.init_seed)), x[:1])["params"]
-        idx = jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(int(row.data_seed)), 0), (8,), 0, len(x))
+        w0 = Plain(4).init(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(row.init_seed)), 1), 0), x[:1])["params"]
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(row.data_seed)), 2), 0)  # streams: BATCH = 2
+        idx = jax.random.randint(key, (8,), 0, len(x))
 
         def hinge(p):
             f = x[idx] @ p["out"]["kernel"] + p["out"]["bias"]

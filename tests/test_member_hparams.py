@@ -28,7 +28,7 @@ def _one_sgd_step(device_data, mesh, **hparams):
 
 
 def _batch(task, data, data_seed, step=0):
-    key = jax.random.fold_in(jax.random.PRNGKey(data_seed), step)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(data_seed), 2), step)  # streams: fold_in(fold_in(seed, BATCH=2), step)
     idx = jax.random.randint(key, (task.batch_size,), 0, data.x_train.shape[0])
     return data.x_train[idx], data.y_train[idx]
 

@@ -1,7 +1,6 @@
 """The layer catalogue inside a population: BatchNorm and dropout per member, initialisers,
 residual MLP, linear baseline, and the per-kind model config."""
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxdyn
+from jaxdyn import population as pop
 from jaxdyn.config import load_config
 from jaxdyn.models import MLP
 from jaxdyn.models.layers import INIT_VARIANCE, INITIALIZERS, activate, fans
@@ -16,7 +16,7 @@ from jaxdyn.optim import FAMILIES
 from jaxdyn.study import expand
 from jaxdyn.tasks.supervised import SupervisedTask
 
-from conftest import member_arrays
+from conftest import assert_same_curve, assert_within_a_step, member_arrays
 from test_population import member, solo_run, train_population
 
 
@@ -37,9 +37,12 @@ def bn_dropout_run(mesh, device_data):
 def test_batchnorm_and_dropout_members_equal_their_solo_runs(bn_dropout_run, device_data):
     task, seeds, hp, state, losses = bn_dropout_run
     for i in range(4):
-        solo, solo_losses = solo_run(task, member(seeds, i), member(hp, i), device_data, steps=30)
-        np.testing.assert_allclose(losses[i], solo_losses, rtol=1e-4, atol=1e-5)
-        chex.assert_trees_all_close(member(state.model_state, i), solo.model_state, rtol=1e-4, atol=1e-5)
+        solo = solo_run(task, member(seeds, i), member(hp, i), device_data, steps=30)
+        # Another compilation, 30 amplifying steps: within a fraction of the solo's own last step
+        # (conftest.assert_within_a_step), for the weights and the running BatchNorm statistics.
+        assert_same_curve(losses[i], solo.losses, solo.later_losses)
+        assert_within_a_step(member(state.params, i), solo.state.params, solo.before.params)
+        assert_within_a_step(member(state.model_state, i), solo.state.model_state, solo.before.model_state)
 
 
 def test_batchnorm_statistics_are_per_member(bn_dropout_run):
@@ -182,9 +185,19 @@ def test_every_family_trains_in_a_population_and_matches_its_solo_run(name, mesh
     seeds, hp = cohort.member_arrays(lambda a: a)
     state, losses = train_population(task, seeds, hp, mesh, device_data, chunk=40)
     assert losses.shape == (2, 40) and np.isfinite(losses).all()
-    assert (losses[:, -10:].mean(axis=1) < losses[:, :5].mean(axis=1)).all()  # it learns
-    solo, solo_losses = solo_run(task, member(seeds, 1), member(hp, 1), device_data, steps=40)
-    np.testing.assert_allclose(losses[1], solo_losses, rtol=2e-4, atol=2e-5)
+    # It learns: the loss on a fixed 2,000 training examples falls below the init's. (It compared
+    # the mean of 10 noisy batch losses with that of 5 (batch 32: std ~0.07 each), a coin flip for
+    # the GRU, whose loss moves by ~0.01 in 40 steps.) The full-batch loss has no sampling noise:
+    # each member is compared with its own init. Measured falls: >= 0.045 (GRU) to 0.47, 45x the
+    # 1e-3 asked, and float32 rounding moves a mean of 2,000 losses by ~1e-6.
+    evaluate = pop.make_evaluate(task, mesh)
+    x, y = device_data.x_train[:2000], device_data.y_train[:2000]
+    init = pop.init_population(task, seeds, hp, mesh)
+    before, after = (np.asarray(evaluate(s, x, y)["loss"]) for s in (init, state))
+    assert (after < before - 1e-3).all(), (before, after)
+    solo = solo_run(task, member(seeds, 1), member(hp, 1), device_data, steps=40)
+    assert_same_curve(losses[1], solo.losses, solo.later_losses)  # 40 amplifying steps of another program
+    assert_within_a_step(member(state.params, 1), solo.state.params, solo.before.params)
 
 
 def test_orthogonal_init_of_several_members_per_device_finishes():

@@ -1,5 +1,7 @@
 """The population against independent references: solo runs, other positions, other sizes."""
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ from jax import lax
 
 from jaxdyn import population as pop
 
-from conftest import make_task, member_arrays, traced_once
+from conftest import assert_same_curve, assert_within_a_step, make_task, member_arrays, traced_once
 
 STEPS = 100
 
@@ -27,12 +29,25 @@ def train_population(task, seeds, hparams, mesh, data, *, chunk=STEPS, chunks=1,
     return jax.tree.map(lambda x: np.asarray(x)[:k], state), np.concatenate(losses, axis=1)[:k]
 
 
-def solo_run(task, seeds, hparams, data, steps=STEPS):
-    """One member, no vmap, no sharding, no freeze: plain jit(scan(task.step))."""
+class Solo(NamedTuple):
+    state: object  # after ``steps`` steps
+    losses: np.ndarray  # [steps]
+    before: object  # after ``steps - 1`` steps: the scale of one step
+    later_losses: np.ndarray  # [steps]: the loss curve one step later
+
+
+def solo_run(task, seeds, hparams, data, steps=STEPS) -> Solo:
+    """One member, no vmap, no sharding, no freeze: plain jit(scan(task.step)), one step more."""
     state = jax.jit(task.init)(seeds, hparams)
-    run = jax.jit(lambda s: lax.scan(lambda c, _: task.step(c, data), s, None, length=steps))
-    state, metrics = run(state)
-    return jax.tree.map(np.asarray, state), np.asarray(metrics["loss"])
+
+    def run(s):
+        before, first = lax.scan(lambda c, _: task.step(c, data), s, None, length=steps - 1)
+        state, last = task.step(before, data)
+        _, extra = task.step(state, data)
+        return before, state, jnp.concatenate([first["loss"], last["loss"][None], extra["loss"][None]])
+
+    before, state, losses = jax.tree.map(np.asarray, jax.jit(run)(state))
+    return Solo(state, losses[:-1], before, losses[1:])
 
 
 def member(tree, i):
@@ -49,13 +64,23 @@ def grid_run(mesh, device_data):
     return task, seeds, hp, state, losses
 
 
-def test_member_equals_solo_run(grid_run, device_data):
-    task, seeds, hp, state, losses = grid_run
-    for i in (0, 4):
-        solo_state, solo_losses = solo_run(task, member(seeds, i), member(hp, i), device_data)
-        np.testing.assert_allclose(losses[i], solo_losses, rtol=2e-5, atol=2e-6)
-        chex.assert_trees_all_close(member(state.params, i), solo_state.params, rtol=1e-4, atol=1e-6)
-        assert int(state.step[i]) == STEPS == int(solo_state.step)
+@pytest.fixture(scope="module")
+def grid_solos(grid_run, device_data):
+    """Members 0 (lr 1e-3) and 4 (lr 1e-2) of the grid, each trained alone."""
+    task, seeds, hp, _, _ = grid_run
+    return {i: solo_run(task, member(seeds, i), member(hp, i), device_data) for i in (0, 4)}
+
+
+def test_member_equals_solo_run(grid_run, grid_solos):
+    # Another compilation (vmap, groups, shard_map, the freeze guard): the same maths, other
+    # roundings, amplified over 100 steps; so the member is compared against the solo run's own
+    # last step (conftest.assert_within_a_step), not at a tolerance found by trial.
+    _, _, _, state, losses = grid_run
+    for i, solo in grid_solos.items():
+        assert_within_a_step(member(state.params, i), solo.state.params, solo.before.params)
+        assert_within_a_step(member(state.opt_state, i), solo.state.opt_state, solo.before.opt_state)
+        assert_same_curve(losses[i], solo.losses, solo.later_losses)
+        assert int(state.step[i]) == STEPS == int(solo.state.step)
 
 
 def test_learning_rate_changes_training(grid_run):
@@ -76,12 +101,15 @@ def test_member_independent_of_position_and_neighbours(grid_run, mesh, device_da
         chex.assert_trees_all_equal(member(moved_state.params, new), member(state.params, old))
 
 
-def test_member_close_across_population_sizes(grid_run, mesh, device_data):
-    task, seeds, hp, state, losses = grid_run
-    idx = np.array([0, 4])  # a population of 2 instead of 6
+def test_member_close_across_population_sizes(grid_run, grid_solos, mesh, device_data):
+    task, seeds, hp, _, _ = grid_run
+    idx = np.array([0, 4])  # a population of 2 (groups of 1) instead of 6 (groups of 2): another
+    # program layout, so not bits (population.py: grouping changes the low bits), but the same training
     small_state, small_losses = train_population(task, member(seeds, idx), member(hp, idx), mesh, device_data)
-    np.testing.assert_allclose(small_losses, losses[idx], rtol=2e-5, atol=2e-6)
-    chex.assert_trees_all_close(small_state.params, member(state.params, idx), rtol=1e-4, atol=1e-6)
+    for k, i in enumerate(idx):
+        solo = grid_solos[i]
+        assert_within_a_step(member(small_state.params, k), solo.state.params, solo.before.params)
+        assert_same_curve(small_losses[k], solo.losses, solo.later_losses)
 
 
 def test_seeds_repeat_and_act_independently(mesh, device_data):
@@ -133,9 +161,14 @@ def test_frozen_member_keeps_its_last_finite_state(mesh, device_data):
     seeds, hp = member_arrays("sgd", [0, 1], [0, 1], learning_rate=[1e4, 0.1])
     state, _ = train_population(task, seeds, hp, mesh, device_data, chunk=25, chunks=2)
     died = int(state.diverged_at[0])
-    # Rerun member 0 alone for exactly `died` steps: the frozen state is that state.
-    before, _ = solo_run(task, member(seeds, 0), member(hp, 0), device_data, steps=died)
-    chex.assert_trees_all_close(member(state.params, 0), before.params, rtol=1e-4, atol=1e-3)
+    assert died >= 2
+    # Rerun member 0 alone: the frozen state is its state after exactly `died` steps. The solo
+    # program is another compilation, so its floats differ a little from the population's, and the
+    # divergence (to ~1e17) amplifies that with every step; what holds on any machine is that the
+    # frozen state is finite and closer to step `died` than to step `died - 1` (an off-by-one
+    # freeze is a whole step away: one step of this divergence is the size of the state itself).
+    solo = solo_run(task, member(seeds, 0), member(hp, 0), device_data, steps=died)
+    assert_within_a_step(member(state.params, 0), solo.state.params, solo.before.params)
 
 
 def test_second_chunk_does_not_recompile(mesh, device_data):
