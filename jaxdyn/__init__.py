@@ -12,7 +12,7 @@ from jaxdyn.extract import Member, extract_member  # noqa: E402
 from jaxdyn.hparams import HParam  # noqa: E402
 from jaxdyn.probes.base import ProbeContext  # noqa: E402
 from jaxdyn.report import write_report  # noqa: E402
-from jaxdyn.runner import Interrupted  # noqa: E402
+from jaxdyn.stopping import Interrupted  # noqa: E402
 from jaxdyn.tasks import Task, TaskKind  # noqa: E402
 
 __version__ = "0.1.0"

@@ -45,7 +45,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
       ConfigError: bad config, data or run folder, before anything compiles.
       RunInUse: another process holds the run folder.
       RunError: the disk filled up, or no checkpoint of a resumed run reads back.
-      runner.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
+      stopping.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
         can be resumed (``e.run_dir``).
     """
     trained = study.train(config, overrides=overrides, out=out, resume=resume, progress=progress,

@@ -3,9 +3,9 @@
 Each cohort's programs (init, the train chunk, evaluation, samples, each set of
 probes due together) are compiled from abstract shapes and asked for their
 ``memory_analysis()``: per device, the arguments, the outputs, the outputs that
-alias (donated) arguments, and the temporaries. The real run calls the same
-programs, so with the persistent compilation cache on it reads them back
-instead of compiling them again (measured: 0.1-0.5 s a program against 1-3 s).
+alias (donated) arguments, and the temporaries. The run then calls these same
+jitted functions (``Estimate.programs``), whose compiled executables jit keeps:
+nothing is traced or compiled twice.
 
 What a run holds at its peak, on CPU where device memory is host memory::
 
@@ -22,7 +22,7 @@ place of the training terms. Each term is an upper bound, so the sum is too.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -83,6 +83,9 @@ class Estimate:
     checkpoint: int
     chunk_rows: int
     tables: int
+    # The cohort's CohortPrograms, compiled here: the run calls these same jitted functions, so
+    # nothing is traced or compiled twice.
+    programs: object = field(default=None, compare=False, repr=False)
 
     @property
     def device(self) -> int:
@@ -113,8 +116,9 @@ def estimate(cohort, mesh) -> Estimate:
     layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
     programs = CohortPrograms.build(cohort, layout, mesh)
     init = programs.init.func.lower(*programs.init.args).compile()
-    state = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                         jax.eval_shape(programs.init), init.output_shardings)
+    # The compiled program's own output shapes: an eval_shape of the jitted init would add a
+    # (trace-only) entry to its cache and read as one more compiled program.
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=s.sharding), init.out_info)
     data = abstract_dataset(cohort.config, mesh)
     n_chunks = t.steps // t.chunk_steps
     compiled = {"init": init,
@@ -144,7 +148,8 @@ def estimate(cohort, mesh) -> Estimate:
         program=extra[biggest] * mesh.size, program_name=biggest,
         checkpoint=state_bytes,
         chunk_rows=_values_per_member(stats["train chunk"], per_device) * layout.n_members * ROW_BYTES,
-        tables=_run_rows(stats, per_device, layout.n_members, cohort.config, programs.probes) * ROW_BYTES)
+        tables=_run_rows(stats, per_device, layout.n_members, cohort.config, programs.probes) * ROW_BYTES,
+        programs=programs)
 
 
 def abstract_dataset(cfg, mesh) -> Dataset:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import rundir, runner, shape_checks
+from jaxdyn import rundir, runner, shape_checks, stopping
 from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
@@ -228,7 +228,7 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         task = cohort.task()
         check_traced(cohort, task, cohort.probes(task, mesh))
     enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
-    check_memory(cohorts, mesh)
+    programs = {e.cohort: e.programs for e in check_memory(cohorts, mesh)}  # compiled: the run reuses them
     info = rundir.run_info(to_toml(cfg))
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
@@ -237,7 +237,7 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     with folder as run_dir:
         _keep_arrays(cohorts, run_dir)
         try:
-            return _run_and_write(cohorts, datasets, run_dir, info, progress)
+            return _run_and_write(cohorts, datasets, run_dir, info, progress, mesh, programs)
         except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
             if is_disk_full(e):
                 raise rundir.disk_full_error(run_dir) from e
@@ -268,10 +268,10 @@ def check_traced(cohort, task, probes: ProbeSet) -> None:
         shape_checks.check_probes(probes, state, x, y)
 
 
-def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool) -> Trained:
+def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, mesh, programs: dict) -> Trained:
     enable_compile_cache(cache_dir() / "xla")
     layout_info = {k: v for k, v in info.items() if k != "env"}
-    members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress))
+    members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress, mesh, programs))
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -284,14 +284,15 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool)
     return Trained(run_dir, cohorts, members, metrics)
 
 
-def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: bool) -> list[pd.DataFrame]:
-    """Run the cohorts not finished yet, in turn; return every cohort's member table."""
-    mesh = make_mesh()
+def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: bool, mesh,
+                 programs: dict) -> list[pd.DataFrame]:
+    """Run the cohorts not finished yet, in turn, with their ``programs`` (cohort index ->
+    ``CohortPrograms``, compiled by the memory check); return every cohort's member table."""
     on_device = {}
     parts = MetricParts(run_dir)
     tables = []
     bar = StudyProgress(len(cohorts)) if progress else contextlib.nullcontext()
-    with runner.StopFlag() as stop, bar:
+    with stopping.StopFlag() as stop, bar:
         for cohort in cohorts:
             done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"
             if not done_marker.exists():
@@ -300,8 +301,8 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
                     on_device[name] = replicate(datasets[name], mesh)
                 try:
                     table = runner.run_cohort(cohort, on_device[name], run_dir, mesh, run_info,
-                                              bar if progress else None, stop)
-                except runner.Interrupted as e:
+                                              bar if progress else None, stop, programs.get(cohort.index))
+                except stopping.Interrupted as e:
                     e.run_dir = run_dir
                     raise
                 parts.dir.mkdir(parents=True, exist_ok=True)

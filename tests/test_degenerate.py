@@ -14,7 +14,8 @@ from jaxdyn.config import load_config
 from jaxdyn.data import load_dataset
 from jaxdyn.losses import logged_loss
 from jaxdyn.report import plot_curves
-from jaxdyn.study import expand, plan
+from jaxdyn.population import make_mesh
+from jaxdyn.study import check_traced, expand, plan
 
 QUICK = ["study.seeds=1", "train.steps=20", "train.chunk_steps=10", "train.log_every=10"]
 # 8x8 digits through three stride-2 convs: the third conv's map is 1x1.
@@ -46,11 +47,19 @@ def test_degenerate_configs_are_refused_before_any_folder(overrides, message, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_the_same_configs_one_step_from_degenerate_run():
+def _traced_checks(overrides) -> None:
+    """What refuses the configs above (the traced shape checks), without compiling anything."""
+    mesh = make_mesh()
+    for cohort in expand(load_config(None, overrides)):
+        task = cohort.task()
+        check_traced(cohort, task, cohort.probes(task, mesh))
+
+
+def test_the_same_configs_one_step_from_degenerate_pass():
     # Two values per channel: the batch statistics exist (the MLP, and the CNN's 1x1 map, at batch 2).
-    plan(None, overrides=["model.norm=batch", "train.batch_size=2"])
-    plan(None, overrides=[*DIGITS_CNN, "train.batch_size=2"])
-    plan(None, overrides=["model.kind=linear", "data.name=digits", "probes.hessian.k=650", "probes.hessian.iters=650"])
+    _traced_checks(["model.norm=batch", "train.batch_size=2"])
+    _traced_checks([*DIGITS_CNN, "train.batch_size=2"])
+    _traced_checks(["model.kind=linear", "data.name=digits", "probes.hessian.k=650", "probes.hessian.iters=650"])
 
 
 def test_full_batch_probes_the_whole_training_set(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from jaxdyn import memory
 from jaxdyn.cli import main
-from jaxdyn.runner import StopFlag
+from jaxdyn.stopping import StopFlag
 
 # Each run's estimate is at most this many times its measured peak RSS (and never below it).
 FACTOR = 1.5
@@ -43,19 +43,24 @@ def _study(tmp_path, kind: str, seeds: int):
     return path
 
 
+# A forked child's peak RSS (ru_maxrss) counts the pages it shared with its parent at the fork,
+# and exec keeps that count: a run forked from a big test worker would read as big as the worker.
+# So each run is started by a small launcher process, which reports its child's own ru_maxrss.
+LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, status, usage = os.wait4(p.pid, 0); "
+            "print(f'peak_rss_kib={usage.ru_maxrss}', flush=True); sys.exit(os.waitstatus_to_exitcode(status))")
+
+
 def _run(path, out):
-    return subprocess.Popen([sys.executable, "-m", "jaxdyn", "run", str(path), "--out", str(out), "--no-progress",
-                             "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "jaxdyn", "run", str(path),
+                             "--out", str(out), "--no-progress", "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _finish(proc) -> tuple[str, int]:
-    """The run's output and its peak RSS in bytes (``wait4``'s rusage of this child alone)."""
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """The run's output and its peak RSS in bytes, as the launcher measured it (``wait4``)."""
+    output, _ = proc.communicate()
     assert proc.returncode == 0, output
-    return output, usage.ru_maxrss * 1024
+    return output, int(re.search(r"peak_rss_kib=(\d+)", output).group(1)) * 1024
 
 
 def _logged_estimate(output: str) -> int:
