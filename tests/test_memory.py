@@ -33,8 +33,9 @@ STUDIES = {
 }
 # (study, seeds), two runs at a time (2 cores; under 2.5 GiB together): a few members, where
 # the runtime dominates, and many, where the programs' buffers do (the MLP's and the CNN's
-# evaluation, the LSTM's activation probe).
-PAIRS = [(("mlp", 2), ("cnn", 80)), (("cnn", 2), ("lstm", 30)), (("lstm", 2), ("mlp", 600))]
+# evaluation, the LSTM's activation probe). The CNN and LSTM with 2 members measured 1.15 and
+# 1.14 as the MLP's does; they are left out to keep the suite short.
+PAIRS = [(("mlp", 2), ("cnn", 80)), (("lstm", 30), ("mlp", 600))]
 
 
 def _study(tmp_path, kind: str, seeds: int):

@@ -186,13 +186,14 @@ def test_a_population_member_equals_its_solo_probe(mesh):
                                               ("gradient_noise", PROBES["gradient_noise"].options()),
                                               ("weights", PROBES["weights"].options())))
     rows, hist, _ = ProbeSet(cfg, (ProbeView(task, None, "tanh"),), mesh).measure(state, params0, data, 1, True, 4, 0, np.arange(4))
+    names = ("norms", "activations", "hessian", "gradient_noise", "weights")
+    contexts = {name: ProbeContext(task, dict(cfg.tables)[name], None, "tanh") for name in names}
+    solo = {name: jax.jit(lambda s, p0, x, y, name=name: PROBES[name].fn(contexts[name].bind(s, p0, x, y)))
+            for name in names}  # one compile per probe, reused for every member
     for i in range(4):
         member = jax.tree.map(lambda a: a[i], state)
-        for name in ("norms", "activations", "hessian", "gradient_noise", "weights"):
-            opts = dict(cfg.tables)[name]
-            ctx = ProbeContext(task, opts, None, "tanh")
-            ref = jax.jit(lambda s, p0, x, y: PROBES[name].fn(ctx.bind(s, p0, x, y)))(
-                member, jax.tree.map(lambda a: a[i], params0), X, Y)
+        for name in names:
+            ref = solo[name](member, jax.tree.map(lambda a: a[i], params0), X, Y)
             ref.pop(HISTOGRAMS, None)
             for metric, value in ref.items():
                 for layer, v in (value.items() if isinstance(value, dict) else [("", value)]):
