@@ -30,6 +30,7 @@ from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
 from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
+from jaxdyn.pbt.config import PBTConfig, pbt_from_dict, pbt_to_dict
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks.kinds import TASK_KINDS, task_kind
@@ -102,6 +103,7 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
+    pbt: PBTConfig | None = None  # [pbt]: population-based training within each cohort
 
     def __getattr__(self, name: str):
         """The table the task kind owns, by its name (``cfg.gan``)."""
@@ -184,7 +186,7 @@ def from_dict(raw: Mapping) -> Config:
     sections = {"task": _task_from_dict(raw)}
     kind = sections["task"].spec()
     owners = {k.section: name for name, k in TASK_KINDS.items() if k.section}
-    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", *owners, *([kind.section] if kind.section else [])]
+    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", "pbt", *owners, *([kind.section] if kind.section else [])]
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config section [{key}]{closest(key, known)}")
@@ -208,6 +210,7 @@ def from_dict(raw: Mapping) -> Config:
         sections[name] = cls(**values, **({"hparams": tuple(sorted(numbers.items()))} if numbers else {}))
     sections["model"] = model_from_dict(raw.get("model", {}))
     sections["probes"] = probes_from_dict(raw.get("probes", {}))
+    sections["pbt"] = pbt_from_dict(raw["pbt"]) if "pbt" in raw else None
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -404,6 +407,8 @@ def to_dict(cfg: Config) -> dict:
         out[kind.section] = kind.to_dict(cfg.task.options, {k.split(".")[1] for k in gridded
                                                             if k.startswith(f"{kind.section}.")})
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
+    if cfg.pbt is not None:
+        out["pbt"] = pbt_to_dict(cfg.pbt)
     return out
 
 

@@ -17,6 +17,7 @@ from jaxdyn.data import DATASETS, DataConfig
 from jaxdyn.gan.config import GANConfig
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.pbt.config import PBTConfig
 from jaxdyn.probes import DEFAULT_BATCH, PROBES, ProbesConfig
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks.kinds import TASK_KINDS
@@ -117,6 +118,10 @@ def render() -> str:
         probes += [f"### `[probes.{name}]`", "", f"{probe.doc} ({probe.cost}, {on})", ""]
         probes += fields_table(probe.options) + [""]
     section("[probes]", probes)
+    section("[pbt]", fields_table(PBTConfig, skip=()), "Population-based training within each cohort (off unless the table "
+            "is given): every `every` chunks past `ready_after`, the bottom members copy a better one's state and "
+            "explore the copied hyperparameters; rows in `lineage.parquet`. `[pbt.bounds]` holds "
+            "`\"section.name\" = [low, high]`.")
     grid = ["Cohort axes (one compiled program each): " + ", ".join(f"`{a}`" for a in COHORT_AXES) + ".", "",
             "Member axes (one population, no compile per value): `optim.<number>`, `gan.<number>` and:", ""]
     grid += [f"- `{k}`: {h.describe()}" for k, h in MEMBER_HPARAMS.items()]

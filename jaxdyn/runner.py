@@ -21,6 +21,7 @@ from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints, cohort_checkpoint_dir
 from jaxdyn.errors import ConfigError
 from jaxdyn.logs import log
+from jaxdyn.pbt.rounds import CohortPBT
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.stopping import Interrupted, StopFlag  # noqa: F401 (Interrupted: re-exported)
 from jaxdyn.tables import MetricParts, RunParts, cohort_member_table, sample_rows, tidy
@@ -53,6 +54,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     ckpt = CohortCheckpoints(cohort_checkpoint_dir(run_dir, cohort.index), log)
     try:
         programs = programs if programs is not None else CohortPrograms.build(cohort, layout, mesh)
+        pbt = CohortPBT(cohort, layout.n_padded) if cohort.config.pbt is not None else None
         done, state, params0 = _start(cohort, programs, ckpt, parts.metrics, metadata, run_dir, n_chunks)
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
@@ -74,7 +76,10 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
-            _write_chunk(cohort, programs, parts, data, params0, state, metrics, done, last)
+            rows = _write_chunk(cohort, programs, parts, data, params0, state, metrics, done, last)
+            if pbt is not None and pbt.due(done, last):  # members learn from each other, before the checkpoint
+                state, lineage = pbt.run(state, rows, done, done * t.chunk_steps)
+                parts.lineage.write(cohort.index, done, lineage)
             seconds = time.perf_counter() - tic  # the chunk's steps, evaluation, probes and rows
             _write_timing(parts.timing, cohort, done, seconds, alive)
             if progress is not None:
@@ -169,9 +174,9 @@ def _start(cohort, programs: CohortPrograms, ckpt: CohortCheckpoints, parts: Met
 
 
 def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, metrics: dict,
-                 done: int, last: bool) -> None:
+                 done: int, last: bool) -> pd.DataFrame:
     """Write chunk ``done``'s rows: its training windows, and what is due after it: the test
-    evaluation with the samples of a task that makes them, and the probes.
+    evaluation with the samples of a task that makes them, and the probes. Returns the metric rows.
 
     Args:
       metrics: the chunk's training metrics on the host, ``{name: [K_padded, windows]}``.
@@ -195,6 +200,7 @@ def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params
         if len(pairs):
             parts.pairs.write(cohort.index, done, pairs)
     parts.metrics.write(cohort.index, done, frame)
+    return frame
 
 
 def _write_timing(timing: MetricParts, cohort, done: int, seconds: float, alive: np.ndarray) -> None:

@@ -31,6 +31,7 @@ class Stream(enum.IntEnum):
     PENALTY = 7  # a GAN critic update's dropout and gradient-penalty draws (dropout seed)
     PROBE = 8  # a probe's own draws: directions, start vectors (a fixed root, or the data seed)
     USER = 9  # a user's task
+    PBT = 10  # a population-based training round's choices (a fixed root from pbt.seed, by round)
 
 
 def key(root: jax.Array, stream: Stream, index=0) -> jax.Array:

@@ -275,7 +275,8 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
-    for prefix, name in (("hist_", "histograms.parquet"), ("pairs_", "pairs.parquet"), ("samples_", "samples.parquet")):
+    for prefix, name in (("hist_", "histograms.parquet"), ("pairs_", "pairs.parquet"), ("samples_", "samples.parquet"),
+                         ("lineage_", "lineage.parquet")):
         table = MetricParts(run_dir, prefix).read()
         if len(table):
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))

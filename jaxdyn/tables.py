@@ -40,7 +40,7 @@ class MetricParts:
     ``time_`` for each chunk's wall time (``timing.csv``).
     """
 
-    PREFIXES = ("", "hist_", "pairs_", "samples_", "time_")
+    PREFIXES = ("", "hist_", "pairs_", "samples_", "time_", "lineage_")
 
     def __init__(self, run_dir: Path, prefix: str = ""):
         self.dir = Path(run_dir) / "parts"
@@ -77,18 +77,19 @@ class MetricParts:
 
 @dataclass(frozen=True)
 class RunParts:
-    """The five tables a run writes after each chunk, by what they hold."""
+    """The tables a run writes after each chunk, by what they hold."""
 
     metrics: MetricParts
     histograms: MetricParts
     pairs: MetricParts
     samples: MetricParts
     timing: MetricParts
+    lineage: MetricParts
 
     @classmethod
     def of(cls, run_dir: Path) -> "RunParts":
         return cls(MetricParts(run_dir), MetricParts(run_dir, "hist_"), MetricParts(run_dir, "pairs_"),
-                   MetricParts(run_dir, "samples_"), MetricParts(run_dir, "time_"))
+                   MetricParts(run_dir, "samples_"), MetricParts(run_dir, "time_"), MetricParts(run_dir, "lineage_"))
 
 
 def tidy(metrics: dict, members: np.ndarray, cohort: int, steps: np.ndarray, prefix: str) -> pd.DataFrame:

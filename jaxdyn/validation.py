@@ -20,6 +20,7 @@ from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import check_float32, check_schedule
+from jaxdyn.pbt.config import check_pbt, explorable
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
 
@@ -72,6 +73,8 @@ def validate(cfg: Config) -> None:
         )
     n_train = cfg.data.n_train or info.n_train
     check_probes(cfg.probes, n_train, t.full_batch)
+    if cfg.pbt is not None:
+        check_pbt(cfg.pbt, explorable(cfg), t.eval_every, t.steps // max(t.chunk_steps, 1))
     for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")

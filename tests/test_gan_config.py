@@ -80,12 +80,10 @@ def test_bad_gan_settings_fail_before_compiling(change, message):
 
 
 def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
-    import signal
-
     import pandas as pd
     import tomli_w
 
-    from test_runs import _start, _start_paused, _wait_for_commit
+    from test_runs import _start, sigterm_and_resume
 
     cfg = {**GAN, "study": {"name": "gan", "seeds": 2}, "probes": NO_PROBES,
            "train": {"steps": 1500, "batch_size": 100, "chunk_steps": 250, "log_every": 50, "checkpoint_every": 1}}
@@ -93,15 +91,7 @@ def test_an_interrupted_gan_study_resumes_bitwise(tmp_path):
     whole = _start(["gan.toml", "--out", "whole"], tmp_path)
     out, _ = whole.communicate()
     assert whole.returncode == 0, out
-    cut = _start_paused(["gan.toml", "--out", "cut"], tmp_path)
-    _wait_for_commit(cut)
-    cut.send_signal(signal.SIGTERM)
-    cut.send_signal(signal.SIGCONT)
-    rest, _ = cut.communicate()
-    assert cut.returncode == 128 + signal.SIGTERM, rest
-    resumed = _start(["--resume", "cut"], tmp_path)
-    out, _ = resumed.communicate()
-    assert resumed.returncode == 0 and "resumed after chunk" in out, out
+    sigterm_and_resume(["gan.toml", "--out", "cut"], tmp_path, "cut")
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
     pd.testing.assert_frame_equal(*(pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("cut", "whole")),
                                   check_exact=True)

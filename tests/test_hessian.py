@@ -135,7 +135,7 @@ def test_the_probe_finds_the_tenfold_top_eigenvalue_three_times(linear_mse):
 
 def test_the_probe_reports_an_unconverged_eigenvalue_as_nan(linear_mse):
     task, state, exact = linear_mse
-    out = run_hessian(task, state, k=1, iters=1)  # Rayleigh-Ritz on a random 2-dimensional subspace of 210
+    out = run_hessian(task, state, k=1, iters=1)  # Rayleigh quotient of one random vector in 210 dimensions
     assert np.isnan(out["sharpness"])
     assert out["hessian_eig_residual_1"] > TOL * exact[0]
     # The host says so once, with the fix; a converged result says nothing.

@@ -129,6 +129,20 @@ def _wait_for_commit(proc):
     raise AssertionError("run ended before a checkpoint was committed:\n" + "".join(lines))
 
 
+def sigterm_and_resume(args, tmp_path, run: str) -> None:
+    """Start ``args`` paused at its first committed checkpoint, stop it with SIGTERM (exit 143),
+    then ``--resume run`` to the end."""
+    cut = _start_paused(args, tmp_path)
+    _wait_for_commit(cut)
+    cut.send_signal(signal.SIGTERM)  # taken at the next chunk boundary, once continued
+    cut.send_signal(signal.SIGCONT)
+    rest, _ = cut.communicate()
+    assert cut.returncode == 128 + signal.SIGTERM, rest
+    resumed = _start(["--resume", run], tmp_path)
+    out, _ = resumed.communicate()
+    assert resumed.returncode == 0 and "resumed after chunk" in out, out
+
+
 def _wait_until_stopped(proc) -> None:
     """Block until ``proc`` is in the stopped state (``T`` in /proc/PID/stat), if it was started paused."""
     if not getattr(proc, "paused_at_commit", False):

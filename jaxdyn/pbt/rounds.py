@@ -1,0 +1,90 @@
+"""PBT rounds of one cohort on the host side: when they are due, the scores they rank, their key,
+and the lineage rows they leave (``lineage.parquet``).
+
+A round itself is ``round.pbt_round``, one jitted function of the stacked population state:
+a gather along the member axis and a few elementwise operations, with the state's
+sharding kept so the next chunk does not recompile.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxdyn import streams
+from jaxdyn.pbt.config import explorable, explore_range
+from jaxdyn.pbt.round import PBTRoundOptions, pbt_round
+from jaxdyn.streams import Stream
+
+
+class CohortPBT:
+    """The PBT rounds of one cohort (``cohort.config.pbt`` set).
+
+    Args:
+      cohort: a ``study.Cohort``; its member order is the population's (padding after it).
+      n_padded: members in the population, padding included.
+    """
+
+    def __init__(self, cohort, n_padded: int):
+        self.cfg = cfg = cohort.config.pbt
+        decls = explorable(cohort.config)
+        self.names = tuple(h.split(".", 1)[1] for h in cfg.hparams)  # as in MemberState.hparams
+        ranges = tuple(explore_range(h, decls[h], cfg) for h in cfg.hparams)
+        self.options = PBTRoundOptions(
+            exploit=cfg.exploit, fraction=cfg.fraction, explore=cfg.explore, factors=tuple(cfg.factors),
+            resample_probability=cfg.resample_probability, mode=cfg.mode, hparams=self.names,
+            bounds=tuple(zip(self.names, ranges)), log_scale=tuple((n, r[0] > 0) for n, r in zip(self.names, ranges)))
+        self.cohort = cohort.index
+        self.members = cohort.members["member"].to_numpy()
+        groups = np.full(n_padded, -1, np.int32)  # padding: a group of its own, never eligible
+        groups[: len(self.members)] = np.arange(len(self.members)) % cfg.groups
+        self.groups = groups
+        self._root = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), cohort.index)
+        self._round = None
+
+    def due(self, chunk: int, last: bool) -> bool:
+        """A round comes after chunk ``chunk``: every ``every`` chunks past the burn-in, never after the last."""
+        past = chunk - self.cfg.ready_after
+        return not last and past >= self.cfg.every and past % self.cfg.every == 0
+
+    def round_index(self, chunk: int) -> int:
+        return (chunk - self.cfg.ready_after) // self.cfg.every
+
+    def run(self, state, rows: pd.DataFrame, chunk: int, step: int):
+        """One round after chunk ``chunk``: rank the members by ``pbt.metric`` in that chunk's
+        ``rows``, exploit and explore. Returns ``(state, lineage rows)``."""
+        scores = self.scores(rows)
+        eligible = np.asarray(jax.device_get(state.alive)) & np.isfinite(scores)
+        key = streams.key(self._root, Stream.PBT, self.round_index(chunk))
+        if self._round is None:  # the state's own sharding in and out: the next chunk does not recompile
+            shardings = jax.tree.map(lambda a: a.sharding, state)
+            self._round = jax.jit(partial(pbt_round, options=self.options),
+                                  out_shardings=(shardings, None, None, None))
+        state, parents, before, after = self._round(state, jnp.asarray(scores), jnp.asarray(eligible),
+                                                    jnp.asarray(self.groups), key)
+        parents, before, after = jax.device_get((parents, before, after))
+        return state, self.lineage(chunk, step, scores, np.asarray(parents), before, after)
+
+    def scores(self, rows: pd.DataFrame) -> np.ndarray:
+        """Each member's latest ``pbt.metric`` in ``rows`` (whole-model), ``[K_padded]``; NaN where none."""
+        metric = rows[(rows.metric == self.cfg.metric) & (rows.layer == "")]
+        latest = metric[metric.step == metric.step.max()].set_index("member").value
+        scores = np.full(len(self.groups), np.nan, np.float32)
+        scores[: len(self.members)] = latest.reindex(self.members).to_numpy(np.float32)
+        return scores
+
+    def lineage(self, chunk: int, step: int, scores, parents, before: dict, after: dict) -> pd.DataFrame:
+        """One row per member: its parent this round (itself if it kept its own state), both scores,
+        and each explored hyperparameter before and after."""
+        k = len(self.members)
+        frame = pd.DataFrame({
+            "cohort": np.int32(self.cohort), "round": np.int32(self.round_index(chunk)), "chunk": np.int32(chunk),
+            "step": np.int64(step), "member": self.members.astype(np.int32),
+            "parent": self.members[parents[:k]].astype(np.int32), "copied": parents[:k] != np.arange(k),
+            "metric": self.cfg.metric, "score": scores[:k], "parent_score": scores[parents[:k]]})
+        for name in self.names:
+            frame[f"{name}_before"] = np.asarray(before[name])[:k]
+            frame[f"{name}_after"] = np.asarray(after[name])[:k]
+        return frame

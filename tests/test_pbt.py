@@ -1,0 +1,98 @@
+"""Population-based training in a run: rounds at the right chunks, lineage rows that agree with
+the metrics, the members' hyperparameters, and a resume across rounds that is bitwise."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tomli_w
+
+import jaxdyn
+from jaxdyn.config import load_config
+from jaxdyn.study import expand
+
+from conftest import assert_same_run
+from test_runs import _start, sigterm_and_resume
+
+PBT = {"study": {"name": "pbt", "seeds": 2}, "data": {"name": "digits"}, "model": {"hidden": [16]},
+       "optim": {"name": "sgd"},
+       "train": {"steps": 200, "batch_size": 32, "chunk_steps": 20, "log_every": 10, "eval_every": 1,
+                 "checkpoint_every": 2},
+       "grid": {"optim.learning_rate": [1e-4, 1e-3, 1e-2, 1e-1]},
+       "pbt": {"every": 2, "ready_after": 1, "metric": "test_accuracy", "fraction": 0.25,
+               "hparams": ["optim.learning_rate"], "factors": [0.5, 2.0],
+               "bounds": {"optim.learning_rate": [1e-5, 0.3]}}}
+
+
+@pytest.fixture(scope="module")
+def pbt_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pbt")
+    (tmp / "pbt.toml").write_text(tomli_w.dumps(PBT))
+    proc = _start(["pbt.toml", "--out", "whole"], tmp)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    return tmp
+
+
+def test_rounds_come_after_the_burn_in_every_few_chunks_and_never_after_the_last(pbt_run):
+    lineage = pd.read_parquet(pbt_run / "whole" / "lineage.parquet")
+    assert sorted(lineage.chunk.unique()) == [3, 5, 7, 9]  # ready_after 1, every 2; chunk 10 is the last
+    assert (lineage.groupby("chunk").member.count() == 8).all()
+    assert list(lineage["round"].unique()) == [1, 2, 3, 4]
+
+
+def test_lineage_agrees_with_the_logged_metric_and_the_choice_rule(pbt_run):
+    lineage = pd.read_parquet(pbt_run / "whole" / "lineage.parquet")
+    metrics = jaxdyn.load(pbt_run / "whole").metrics
+    accuracy = metrics[metrics.metric == "test_accuracy"].set_index(["member", "step"]).value
+    for row in lineage.itertuples():
+        assert row.score == accuracy[(row.member, row.step)]
+        assert row.parent_score == accuracy[(row.parent, row.step)]
+    for _, one in lineage.groupby("chunk"):
+        copied = one[one.copied]
+        assert len(copied) == 2  # the bottom quarter of 8
+        # Truncation: the copiers are the two worst, their donors among the two best (ties by member order).
+        ranked = one.sort_values(["score", "member"], ascending=[True, False]).member.to_numpy()
+        assert set(copied.member) == set(ranked[:2]) and set(copied.parent) <= set(ranked[-2:])
+        kept = one[~one.copied]
+        np.testing.assert_array_equal(kept.learning_rate_after, kept.learning_rate_before)
+        donors = one.set_index("member").learning_rate_before
+        ratio = copied.learning_rate_after.to_numpy() / donors[copied.parent].to_numpy()
+        clipped = np.clip(donors[copied.parent].to_numpy()[:, None] * [0.5, 2.0], 1e-5, 0.3)
+        assert all(np.isclose(r * d, c).any() for r, d, c in zip(ratio, donors[copied.parent], clipped))
+
+
+def test_a_round_changes_what_members_train_with(pbt_run):
+    """A copied member's learning rate after the round is what its next chunk trains with: the
+    member's next round reports it as its value before."""
+    lineage = pd.read_parquet(pbt_run / "whole" / "lineage.parquet").sort_values(["member", "chunk"])
+    for _, member in lineage.groupby("member"):
+        np.testing.assert_array_equal(member.learning_rate_before.to_numpy()[1:],
+                                      member.learning_rate_after.to_numpy()[:-1])
+
+
+def test_a_pbt_run_interrupted_between_rounds_resumes_bitwise(pbt_run, tmp_path):
+    (tmp_path / "pbt.toml").write_text(tomli_w.dumps(PBT))
+    # Paused after its first committed checkpoint (chunk 2); the SIGTERM lands after chunk 3 and its
+    # round, so the resume starts from a state a round made.
+    sigterm_and_resume(["pbt.toml", "--out", "cut"], tmp_path, "cut")
+    assert_same_run(tmp_path / "cut", pbt_run / "whole")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cut" / "lineage.parquet"),
+                                  pd.read_parquet(pbt_run / "whole" / "lineage.parquet"), check_exact=True)
+
+
+@pytest.mark.parametrize("pbt, message", [
+    ({"hparams": ["optim.lr"]}, "pbt.hparams: 'optim.lr' is not a member hyperparameter of this study"),
+    ({"every": 3, "metric": "test_accuracy"}, "pbt.metric = 'test_accuracy' is evaluated every train.eval_every = 2"),
+    ({"explore": "resample"}, "pbt.explore = \"resample\" draws optim.learning_rate from its range, which is "
+                              "unbounded; give [pbt.bounds]"),
+    ({"fraction": 0.75}, "pbt.fraction = 0.75: the share copied and copied from, in (0, 0.5]"),
+    ({"every": 100}, "pbt: the first round would come after chunk 100, but the run has 10 chunks"),
+    ({"metric": "accuracy"}, "pbt.metric = 'accuracy': rank members by a logged train_* or test_* metric"),
+    ({"bounds": {"optim.momentum": [0, 1]}}, "pbt.bounds.\"optim.momentum\" bounds a hyperparameter pbt.hparams "
+                                             "does not explore"),
+])
+def test_bad_pbt_settings_are_refused_before_anything_runs(pbt, message):
+    cfg = {"train": {"steps": 200, "chunk_steps": 20, "log_every": 10, "eval_every": 2}, "pbt": pbt}
+    with pytest.raises(jaxdyn.ConfigError) as err:
+        expand(load_config(cfg))
+    assert message in str(err.value)
