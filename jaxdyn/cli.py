@@ -12,12 +12,14 @@ from rich.console import Console
 
 import jaxdyn
 from jaxdyn.aggregate import AGGREGATES
+from jaxdyn.config import load_config
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
 from jaxdyn.data import COMMON_FIELDS, DATASETS
 from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.pbt.config import pbt_plan
 from jaxdyn.probes import DEFAULT_BATCH, PROBES
 from jaxdyn.probes.base import options_doc
 from jaxdyn.report import write_report
@@ -188,8 +190,12 @@ def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
 
 def _dry_run(args) -> None:
     table = plan(args.config, overrides=args.overrides)
-    shown = table.assign(MiB_per_member=(table.bytes_per_member / 2**20).round(3)).drop(columns="bytes_per_member")
+    shown = table.assign(MiB_per_member=(table.bytes_per_member / 2**20).round(3),
+                         GiB_peak=(table.peak_bytes / 2**30).round(2)).drop(columns=["bytes_per_member", "peak_bytes"])
     print(shown.to_string(index=False))
+    cfg = load_config(args.config, args.overrides)
+    if cfg.pbt is not None:
+        print(pbt_plan(cfg))
     print(f"{len(table)} cohorts, {int(table.members.sum())} members ({int(table.padded.sum())} with padding), "
           f"{int(table.programs.sum())} programs to compile; nothing was trained")
 

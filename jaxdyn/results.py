@@ -44,6 +44,37 @@ class RunTables:
         ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``."""
         return summarize(self.members, aggregate, by)
 
+    def lineage(self) -> pd.DataFrame:
+        """A PBT study's rounds (``lineage.parquet``, or the rows written so far): one row per
+        member per round, its ``parent`` and both scores, each explored hyperparameter
+        ``<name>_before`` and ``<name>_after``. Empty for a study without ``[pbt]``."""
+        path = self.run_dir / "lineage.parquet"
+        return pd.read_parquet(path) if path.exists() else MetricParts(self.run_dir, "lineage_").read()
+
+    def schedule(self, member: int) -> pd.DataFrame:
+        """The explored hyperparameters that produced ``member``'s final state, through its ancestors
+        (Ray's "PBT replay" schedule): one row per stretch of training, ``step`` (from which step on),
+        ``member`` (whose line of training it was) and the values trained with from then.
+
+        Raises:
+          KeyError: no such member, or the run has no PBT rounds.
+        """
+        lineage = self.lineage()
+        if lineage.empty:
+            raise KeyError(f"{self.run_dir} has no PBT rounds (no [pbt] table, or none due yet)")
+        if member not in set(self.members.member):
+            raise KeyError(f"no member {member} in {self.run_dir}")
+        names = [c[: -len("_after")] for c in lineage.columns if c.endswith("_after")]
+        by_round = {r: rows.set_index("member") for r, rows in lineage.groupby("round")}
+        path, current = [], member
+        for r in sorted(by_round, reverse=True):
+            row = by_round[r].loc[current]
+            path.append({"step": int(row.step), "member": current, **{n: row[f"{n}_after"] for n in names}})
+            current = int(row.parent)
+        first = by_round[min(by_round)].loc[current]
+        path.append({"step": 0, "member": current, **{n: first[f"{n}_before"] for n in names}})
+        return pd.DataFrame(path[::-1])
+
     def frame(self, metric: str, by=None, layer: str = "") -> pd.DataFrame:
         """Tidy rows of one metric: ``member, step, value`` and the setting columns ``by``
         (default: every hyperparameter and cohort setting that varies, not the seeds),

@@ -96,3 +96,33 @@ def test_bad_pbt_settings_are_refused_before_anything_runs(pbt, message):
     with pytest.raises(jaxdyn.ConfigError) as err:
         expand(load_config(cfg))
     assert message in str(err.value)
+
+
+def test_a_members_schedule_follows_its_ancestors(pbt_run):
+    """``Results.schedule`` walks the lineage back from the end; here the same paths are built
+    forward, round by round (a member's path is its parent's path so far, then its new value)."""
+    res = jaxdyn.load(pbt_run / "whole")
+    lineage = res.lineage()
+    start = res.members.set_index("member").learning_rate
+    paths = {m: [(0, m, np.float32(start[m]))] for m in res.members.member}
+    for _, rows in lineage.sort_values("round").groupby("round"):
+        paths = {row.member: [*paths[row.parent], (row.step, row.member, row.learning_rate_after)]
+                 for row in rows.itertuples()}
+    for member, path in paths.items():
+        got = res.schedule(member)
+        assert list(got.step) == [s for s, _, _ in path] and list(got.member) == [m for _, m, _ in path]
+        np.testing.assert_array_equal(got.learning_rate.to_numpy(np.float32), [v for _, _, v in path])
+    with pytest.raises(KeyError, match="no member 99"):
+        res.schedule(99)
+
+
+def test_dry_run_shows_the_pbt_plan(tmp_path, capsys):
+    from jaxdyn.cli import main
+
+    (tmp_path / "pbt.toml").write_text(tomli_w.dumps(PBT))
+    assert main(["run", str(tmp_path / "pbt.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert ("PBT: rounds after chunks 3, 5, 7, 9, ranking by test_accuracy (max), 1 population(s) per cohort; "
+            "exploit: the bottom 0.25 copy from the top 0.25; explore: perturb by [0.5, 2.0]; "
+            "optim.learning_rate in [1e-05, 0.3]") in out
+    assert "GiB_peak" in out and not (tmp_path / "runs").exists()

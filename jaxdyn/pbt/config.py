@@ -138,6 +138,22 @@ def check_pbt(cfg: PBTConfig, member_hparams: Mapping, eval_every: int, n_chunks
                                   f"give [pbt.bounds] \"{name}\" = [low, high]")
 
 
+def pbt_plan(cfg) -> str:
+    """What ``[pbt]`` will do in a study of config ``cfg``, in one paragraph (``--dry-run``)."""
+    p, t = cfg.pbt, cfg.train
+    n_chunks = t.steps // t.chunk_steps
+    chunks = [c for c in range(p.ready_after + p.every, n_chunks, p.every)]
+    shown = ", ".join(map(str, chunks[:8])) + (f", ... ({len(chunks)} rounds)" if len(chunks) > 8 else "")
+    exploit = (f"the bottom {p.fraction:g} copy from the top {p.fraction:g}" if p.exploit == "truncation"
+               else "binary tournament")
+    explore = (f"perturb by {list(p.factors)}" if p.explore == "perturb"
+               else f"resample with probability {p.resample_probability:g}, else perturb by {list(p.factors)}")
+    decls = explorable(cfg)
+    ranges = "; ".join(f"{h} in [{lo:g}, {hi:g}]" for h in p.hparams for lo, hi in [explore_range(h, decls[h], p)])
+    return (f"PBT: rounds after chunks {shown or 'none'}, ranking by {p.metric} ({p.mode}), {p.groups} "
+            f"population(s) per cohort; exploit: {exploit}; explore: {explore}; {ranges}")
+
+
 def explorable(cfg) -> dict:
     """Every member hyperparameter of a cohort's ``Config`` PBT can explore, ``"section.name" -> HParam``:
     those of ``Config.hparam_decls`` and, for a task with jaxdyn's optimizer, the optimizer family's
