@@ -106,7 +106,10 @@ def test_dry_run_shows_the_estimate(tmp_path, capsys):
     path.write_text(TINY)
     assert main(["run", str(path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "memory: cohort 0 needs about" in printed and "peak_bytes" in printed
+    number, unit = re.search(r"memory: cohort 0 needs about ([\d.]+) (GiB|MiB)", printed).groups()
+    header, row = printed.splitlines()[1:3]
+    shown = float(row.split()[header.split().index("GiB_peak")])  # the table, in GiB to 2 places
+    assert shown == pytest.approx(float(number) / (1 if unit == "GiB" else 1024), abs=0.006)
 
 
 class FakeClock:
