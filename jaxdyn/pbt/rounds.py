@@ -60,8 +60,9 @@ class CohortPBT:
         key = streams.key(self._root, Stream.PBT, self.round_index(chunk))
         if self._round is None:  # the state's own sharding in and out: the next chunk does not recompile
             shardings = jax.tree.map(lambda a: a.sharding, state)
+            # Donated: the gathered state reuses the old one's buffers instead of a second copy.
             self._round = jax.jit(partial(pbt_round, options=self.options),
-                                  out_shardings=(shardings, None, None, None))
+                                  out_shardings=(shardings, None, None, None), donate_argnums=0)
         state, parents, before, after = self._round(state, jnp.asarray(scores), jnp.asarray(eligible),
                                                     jnp.asarray(self.groups), key)
         parents, before, after = jax.device_get((parents, before, after))
