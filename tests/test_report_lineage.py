@@ -89,3 +89,8 @@ def test_a_run_without_pbt_has_no_such_view(tmp_path):
     report = write_report(out)
     assert report.failed == {} and "lineage" not in report.views
     assert 'data-view="lineage"' not in report.path.read_text()
+
+
+def test_the_final_metric_view_says_members_sit_at_their_starting_values(report):
+    section = _section(report.path.read_text(), "hparams")
+    assert "a member sits at its starting values (members.csv); the rounds changed them" in section

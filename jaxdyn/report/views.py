@@ -245,7 +245,10 @@ def final_vs_hparams(d: ReportData) -> View | None:
     return View("hparams", "Final metric against each hyperparameter",
                 f"The final {metric.replace('_', ' ')} against each numeric setting that varies; points are the "
                 f"{AGGREGATES[d.aggregate]}, one line per value of the other settings. A diverged member counts "
-                "with the score of its frozen last finite state; a NaN final is left out.", [Plot("final_vs_hparams", fig)])
+                "with the score of its frozen last finite state; a NaN final is left out."
+                + (" In this population-based training run a member sits at its starting values (members.csv); "
+                   "the rounds changed them, as the Population-based training view shows."
+                   if d.config is not None and d.config.pbt is not None else ""), [Plot("final_vs_hparams", fig)])
 
 
 def divergence(d: ReportData) -> View | None:
