@@ -99,5 +99,6 @@ def test_a_digits_cnn_trains_with_crop_and_flip(tmp_path):
            "model": {"kind": "cnn", "channels": [8], "kernels": [3], "strides": [1], "padding": "same"},
            "train": {"steps": 100, "batch_size": 32, "chunk_steps": 50, "log_every": 50}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
-    assert res.members.final_test_accuracy[0] > 0.5  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1. Measured over 8 seeds: 0.612 +- 0.051 (min 0.571); 0.35 <= mean - 5 std.
+    assert res.members.final_test_accuracy[0] > 0.35
     assert load_dataset("digits").x_train.shape[1:] == (8, 8, 1)

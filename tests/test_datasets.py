@@ -90,6 +90,7 @@ def test_a_2d_cnn_learns_digits(tmp_path):
            "optim": {"learning_rate": 3e-3},
            "train": {"steps": 600, "batch_size": 64, "chunk_steps": 300, "log_every": 100}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    # Measured over 8 seeds: 0.986 +- 0.003 (min 0.983); 0.95 <= mean - 5 std = 0.972; chance 0.1.
     assert (res.members.final_test_accuracy >= 0.95).all(), res.members.final_test_accuracy
 
 

@@ -61,6 +61,10 @@ def test_each_player_improves_against_a_fixed_opponent(loss, ring):
     def g_only(state):
         return task._update(state, "generator", jax.grad(lambda p: task.g_loss(p, state, z)[0])(state.params["generator"]))[0]
 
+    # Each player against its own loss before its 30 steps (not a fixed level): over 8 seeds the falls
+    # vary too much for mean - 5 std to stay above 0 (D: 0.47 +- 0.10 to 1.66 +- 0.41; G: 0.23 +- 0.02
+    # to 9.8 +- 2.1; every seed's fall >= 0.16). This member's falls are >= 0.20 (least-squares G) and
+    # move by <= 2e-6 (std, 8 float32-rounding perturbations of its init), so the 0.05 margin holds.
     before = task.d_loss(state.params["discriminator"], state, real, z, key)[0]
     s = state
     for _ in range(30):

@@ -135,7 +135,8 @@ def test_an_lstm_learns_a_short_adding_problem(tmp_path):
            "optim": {"learning_rate": 3e-3},
            "train": {"steps": 600, "batch_size": 50, "chunk_steps": 300, "log_every": 100}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
-    # Far below the mean-prediction baseline of 1/6; regression has no accuracy.
+    # Far below the mean-prediction baseline of 1/6; regression has no accuracy. Measured over 8 seeds:
+    # 0.0026 +- 0.0007 (max 0.0041); 0.03 >= mean + 5 std = 0.0061, and 0.03 is 1/5 of the baseline.
     assert (res.members.final_test_loss < 0.03).all(), res.members.final_test_loss
     assert res.members.final_test_accuracy.isna().all()
     assert list(res.summary().columns[-3:]) == ["test_loss_mean", "test_loss_std", "diverged"]

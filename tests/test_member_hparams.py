@@ -149,7 +149,9 @@ def test_other_objectives_train_and_report_cross_entropy(loss, tmp_path):
            "optim": {"learning_rate": 1e-2},
            "train": {"steps": 300, "batch_size": 64, "chunk_steps": 300, "log_every": 50}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
-    assert (res.members.final_test_accuracy > 0.3).all()
+    # Chance 0.1. Measured over 8 seeds: mse 0.446 +- 0.021, bce 0.438 +- 0.030 (min 0.396);
+    # 0.25 <= mean - 5 std of either (0.341, 0.288).
+    assert (res.members.final_test_accuracy > 0.25).all(), res.members.final_test_accuracy
     train = res.metrics[res.metrics.metric == "train_loss"].groupby("step").value.mean()
     assert train.iloc[-1] < train.iloc[0]  # the reported loss is cross-entropy, and it falls
 

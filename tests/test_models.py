@@ -142,7 +142,8 @@ def test_linear_baseline_learns(tmp_path):
     cfg = {"study": {"seeds": 2}, "model": {"kind": "linear"}, "optim": {"learning_rate": 1e-2},
            "train": {"steps": 600, "batch_size": 100, "chunk_steps": 300, "log_every": 100}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
-    assert (res.members.final_test_accuracy > 0.25).all()  # chance 0.1; the MNIST-1D paper: 0.32
+    # Chance 0.1; the MNIST-1D paper: 0.32. Measured over 8 seeds: 0.310 +- 0.010; 0.25 <= mean - 5 std = 0.263.
+    assert (res.members.final_test_accuracy > 0.25).all(), res.members.final_test_accuracy
     assert "dropout" not in res.members.columns  # a linear model has no dropout field
 
 

@@ -87,7 +87,9 @@ def test_learning_rate_changes_training(grid_run):
     _, _, _, state, losses = grid_run
     # Same seeds, 10x the learning rate: a different trajectory that learns faster early on.
     assert not np.array_equal(losses[0], losses[3])
-    assert losses[3][-20:].mean() < losses[0][-20:].mean()
+    # Mean of the last 20 batch losses, lr 1e-3 minus lr 1e-2, same seeds: 0.430 +- 0.025 over 8 seeds
+    # (min 0.406); the 0.2 margin <= mean - 5 std = 0.303, above the baseline 0 (no difference).
+    assert losses[3][-20:].mean() < losses[0][-20:].mean() - 0.2, (losses[0][-20:].mean(), losses[3][-20:].mean())
 
 
 def test_member_independent_of_position_and_neighbours(grid_run, mesh, device_data):
