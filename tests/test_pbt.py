@@ -126,3 +126,21 @@ def test_dry_run_shows_the_pbt_plan(tmp_path, capsys):
             "exploit: the bottom 0.25 copy from the top 0.25; explore: perturb by [0.5, 2.0]; "
             "optim.learning_rate in [1e-05, 0.3]") in out
     assert "GiB_peak" in out and not (tmp_path / "runs").exists()
+
+
+def test_a_diverged_member_is_exploited_and_trains_on(tmp_path):
+    """A member frozen by the divergence guard (score NaN) always copies a donor at the next round,
+    is never one, and trains on from the donor's state with an explored, bounded rate."""
+    cfg = {"study": {"name": "div", "seeds": 2}, "data": {"name": "digits"}, "model": {"hidden": [8]},
+           "optim": {"name": "sgd"},
+           "train": {"steps": 60, "batch_size": 32, "chunk_steps": 10, "log_every": 10, "eval_every": 1},
+           "grid": {"optim.learning_rate": [1e-2, 1e-1, 1e30]},
+           "pbt": {"every": 2, "metric": "train_loss", "mode": "min", "hparams": ["optim.learning_rate"],
+                   "bounds": {"optim.learning_rate": [1e-4, 1.0]}}}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    first = res.lineage().query("chunk == 2").set_index("member")
+    wild = res.members.member[res.members.learning_rate == 1e30].to_list()
+    assert first.loc[wild].score.isna().all() and first.loc[wild].copied.all()
+    assert not set(first.parent) & set(wild)  # never a donor
+    assert (first.loc[wild].learning_rate_after <= 1.0).all()
+    assert np.isfinite(res.members.set_index("member").loc[wild].final_train_loss).all()
