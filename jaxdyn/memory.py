@@ -152,12 +152,13 @@ def estimate(cohort, mesh) -> Estimate:
         programs=programs)
 
 
-def abstract_dataset(cfg, mesh) -> Dataset:
-    """The configured dataset as shapes, placed like ``population.replicate`` places the real one."""
+def abstract_dataset(cfg, mesh=None) -> Dataset:
+    """The configured dataset as shapes, placed like ``population.replicate`` places the real one
+    (on ``mesh``; no placement without one)."""
     info = dataset_info(cfg.data)
     n_train = cfg.data.n_train or info.n_train
     y_dtype = np.int32 if info.n_classes else np.float32
-    on_all = NamedSharding(mesh, P())
+    on_all = None if mesh is None else NamedSharding(mesh, P())
     shapes = [((n_train, *info.input_shape), np.float32), ((n_train, *info.target_shape), y_dtype),
               ((info.n_test, *info.input_shape), np.float32), ((info.n_test, *info.target_shape), y_dtype)]
     return Dataset(*(jax.ShapeDtypeStruct(s, d, sharding=on_all) for s, d in shapes))

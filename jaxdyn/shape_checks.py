@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxdyn.data import Dataset, dataset_info
+from jaxdyn.memory import abstract_dataset
 from jaxdyn.errors import ConfigError
 
 
@@ -54,13 +54,8 @@ def check_batch_norm(cohort, task, state) -> None:
     """Refuse a training step that batch-normalises one value per channel (``state``: one
     member's shapes, from ``jax.eval_shape`` of ``init``). Raises ConfigError."""
     cfg = cohort.config
-    info = dataset_info(cfg.data)
-    n_train = cfg.data.n_train or info.n_train
-    y_dtype = np.int32 if info.n_classes else np.float32
-    data = Dataset(jax.ShapeDtypeStruct((n_train, *info.input_shape), np.float32),
-                   jax.ShapeDtypeStruct((n_train, *info.target_shape), y_dtype),
-                   jax.ShapeDtypeStruct((1, *info.input_shape), np.float32),
-                   jax.ShapeDtypeStruct((1, *info.target_shape), y_dtype))
+    data = abstract_dataset(cfg)
+    n_train = data.x_train.shape[0]
     for layer, shape, per_channel in batch_norm_inputs(task.step, state, data):
         if per_channel < 2:
             batch = (f"train.full_batch with a training set of {n_train}" if cfg.train.full_batch

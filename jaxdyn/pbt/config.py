@@ -18,11 +18,10 @@ import numpy as np
 from jaxdyn.errors import ConfigError, choice, closest
 from jaxdyn.hparams import HParam
 from jaxdyn.optim import FAMILIES
+from jaxdyn.pbt.round import EXPLOITS, EXPLORES
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.parsing import check_type
 
-EXPLOITS = ("truncation", "tournament")
-EXPLORES = ("perturb", "resample")
 
 
 @dataclass(frozen=True)
