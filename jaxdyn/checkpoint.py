@@ -359,18 +359,26 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_state(run_dir, cohort: int = 0):
-    """The newest saved population state of a cohort as a pytree of arrays ``[K_padded, ...]``.
+def load_state(run_dir, cohort: int = 0, chunks_done: int | None = None):
+    """A saved population state of a cohort as a pytree of arrays ``[K_padded, ...]``: the
+    newest, or the one saved after ``chunks_done`` chunks.
 
-    Read without a target, so containers come back as dicts and lists; for analysis
-    and tests, not for resuming.
+    Read without a target, so containers come back as dicts and lists (a NamedTuple as a
+    dict of its fields); for analysis, tests and forks, not for resuming.
+
+    Raises:
+      FileNotFoundError: the cohort has no committed checkpoint (after ``chunks_done``).
     """
     directory = cohort_checkpoint_dir(run_dir, cohort).absolute()
-    if not committed_steps(directory):
-        raise FileNotFoundError(f"{run_dir}: cohort {cohort} has no checkpoint")
+    steps = committed_steps(directory)
+    if not steps or (chunks_done is not None and chunks_done not in steps):
+        kept = f" (it keeps chunks {', '.join(map(str, steps))})" if steps else ""
+        after = f" after chunk {chunks_done}" if chunks_done is not None else ""
+        raise FileNotFoundError(f"{run_dir}: cohort {cohort} has no checkpoint{after}{kept}")
     with _GlobSafeName(directory, create=False) as path:
         mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
         try:
-            return mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+            step = chunks_done if chunks_done is not None else steps[-1]
+            return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
         finally:
             mgr.close()

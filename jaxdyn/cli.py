@@ -22,6 +22,7 @@ from jaxdyn.optim import FAMILIES
 from jaxdyn.pbt.config import pbt_plan
 from jaxdyn.probes import DEFAULT_BATCH, PROBES
 from jaxdyn.probes.base import options_doc
+from jaxdyn.replay import parse_target, replay_study
 from jaxdyn.report import write_report
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.study import plan
@@ -37,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set optim.learning_rate=0.01 "
                           "or --set grid.optim.learning_rate=[1e-3,1e-2] (repeatable)")
     run.add_argument("--out", help="run folder to create (default runs/<name>-<time>)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run folder (--set train.steps=N continues a finished one)")
+    run.add_argument("--replay", metavar="RUN_DIR:MEMBER",
+                     help="train one fresh member on the hyperparameter schedule PBT found for MEMBER")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (the summary table is still printed)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the cohorts x members, the programs to compile and the memory per member; "
@@ -135,6 +139,10 @@ def main(argv=None) -> int:
         _quiet_libraries()
     hint = "" if debug else " (JAXDYN_DEBUG=1 shows the traceback)"
     try:
+        if getattr(args, "replay", None) is not None:
+            if args.config is not None or args.resume is not None:
+                raise jaxdyn.ConfigError("--replay builds its own study: give no CONFIG and no --resume with it")
+            args.config = replay_study(*parse_target(args.replay))
         if getattr(args, "dry_run", False):
             _dry_run(args)
             return 0

@@ -23,6 +23,7 @@ from jaxdyn import extension
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS, declared_or_none, grid_values, section_axes
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, closest
+from jaxdyn.fork_config import ForkConfig, fork_from_dict, fork_to_dict
 from jaxdyn.hparams import HParam
 from jaxdyn.logs import log
 from jaxdyn.models import MODELS, ModuleConfig, model_hparams
@@ -30,7 +31,7 @@ from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
 from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
-from jaxdyn.pbt.config import PBTConfig, pbt_from_dict, pbt_to_dict
+from jaxdyn.pbt.config import PBTConfig, ReplayConfig, pbt_from_dict, pbt_to_dict, replay_from_dict, replay_to_dict
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks.kinds import TASK_KINDS, task_kind
@@ -104,6 +105,8 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     grid: tuple[tuple[str, tuple], ...] = ()
     pbt: PBTConfig | None = None  # [pbt]: population-based training within each cohort
+    init: ForkConfig | None = None  # [init]: start every member from a trained member of another run
+    replay: ReplayConfig | None = None  # [replay]: member hyperparameters changed at given steps
 
     def __getattr__(self, name: str):
         """The table the task kind owns, by its name (``cfg.gan``)."""
@@ -186,7 +189,7 @@ def from_dict(raw: Mapping) -> Config:
     sections = {"task": _task_from_dict(raw)}
     kind = sections["task"].spec()
     owners = {k.section: name for name, k in TASK_KINDS.items() if k.section}
-    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", "pbt", *owners, *([kind.section] if kind.section else [])]
+    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", "pbt", "init", "replay", *owners, *([kind.section] if kind.section else [])]
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config section [{key}]{closest(key, known)}")
@@ -211,6 +214,8 @@ def from_dict(raw: Mapping) -> Config:
     sections["model"] = model_from_dict(raw.get("model", {}))
     sections["probes"] = probes_from_dict(raw.get("probes", {}))
     sections["pbt"] = pbt_from_dict(raw["pbt"]) if "pbt" in raw else None
+    sections["init"] = fork_from_dict(raw["init"]) if "init" in raw else None
+    sections["replay"] = replay_from_dict(raw["replay"]) if "replay" in raw else None
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -409,6 +414,10 @@ def to_dict(cfg: Config) -> dict:
     out["grid"] = {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in cfg.grid}
     if cfg.pbt is not None:
         out["pbt"] = pbt_to_dict(cfg.pbt)
+    if cfg.init is not None:
+        out["init"] = fork_to_dict(cfg.init)
+    if cfg.replay is not None:
+        out["replay"] = replay_to_dict(cfg.replay)
     return out
 
 

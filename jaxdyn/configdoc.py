@@ -17,7 +17,8 @@ from jaxdyn.data import DATASETS, DataConfig
 from jaxdyn.gan.config import GANConfig
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
-from jaxdyn.pbt.config import PBTConfig
+from jaxdyn.fork_config import ForkConfig
+from jaxdyn.pbt.config import PBTConfig, ReplayConfig
 from jaxdyn.probes import DEFAULT_BATCH, PROBES, ProbesConfig
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.tasks.kinds import TASK_KINDS
@@ -122,6 +123,24 @@ def render() -> str:
             "is given): every `every` chunks past `ready_after`, the bottom members copy a better one's state and "
             "explore the copied hyperparameters; rows in `lineage.parquet`. `[pbt.bounds]` holds "
             "`\"section.name\" = [low, high]`.")
+    comments = field_comments(ForkConfig)
+    fork = ["| key | default | what |", "| --- | --- | --- |"]
+    fork += [f"| `{'from' if f.name == 'run' else f.name}` | "
+             f"{'required' if f.name == 'run' else f'`{_value(f.default)}`'} | {comments.get(f.name, '')} |"
+             for f in dataclasses.fields(ForkConfig)]
+    section("[init]", fork, "Start every member from a trained member of another run (a fork; off unless the table "
+            "is given): one of `member` or `members`. The members keep their own hyperparameters, seeds (data "
+            "order, dropout) and step count; the parent run folder must stay while the fork runs or resumes.")
+    comments = field_comments(ReplayConfig)
+    replay = ["| key | default | what |", "| --- | --- | --- |"]
+    replay += [f"| `{'from' if f.name == 'run' else f.name}` | `{_value(f.default)}` | {comments.get(f.name, '')} |"
+               for f in dataclasses.fields(ReplayConfig) if f.name != "hparams"]
+    replay += ["", "`[replay.hparams]` holds `\"section.name\" = [values]`, one value per entry of `steps`: from "
+               "that step on, every member trains with it. `jaxdyn run --replay RUN:MEMBER` writes this table from "
+               "a PBT member's schedule; it can also be written by hand (a piecewise-constant schedule of any member "
+               "hyperparameter)."]
+    section("[replay]", replay, "Member hyperparameters changed between chunks at given steps (off unless the table "
+            "is given; not with `[pbt]`). Each change is a row of `lineage.parquet`.")
     grid = ["Cohort axes (one compiled program each): " + ", ".join(f"`{a}`" for a in COHORT_AXES) + ".", "",
             "Member axes (one population, no compile per value): `optim.<number>`, `gan.<number>` and:", ""]
     grid += [f"- `{k}`: {h.describe()}" for k, h in MEMBER_HPARAMS.items()]

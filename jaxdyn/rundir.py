@@ -8,6 +8,7 @@ third process lock a new file while a second still holds the old one).
 """
 
 import contextlib
+import dataclasses
 import difflib
 import fcntl
 import hashlib
@@ -21,10 +22,11 @@ import jax
 
 from jaxdyn.atomic import write_atomic
 from jaxdyn.checkpoint import committed_steps
-from jaxdyn.config import Config, load_config
+from jaxdyn.config import Config, load_config, to_toml
 from jaxdyn.data import arrays
 from jaxdyn.errors import ConfigError, RunError, RunInUse
 from jaxdyn.logs import log
+from jaxdyn.schedules import reads_run_length
 
 LOCK_NAME = ".lock"
 # Environment that shapes the compiled program or the device count: recorded, and
@@ -40,10 +42,14 @@ def load_run_config(run_dir) -> Config:
     return load_config(Path(run_dir) / "config.toml")
 
 
-def run_info(config_toml: str) -> dict:
-    """What ``run.json`` records: config hash, versions, devices and the XLA environment."""
+def run_info(config: Config) -> dict:
+    """What ``run.json`` records: config hashes, versions, devices and the XLA environment.
+    ``study_sha256`` hashes the config without ``train.steps``: a checkpoint's record of the
+    study, which a continued run (more steps) still matches."""
+    no_length = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=0))
     return {
-        "config_sha256": hashlib.sha256(config_toml.encode()).hexdigest(),
+        "config_sha256": hashlib.sha256(to_toml(config).encode()).hexdigest(),
+        "study_sha256": hashlib.sha256(to_toml(no_length).encode()).hexdigest(),
         "versions": _versions(),
         "n_devices": len(jax.devices()),
         "platform": jax.devices()[0].platform,
@@ -97,6 +103,48 @@ def open_existing(run_dir, info: dict):
         yield run_dir
 
 
+def resume_change(saved: Config, requested: Config, run_dir: Path) -> int | None:
+    """What a resume may change: nothing, or ``train.steps`` upwards (the run continues for
+    more steps). Returns the saved ``train.steps`` when the run is extended, else None.
+
+    Raises:
+      ConfigError: any other change (with the diff), fewer steps, or a schedule whose shape
+        reads ``train.steps`` (the learning rates already used would change).
+    """
+    old, new = saved.train.steps, requested.train.steps
+    same_length = dataclasses.replace(requested, train=dataclasses.replace(requested.train, steps=old))
+    refuse_changed_config(to_toml(saved), to_toml(same_length), run_dir)
+    if new == old:
+        return None
+    if new < old:
+        raise ConfigError(f"--resume {run_dir}: train.steps = {new} is fewer than the run's {old}; a resume "
+                          "continues a run (more steps) and never shortens it; read the first steps from "
+                          "its tables instead")
+    if any(key == "train.steps" for key, _ in saved.grid):
+        raise ConfigError(f"--resume {run_dir} --set train.steps: the run has a train.steps grid axis; "
+                          "continue each setting as its own run instead")
+    options = saved.task.options
+    decaying = [name for name, section in (("optim", saved.optim), (saved.task.spec().section, options))
+                if section is not None and reads_run_length(section)]
+    if decaying:
+        raise ConfigError(f"--resume {run_dir} --set train.steps={new}: the {decaying[0]}.schedule decays over "
+                          f"train.steps ({decaying[0]}.decay_steps = 0), so more steps would change the learning "
+                          f"rates this run already used; start a new run with {decaying[0]}.decay_steps set")
+    return old
+
+
+def extend(run_dir: Path, config_toml: str, steps_before: int, steps: int) -> None:
+    """Make a finished (or interrupted) run folder one of ``steps`` steps: its ``config.toml``
+    says so, and every cohort is unfinished again (their member tables are rewritten at the end)."""
+    write_atomic(run_dir / "config.toml", lambda p: p.write_text(config_toml))
+    info = json.loads((run_dir / "run.json").read_text())
+    info["config_sha256"] = hashlib.sha256(config_toml.encode()).hexdigest()
+    write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+    for marker in (run_dir / "parts").glob("members_c*.csv"):
+        marker.unlink()
+    log(f"continuing {run_dir} from {steps_before} to {steps} steps")
+
+
 def refuse_changed_config(saved: str, current: str, run_dir: Path) -> None:
     """Raise a ConfigError with a diff when a resume asks for another config."""
     if saved == current:
@@ -106,7 +154,8 @@ def refuse_changed_config(saved: str, current: str, run_dir: Path) -> None:
     ))
     raise ConfigError(
         f"refusing to resume {run_dir} with a changed config (a resume must continue the same study):\n"
-        f"{diff}Start a new run with --out instead, or resume without changes."
+        f"{diff}Start a new run with --out instead, or resume without changes (only train.steps may grow: "
+        "--set train.steps=N continues the run for more steps)."
     )
 
 

@@ -17,11 +17,12 @@ import jax
 import numpy as np
 import pandas as pd
 
+from jaxdyn import fork
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints, cohort_checkpoint_dir
 from jaxdyn.errors import ConfigError
 from jaxdyn.logs import log
-from jaxdyn.pbt.rounds import CohortPBT
+from jaxdyn.pbt.rounds import between_chunks
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.stopping import Interrupted, StopFlag  # noqa: F401 (Interrupted: re-exported)
 from jaxdyn.tables import MetricParts, RunParts, cohort_member_table, sample_rows, tidy
@@ -54,8 +55,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
     ckpt = CohortCheckpoints(cohort_checkpoint_dir(run_dir, cohort.index), log)
     try:
         programs = programs if programs is not None else CohortPrograms.build(cohort, layout, mesh)
-        pbt = CohortPBT(cohort, layout.n_padded) if cohort.config.pbt is not None else None
-        done, state, params0 = _start(cohort, programs, ckpt, parts.metrics, metadata, run_dir, n_chunks)
+        pbt = between_chunks(cohort, layout.n_padded)  # PBT rounds, or a replayed schedule
+        done, state, params0 = _start(cohort, programs, ckpt, parts, metadata, run_dir, data, pbt)
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
         alive = _alive(state, k)
@@ -76,7 +77,9 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
-            rows = _write_chunk(cohort, programs, parts, data, params0, state, metrics, done, last)
+            windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
+            train_rows = _rows(cohort, metrics, windows, "train_")
+            rows = _write_chunk(cohort, programs, parts, data, params0, state, train_rows, done, last)
             if pbt is not None and pbt.due(done, last):  # members learn from each other, before the checkpoint
                 state, lineage = pbt.run(state, rows, done, done * t.chunk_steps)
                 parts.lineage.write(cohort.index, done, lineage)
@@ -85,7 +88,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             if progress is not None:
                 progress.advance(t.chunk_steps, k * t.chunk_steps / seconds, int(alive.sum()))
             if done % t.checkpoint_every == 0 or last or stop.requested:
-                ckpt.save(done, state, {"chunks_done": done, "metadata": metadata})
+                # "last": a longer run continued from here reopens this chunk (``_reopen``).
+                ckpt.save(done, state, {"chunks_done": done, "metadata": metadata, "last": last})
                 pending = done
             stop.chunk_done()
             if stop.requested:
@@ -117,6 +121,8 @@ class CohortPrograms:
 
     Attributes:
       init: ``() -> state``, the members from their seeds and hyperparameters.
+      start: ``() -> state``, where training starts: ``init``'s state, or a fork's (``[init]``:
+        the parent member's parameters copied in).
       train_chunk: ``(state, data) -> (state, metrics)``, metrics ``[K_padded, chunk_steps // log_every]``.
       evaluate: ``(state, x, y) -> scores``, each ``[K_padded]``.
       snapshot: ``state -> samples [K_padded, n, D]`` for a task that makes samples (a GAN), else None.
@@ -124,6 +130,7 @@ class CohortPrograms:
     """
 
     init: partial
+    start: Callable
     train_chunk: Callable
     evaluate: Callable
     snapshot: Callable | None
@@ -134,7 +141,8 @@ class CohortPrograms:
         t = cohort.config.train
         task = cohort.task()
         seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
-        return cls(init=partial(pop.make_init(task, mesh), seeds, hparams),
+        init = partial(pop.make_init(task, mesh), seeds, hparams)
+        return cls(init=init, start=init if cohort.parent is None else partial(fork.start, init, cohort.parent),
                    train_chunk=pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh),
                    evaluate=pop.make_evaluate(task, mesh),
                    snapshot=pop.make_snapshot(task, mesh) if makes_snapshots(task) else None,
@@ -148,44 +156,81 @@ class CohortPrograms:
         return sum(getattr(p, "_cache_size", lambda: 0)() for p in programs)
 
 
-def _start(cohort, programs: CohortPrograms, ckpt: CohortCheckpoints, parts: MetricParts, metadata: dict,
-           run_dir: Path, n_chunks: int) -> tuple[int, object, object]:
+def _start(cohort, programs: CohortPrograms, ckpt: CohortCheckpoints, parts: RunParts, metadata: dict,
+           run_dir: Path, data, pbt) -> tuple[int, object, object]:
     """Where the cohort starts: its newest whole checkpoint, or its members' initial state.
 
     Parts past the checkpoint are dropped (they will be rerun) and the probes' host
-    state is rebuilt from the rows kept.
+    state is rebuilt from the rows kept. A checkpoint saved as the cohort's last chunk in
+    a run now continued for more steps (``train.steps`` raised) is reopened (``_reopen``).
 
     Returns:
       ``(chunks_done, state, params0)``: ``params0`` is the initial parameters, leaves
       ``[K_padded, ...]``, when a probe needs them (the seeds give them again on a resume), else None.
     """
-    # The layout is checked from the saved host state before anything compiles.
-    done, state = ckpt.restore_newest(lambda host: _check_resumable(host["metadata"], metadata, run_dir),
-                                      programs.init)
+    n_chunks = cohort.config.train.steps // cohort.config.train.chunk_steps
+    saved = {}
+
+    def check(host: dict) -> None:  # the layout is checked from the saved host state before anything compiles
+        _check_resumable(host["metadata"], metadata, run_dir)
+        saved.update(host)
+
+    done, state = ckpt.restore_newest(check, programs.init)
     if done:
         log(f"cohort {cohort.index}: resumed after chunk {done} of {n_chunks}")
     else:
-        state = programs.init()
-    parts.drop_after(cohort.index, done)
-    params0 = programs.init().params if programs.probes.needs_init else None
-    if done:
-        programs.probes.resume(parts.read(cohort.index))
+        state = programs.start()
+    params0 = programs.start().params if programs.probes.needs_init else None
+    reopen = done and saved.get("last", False) and done < n_chunks and _alive(state, len(cohort.members)).any()
+    parts.metrics.drop_after(cohort.index, done)
+    if reopen:
+        state = _reopen(cohort, programs, parts, data, params0, state, done, pbt)
+    elif done:
+        programs.probes.resume(parts.metrics.read(cohort.index))
     return done, state, params0
 
 
-def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, metrics: dict,
+def _reopen(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, done: int, pbt):
+    """Chunk ``done`` was written as the last of a shorter run (everything due, no PBT round
+    after it); write it again as the longer run writes it, and run its PBT round if one is due.
+
+    Its training rows are kept (``state`` is already past them) and its timing row too; the
+    test evaluation and the probes are measured again from the restored state and kept where
+    they are due. Idempotent: a continued run interrupted before its next checkpoint reopens
+    the same chunk again and gets the same rows and the same state.
+    """
+    t = cohort.config.train
+    step = done * t.chunk_steps
+    rows = parts.metrics.read(cohort.index)
+    # The training chunk's metric names, from its output's structure (traced, not compiled):
+    # whole-model values are written with "train_", per-layer ones ({layer: values}) as they are.
+    shapes = jax.eval_shape(programs.train_chunk, state, data)[1]
+    names = {name if isinstance(v, dict) else f"train_{name}" for name, v in shapes.items()}
+    kept = rows[(rows.step > step - t.chunk_steps) & (rows.step <= step) & rows.metric.isin(names)]
+    timing = parts.timing.read(cohort.index)
+    parts.metrics.drop_after(cohort.index, done - 1)
+    programs.probes.resume(parts.metrics.read(cohort.index))
+    frame = _write_chunk(cohort, programs, parts, data, params0, state, kept.reset_index(drop=True), done, False)
+    if len(timing):
+        parts.timing.write(cohort.index, done, timing[timing.chunk == done])
+    if pbt is not None and pbt.due(done, False):
+        state, lineage = pbt.run(state, frame, done, step)
+        parts.lineage.write(cohort.index, done, lineage)
+    log(f"cohort {cohort.index}: chunk {done} reopened for the longer run")
+    return state
+
+
+def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, frame: pd.DataFrame,
                  done: int, last: bool) -> pd.DataFrame:
     """Write chunk ``done``'s rows: its training windows, and what is due after it: the test
     evaluation with the samples of a task that makes them, and the probes. Returns the metric rows.
 
     Args:
-      metrics: the chunk's training metrics on the host, ``{name: [K_padded, windows]}``.
+      frame: the chunk's training rows (tidy, ``train_`` metrics).
       last: the cohort's last chunk (the end, or every member diverged): everything is due.
     """
     t = cohort.config.train
     members, step = cohort.members["member"].to_numpy(), done * t.chunk_steps
-    windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
-    frame = _rows(cohort, metrics, windows, "train_")
     if done % t.eval_every == 0 or last:
         scores = jax.device_get(programs.evaluate(state, data.x_test, data.y_test))
         frame = pd.concat([frame, _rows(cohort, scores, np.array([step]), "test_")], ignore_index=True)
@@ -232,8 +277,10 @@ def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
 
 
 def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:
+    # A checkpoint from before ``study_sha256`` existed holds only the full config hash.
     diff = {k: (saved.get(k), v) for k, v in current.items()
-            if k not in ("versions", "env", "device_kind") and saved.get(k) != v}
+            if k not in ("versions", "env", "device_kind") and saved.get(k) != v
+            and (k != "study_sha256" or k in saved)}
     if diff:
         lines = "\n".join(f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(

@@ -68,6 +68,15 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
+# Schedules whose shape reads the run's length when ``decay_steps = 0``.
+RUN_LENGTH_SCHEDULES = ("cosine", "warmup_cosine")
+
+
+def reads_run_length(section) -> bool:
+    """Whether a section with schedule fields (``optim``, ``[gan]``) decays over ``train.steps``."""
+    return getattr(section, "schedule", "") in RUN_LENGTH_SCHEDULES and getattr(section, "decay_steps", 1) == 0
+
+
 def learning_rate(count: jax.Array, hparams: dict, cfg, steps: int) -> jax.Array:
     """This member's learning rate at optimizer step ``count`` (0-based)."""
     return hparams["learning_rate"] * SCHEDULES[cfg.schedule].factor(count, hparams, cfg, steps)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import rundir, runner, shape_checks, stopping
+from jaxdyn import fork, rundir, runner, shape_checks, stopping
 from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
@@ -55,6 +55,7 @@ class Cohort:
     config: Config
     settings: dict
     members: pd.DataFrame
+    parent: fork.Parent | None = None  # [init]: where the members start (a trained member of another run)
 
     @property
     def hparam_names(self) -> list[str]:
@@ -162,7 +163,20 @@ def expand(cfg: Config) -> list[Cohort]:
         table = pd.DataFrame(rows)
         check_members(ccfg, table)
         cohorts.append(Cohort(len(cohorts), ccfg, settings, table))
+    if cfg.init is not None:
+        parents = _parent_cohorts(cfg.init.run)
+        label = lambda c: f"of cohort {c.index} " if len(cohorts) > 1 else ""
+        cohorts = [dataclasses.replace(c, parent=fork.resolve(cfg.init, c.members["member"], parents, label(c)))
+                   for c in cohorts]
     return cohorts
+
+
+def _parent_cohorts(run) -> list[Cohort]:
+    """The cohorts of a fork's parent run, from its saved config."""
+    if not (Path(run) / "config.toml").is_file():
+        raise ConfigError(f"init.from = {str(run)!r}: no config.toml there; give the folder of a jaxdyn run")
+    parent = rundir.load_run_config(run)
+    return expand(dataclasses.replace(parent, init=None))
 
 
 def plan(config=None, *, overrides=()) -> pd.DataFrame:
@@ -217,9 +231,9 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         saved_cfg = rundir.load_run_config(resume)  # first: it adopts the arrays the folder keeps
         cfg = load_config(config if config is not None else saved, overrides, given)
         # Compare normalised forms, so that a comment added to config.toml is no change.
-        rundir.refuse_changed_config(to_toml(saved_cfg), to_toml(cfg), Path(resume))
+        extended_from = rundir.resume_change(saved_cfg, cfg, Path(resume))
     else:
-        cfg = load_config(config, overrides, given)
+        cfg, extended_from = load_config(config, overrides, given), None
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}
@@ -229,12 +243,14 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         check_traced(cohort, task, cohort.probes(task, mesh))
     enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
     programs = {e.cohort: e.programs for e in check_memory(cohorts, mesh)}  # compiled: the run reuses them
-    info = rundir.run_info(to_toml(cfg))
+    info = rundir.run_info(cfg)
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
     else:
         folder = rundir.open_existing(resume, info)
     with folder as run_dir:
+        if extended_from is not None:
+            rundir.extend(run_dir, to_toml(cfg), extended_from, cfg.train.steps)
         _keep_arrays(cohorts, run_dir)
         try:
             return _run_and_write(cohorts, datasets, run_dir, info, progress, mesh, programs)
@@ -259,6 +275,8 @@ def check_traced(cohort, task, probes: ProbeSet) -> None:
     """Trace the cohort's training step and probes on shapes alone (the probe batch's, from the
     dataset's info) and refuse what they show to be degenerate (``shape_checks``)."""
     state = member_shapes(cohort, task)
+    if cohort.parent is not None:
+        fork.check(cohort.parent, state)
     shape_checks.check_batch_norm(cohort, task, state)
     if probes:
         info = dataset_info(cohort.config.data)
@@ -270,7 +288,8 @@ def check_traced(cohort, task, probes: ProbeSet) -> None:
 
 def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, mesh, programs: dict) -> Trained:
     enable_compile_cache(cache_dir() / "xla")
-    layout_info = {k: v for k, v in info.items() if k != "env"}
+    # A checkpoint records the study without its length (a continued run still matches it).
+    layout_info = {k: v for k, v in info.items() if k not in ("env", "config_sha256")}
     members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress, mesh, programs))
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()

@@ -20,7 +20,7 @@ from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import check_float32, check_schedule
-from jaxdyn.pbt.config import check_pbt, explorable
+from jaxdyn.pbt.config import check_pbt, check_replay, explorable
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
 
@@ -75,6 +75,11 @@ def validate(cfg: Config) -> None:
     check_probes(cfg.probes, n_train, t.full_batch)
     if cfg.pbt is not None:
         check_pbt(cfg.pbt, explorable(cfg), t.eval_every, t.steps // max(t.chunk_steps, 1))
+    if cfg.replay is not None:
+        if cfg.pbt is not None:
+            raise ConfigError("[replay] and [pbt] are both set: a replay follows one recorded schedule without "
+                              "rounds; remove one of them")
+        check_replay(cfg.replay, explorable(cfg), max(t.chunk_steps, 1), t.steps)
     for name in ("steps", "batch_size", "chunk_steps", "log_every", "eval_every", "checkpoint_every"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")

@@ -144,3 +144,90 @@ def test_a_diverged_member_is_exploited_and_trains_on(tmp_path):
     assert not set(first.parent) & set(wild)  # never a donor
     assert (first.loc[wild].learning_rate_after <= 1.0).all()
     assert np.isfinite(res.members.set_index("member").loc[wild].final_train_loss).all()
+
+
+def test_a_finished_run_continued_for_more_steps_equals_the_longer_run(pbt_run, tmp_path):
+    """140 steps, then ``--resume --set train.steps=200``: chunk 7 was the short run's last (its
+    probes all due, no round); the continued run writes it again as the longer run did, runs the
+    round due there, and ends bit for bit where the 200-step run ended."""
+    short = {**PBT, "train": {**PBT["train"], "steps": 140}}
+    (tmp_path / "pbt.toml").write_text(tomli_w.dumps(short))
+    proc = _start(["pbt.toml", "--out", "grown"], tmp_path)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert 7 not in set(pd.read_parquet(tmp_path / "grown" / "lineage.parquet").chunk)
+    proc = _start(["--resume", "grown", "--set", "train.steps=200"], tmp_path)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "continuing grown from 140 to 200 steps" in out and "chunk 7 reopened" in out
+    assert_same_run(tmp_path / "grown", pbt_run / "whole")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "grown" / "lineage.parquet"),
+                                  pd.read_parquet(pbt_run / "whole" / "lineage.parquet"), check_exact=True)
+    assert load_config(tmp_path / "grown" / "config.toml").train.steps == 200
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--set", "train.steps=100"], "fewer than the run's 200"),
+    (["--set", "train.steps=400", "--set", "train.batch_size=16"], "refusing to resume"),
+])
+def test_a_resume_changes_nothing_but_more_steps(pbt_run, change, message):
+    proc = _start(["--resume", "whole", *change], pbt_run)
+    out, _ = proc.communicate()
+    assert proc.returncode == 2 and message in out, out
+
+
+def test_more_steps_are_refused_when_the_schedule_decays_over_the_run(tmp_path):
+    from jaxdyn.rundir import resume_change
+
+    cosine = {**PBT, "optim": {"name": "sgd", "schedule": "cosine"}}
+    saved = load_config(cosine)
+    with pytest.raises(jaxdyn.ConfigError, match="decays over train.steps"):
+        resume_change(saved, load_config(cosine, ["train.steps=400"]), tmp_path)
+    fixed = load_config(cosine, ["optim.decay_steps=300"])
+    assert resume_change(fixed, load_config(fixed, ["train.steps=400"]), tmp_path) == 200
+
+
+def test_a_replay_trains_with_the_recorded_schedule(pbt_run):
+    whole = jaxdyn.load(pbt_run / "whole")
+    lineage = whole.lineage()
+    copied = lineage[lineage.copied].member.unique()
+    member = int(lineage[lineage.member.isin(copied)].sort_values("step").member.iloc[-1])  # copied at least once
+    proc = _start(["--replay", f"whole:{member}", "--out", "replay"], pbt_run)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    replay = jaxdyn.load(pbt_run / "replay")
+    want = whole.schedule(member)
+    assert len(replay.members) == 1
+    root = whole.members.set_index("member").loc[want.member.iloc[0]]
+    got_member = replay.members.iloc[0]
+    assert (got_member.init_seed, got_member.data_seed) == (root.init_seed, root.data_seed)
+    # The replay's own lineage rows read the values back from its training state between chunks.
+    got = replay.schedule(0)
+    np.testing.assert_array_equal(got.step, want.step)
+    np.testing.assert_array_equal(got.learning_rate.to_numpy(np.float32), want.learning_rate.to_numpy(np.float32))
+    rounds = replay.lineage()
+    np.testing.assert_array_equal(rounds.learning_rate_before.to_numpy()[1:],
+                                  rounds.learning_rate_after.to_numpy()[:-1])
+
+
+def test_a_replay_of_a_member_never_copied_retraces_it(pbt_run):
+    """A member that never copied anyone trained on its own schedule alone: its replay (one
+    member, the same seeds and values) follows the same loss curve, to float32 rounding."""
+    whole = jaxdyn.load(pbt_run / "whole")
+    lineage = whole.lineage()
+    never = sorted(set(lineage.member) - set(lineage[lineage.copied].member))
+    proc = _start(["--replay", f"whole:{never[0]}", "--out", f"replay{never[0]}"], pbt_run)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    got = jaxdyn.load(pbt_run / f"replay{never[0]}").frame("train_loss").value.to_numpy()
+    want = whole.frame("train_loss")
+    np.testing.assert_allclose(got, want[want.member == never[0]].value.to_numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("target, message", [
+    ("whole", "give RUN_DIR:MEMBER"), ("whole:99", "no member 99"), ("nowhere:1", "no config.toml there"),
+])
+def test_a_bad_replay_target_is_refused(pbt_run, target, message):
+    proc = _start(["--replay", target], pbt_run)
+    out, _ = proc.communicate()
+    assert proc.returncode == 2 and message in out, out

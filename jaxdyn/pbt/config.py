@@ -181,3 +181,77 @@ def explore_range(name: str, decl, cfg: PBTConfig) -> tuple[float, float]:
     if user is not None:
         low, high = max(low, user[0]), min(high, user[1])
     return low, high
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``[replay]``: a piecewise-constant schedule of member hyperparameters, set between chunks.
+
+    ``jaxdyn run --replay RUN:MEMBER`` writes it from a PBT member's ``Results.schedule``
+    (Ray's "PBT replay"); a user may write one by hand as well.
+    """
+
+    run: str = ""  # the PBT run replayed (TOML key: from); a record, not read while training
+    member: int = -1  # the member of that run replayed; a record
+    steps: tuple[int, ...] = ()  # the steps at which the values change (multiples of train.chunk_steps)
+    hparams: tuple[tuple[str, tuple[float, ...]], ...] = ()  # [replay.hparams] "section.name" = [one per step]
+
+
+REPLAY_FIELDS = {"from": str, "member": int, "steps": list, "hparams": Mapping}
+
+
+def replay_from_dict(raw) -> ReplayConfig:
+    """Parse ``[replay]``: keys and types (steps and ranges: ``check_replay``)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[replay] must be a table with steps = [...] and [replay.hparams]; got {raw!r}")
+    values = {}
+    for key, value in raw.items():
+        if key not in REPLAY_FIELDS:
+            raise ConfigError(f"unknown key replay.{key}{closest(key, list(REPLAY_FIELDS))}")
+        if key == "steps":
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"replay.steps = {value!r}: give a list such as [400, 800]")
+            values["steps"] = tuple(check_type("replay.steps", v, int) for v in value)
+        elif key == "hparams":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[replay.hparams] must be a table of \"section.name\" = [values], got {value!r}")
+            pairs = []
+            for name, series in value.items():
+                if not isinstance(series, (list, tuple)):
+                    raise ConfigError(f"replay.hparams.\"{name}\" = {series!r}: give one value per replay.steps entry")
+                pairs.append((name, tuple(check_type(f"replay.hparams.\"{name}\"", v, float) for v in series)))
+            values["hparams"] = tuple(pairs)
+        else:
+            values["run" if key == "from" else key] = check_type(f"replay.{key}", value, REPLAY_FIELDS[key])
+    return ReplayConfig(**values)
+
+
+def replay_to_dict(cfg: ReplayConfig) -> dict:
+    return {"from": cfg.run, "member": cfg.member, "steps": list(cfg.steps),
+            "hparams": {name: list(values) for name, values in cfg.hparams}}
+
+
+def check_replay(cfg: ReplayConfig, member_hparams: Mapping, chunk_steps: int, steps: int) -> None:
+    """Steps and values of ``[replay]`` against the study (``member_hparams``: name -> ``HParam``).
+
+    Raises:
+      ConfigError: naming the field and the fix.
+    """
+    if list(cfg.steps) != sorted(set(cfg.steps)) or any(not 0 < s < steps for s in cfg.steps):
+        raise ConfigError(f"replay.steps = {list(cfg.steps)}: increasing steps inside the run (0 < step < "
+                          f"train.steps = {steps}); the values before the first are the study's own")
+    off = [s for s in cfg.steps if s % chunk_steps]
+    if off:
+        raise ConfigError(f"replay.steps: {off[0]} is not a multiple of train.chunk_steps = {chunk_steps}; values "
+                          "change between chunks, so use the replayed run's chunk_steps")
+    for name, values in cfg.hparams:
+        if name not in member_hparams:
+            raise ConfigError(f"replay.hparams: {name!r} is not a member hyperparameter of this study"
+                              f"{closest(name, list(member_hparams))}; `jaxdyn list` shows them")
+        if len(values) != len(cfg.steps):
+            raise ConfigError(f"replay.hparams.\"{name}\" has {len(values)} values for {len(cfg.steps)} replay.steps; "
+                              "give one value per step")
+        for value in values:
+            problem = member_hparams[name].problem(float(np.float32(value)))
+            if problem:
+                raise ConfigError(f"replay.hparams.\"{name}\" = {value!r}: {problem}")

@@ -89,3 +89,51 @@ class CohortPBT:
             frame[f"{name}_before"] = np.asarray(before[name])[:k]
             frame[f"{name}_after"] = np.asarray(after[name])[:k]
         return frame
+
+
+class CohortSchedule:
+    """A ``[replay]`` schedule in one cohort: after the chunk that ends at each of ``replay.steps``,
+    every member's named hyperparameters take the next values. Leaves lineage rows as PBT rounds
+    do (each member its own parent), so ``Results.schedule`` of a replay reads back what it trained with.
+    """
+
+    def __init__(self, cohort, n_padded: int):
+        cfg, chunk_steps = cohort.config.replay, cohort.config.train.chunk_steps
+        self.at = {step // chunk_steps: i for i, step in enumerate(cfg.steps)}
+        self.values = {name.split(".", 1)[1]: values for name, values in cfg.hparams}
+        self.cohort = cohort.index
+        self.members = cohort.members["member"].to_numpy()
+
+    def due(self, chunk: int, last: bool) -> bool:
+        return not last and chunk in self.at
+
+    def run(self, state, rows: pd.DataFrame, chunk: int, step: int):
+        """Set the values due after chunk ``chunk``. Returns ``(state, lineage rows)``: each value
+        before (read from the state) and after (read back from the new state)."""
+        i, k = self.at[chunk], len(self.members)
+        before = jax.device_get({n: state.hparams[n] for n in self.values})
+        hparams = dict(state.hparams)
+        for name, values in self.values.items():
+            old = state.hparams[name]
+            hparams[name] = jax.device_put(np.full(old.shape, values[i], np.float32), old.sharding)
+        state = state._replace(hparams=hparams)
+        after = jax.device_get({n: state.hparams[n] for n in self.values})
+        frame = pd.DataFrame({
+            "cohort": np.int32(self.cohort), "round": np.int32(i + 1), "chunk": np.int32(chunk),
+            "step": np.int64(step), "member": self.members.astype(np.int32), "parent": self.members.astype(np.int32),
+            "copied": np.zeros(k, bool), "metric": "", "score": np.full(k, np.nan, np.float32),
+            "parent_score": np.full(k, np.nan, np.float32)})
+        for name in self.values:
+            frame[f"{name}_before"] = np.asarray(before[name])[:k]
+            frame[f"{name}_after"] = np.asarray(after[name])[:k]
+        return state, frame
+
+
+def between_chunks(cohort, n_padded: int):
+    """What changes the members between chunks in this cohort: its PBT rounds, its replayed
+    schedule, or None."""
+    if cohort.config.pbt is not None:
+        return CohortPBT(cohort, n_padded)
+    if cohort.config.replay is not None:
+        return CohortSchedule(cohort, n_padded)
+    return None
