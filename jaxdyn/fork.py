@@ -9,7 +9,7 @@ how a spawning study (Frankle et al. 2020, linear mode connectivity) or a fine-t
 starts. The parent run folder must stay where it is while the fork runs or resumes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +33,8 @@ class Parent:
       rows: ``[K]`` the parent state's row (member position in its cohort) for each member.
       fields: the state fields copied (``params``, ``model_state``, maybe ``opt_state``).
       step: the parent's step at that checkpoint.
+      source: the parent ``study.Cohort``; at step 0 its members' initial state is made from
+        their seeds (no checkpoint holds it).
     """
 
     run: Path
@@ -41,6 +43,7 @@ class Parent:
     rows: tuple[int, ...]
     fields: tuple[str, ...]
     step: int
+    source: object = field(default=None, compare=False, repr=False)
 
 
 def resolve(fork, child_members, parent_cohorts, cohort_label: str = "") -> Parent:
@@ -69,26 +72,48 @@ def resolve(fork, child_members, parent_cohorts, cohort_label: str = "") -> Pare
     parent_cohort = where[wanted[0]][0]
     chunk_steps = parent_cohort.config.train.chunk_steps
     kept = committed_steps(cohort_checkpoint_dir(fork.run, parent_cohort.index))
-    if not kept:
+    if not kept and fork.step != 0:
         raise ConfigError(f"init: {fork.run} has no checkpoint of cohort {parent_cohort.index} yet; run (or resume) "
                           "the parent first")
-    if fork.step < 0:
+    if fork.step == 0:
+        chunks = 0  # the parent's initial state: from its members' seeds
+    elif fork.step < 0:
         chunks = kept[-1]
     elif fork.step % chunk_steps or fork.step // chunk_steps not in kept:
         raise ConfigError(f"init.step = {fork.step}: {fork.run} keeps checkpoints at steps "
-                          f"{', '.join(str(c * chunk_steps) for c in kept)} only (its last two); fork from one of "
+                          f"{', '.join(str(c * chunk_steps) for c in [0, *kept])} only (its start and last two); "
+                          "fork from one of "
                           "them, or continue the parent to the step wanted (jaxdyn run --resume PARENT --set "
                           "train.steps=N) and fork from its end")
     else:
         chunks = fork.step // chunk_steps
     fields = COPIED + (("opt_state",) if fork.keep_optimizer else ())
     return Parent(Path(fork.run), parent_cohort.index, chunks, tuple(where[m][1] for m in wanted), fields,
-                  chunks * chunk_steps)
+                  chunks * chunk_steps, parent_cohort)
 
 
 @lru_cache(maxsize=4)
 def _parent_state(run: Path, cohort: int, chunks_done: int):
     return jax.device_get(load_state(run, cohort, chunks_done))
+
+
+def _saved(parent: Parent):
+    """The parent cohort's state at the fork's step, members ``[K_parent, ...]``: read from its
+    checkpoint, or at step 0 initialised from its members' seeds and hyperparameters as its run did."""
+    if parent.chunks_done:
+        return _parent_state(parent.run, parent.cohort, parent.chunks_done)
+    cohort = parent.source
+    seeds, hparams = cohort.member_arrays(lambda a: a)
+    return jax.device_get(jax.jit(jax.vmap(cohort.task().init))(seeds, hparams))
+
+
+def _child(node, name):
+    """``node[name]``: a dict key, list position or NamedTuple field (a checkpoint read without a
+    target holds dicts and lists where the live state holds NamedTuples); None where there is none."""
+    try:
+        return getattr(node, name) if isinstance(name, str) and hasattr(node, "_fields") else node[name]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
 
 
 def member_leaves(parent: Parent, like) -> dict:
@@ -99,18 +124,14 @@ def member_leaves(parent: Parent, like) -> dict:
       ConfigError: the parent's state has another structure, shape or dtype (another model, or
         another optimizer with ``keep_optimizer``), naming the first leaf that differs.
     """
-    saved = _parent_state(parent.run, parent.cohort, parent.chunks_done)
+    saved = _saved(parent)
     rows = np.asarray(parent.rows)
     out = {}
-    for field in parent.fields:
-        def take(path, leaf, field=field):
-            node = saved[field]
+    for field_name in parent.fields:
+        def take(path, leaf, field=field_name):
+            node = _child(saved, field)
             for key in path:
-                name = getattr(key, "name", getattr(key, "key", getattr(key, "idx", None)))
-                try:
-                    node = node[name]
-                except (KeyError, IndexError, TypeError):
-                    node = None
+                node = _child(node, getattr(key, "name", getattr(key, "key", getattr(key, "idx", None))))
                 if node is None:
                     break
             if node is None:
@@ -120,11 +141,11 @@ def member_leaves(parent: Parent, like) -> dict:
                 found = f"{value.dtype}{list(value.shape[1:])}, this study's member has {leaf.dtype}{list(leaf.shape)}"
                 raise ConfigError(_mismatch(parent, field, jax.tree_util.keystr(path), found))
             return value
-        out[field] = jax.tree_util.tree_map_with_path(take, getattr(like, field))
-        extra = sorted(set(_names(saved[field])) - set(_names(getattr(like, field))))
+        out[field_name] = jax.tree_util.tree_map_with_path(take, getattr(like, field_name))
+        extra = sorted(set(_names(_child(saved, field_name))) - set(_names(getattr(like, field_name))))
         if extra:  # the parent's state holds more (an Adam's moments where this study runs SGD)
             where = "".join(f"[{k!r}]" for k in extra[0])
-            raise ConfigError(_mismatch(parent, field, where, "a value this study's member does not have"))
+            raise ConfigError(_mismatch(parent, field_name, where, "a value this study's member does not have"))
     return out
 
 

@@ -19,7 +19,7 @@ class ForkConfig:
     run: str  # the parent run folder (TOML key: from)
     member: int = -1  # every member starts from this parent member (-1: not set)
     members: str = ""  # "all": member i starts from parent member i
-    step: int = -1  # the parent's checkpoint after this many steps; -1: its newest
+    step: int = -1  # the parent's checkpoint after this many steps; -1: its newest; 0: its initial state
     keep_optimizer: bool = False  # carry the optimizer state (moments, step count) too
 
 

@@ -53,6 +53,15 @@ def test_every_child_starts_from_the_parent_members_bits(parent, step, chunks):
     assert len({tuple(np.asarray(d)) for d in state.data_key[:k]}) == k
 
 
+def test_a_fork_at_step_0_starts_from_the_parent_members_initial_bits(parent):
+    """No checkpoint holds step 0: the parent's initial state comes from its seeds, as its run
+    made it (compared with the parent's own population initialisation)."""
+    state, k = start_state(child(parent, member=2, step=0))
+    want, _ = start_state(PARENT)
+    for i in range(k):
+        chex.assert_trees_all_equal(rows(state.params, i), rows(want.params, 2))
+
+
 def test_keep_optimizer_carries_the_moments_and_members_all_maps_one_to_one(parent):
     state, k = start_state({**child(parent, members="all", keep_optimizer=True), "study": {"seeds": 3}})
     saved = load_state(parent)
@@ -76,7 +85,7 @@ def test_a_fork_trains_on_from_where_the_parent_was(parent, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"model": {"hidden": [8]}}, r"params\['head'\]\['kernel'\] there is float32\[16, 10\], this study's member has float32\[8, 10\]"),
     ({"optim": {"name": "sgd"}, "keep": True}, "use the parent's optimizer, or keep_optimizer = false"),
-    ({"step": 20}, "keeps checkpoints at steps 40, 60 only"),
+    ({"step": 20}, "keeps checkpoints at steps 0, 40, 60 only"),
     ({"member": 7}, "has no member 7"),
     ({"members": "some"}, "the only choice is \"all\""),
 ])
