@@ -204,6 +204,16 @@ def _dry_run(args) -> None:
     cfg = load_config(args.config, args.overrides)
     if cfg.pbt is not None:
         print(pbt_plan(cfg))
+    if cfg.init is not None:
+        i = cfg.init
+        source = f"member {i.member}" if i.member >= 0 else "the member of the same id"
+        step = "its newest checkpoint" if i.step < 0 else f"step {i.step}"
+        carried = "parameters, model state and optimizer state" if i.keep_optimizer else "parameters and model state"
+        print(f"init: every member starts from {source} of {i.run} at {step} ({carried}; its own seeds and "
+              "hyperparameters)")
+    if cfg.replay is not None:
+        changes = ", ".join(f"{name} -> {list(values)}" for name, values in cfg.replay.hparams)
+        print(f"replay: hyperparameters change after steps {list(cfg.replay.steps)}: {changes}")
     print(f"{len(table)} cohorts, {int(table.members.sum())} members ({int(table.padded.sum())} with padding), "
           f"{int(table.programs.sum())} programs to compile; nothing was trained")
 

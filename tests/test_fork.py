@@ -101,3 +101,14 @@ def test_a_parent_that_does_not_fit_is_refused_before_compiling(parent, tmp_path
     with pytest.raises(jaxdyn.ConfigError, match=message):
         jaxdyn.run({**child(parent, **init), **change}, out=tmp_path / "x", progress=False, summary=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_dry_run_says_where_a_fork_starts(parent, tmp_path, capsys):
+    import tomli_w
+
+    from jaxdyn.cli import main
+
+    (tmp_path / "child.toml").write_text(tomli_w.dumps(child(parent, member=2, step=40)))
+    assert main(["run", str(tmp_path / "child.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"init: every member starts from member 2 of {parent} at step 40 (parameters and model state" in out
