@@ -96,6 +96,82 @@ class RunTables:
         return rows[["member", "step", "value"]].merge(settings, on="member").sort_values(["member", "step"],
                                                                                            ignore_index=True)
 
+    def first_crossing(self, metric: str, threshold=None, *, below=None, layer: str = "") -> pd.DataFrame:
+        """When each member first reached a value of ``metric``: the first evaluated step at which
+        ``value >= threshold`` (``first_crossing("test_accuracy", 0.95)``) or, with ``below=``,
+        ``value <= below`` (``first_crossing("train_loss", below=0.01)``). Give exactly one of the two.
+
+        The step is one at which the metric was logged (test metrics every evaluation, train
+        metrics at the end of each logging window, whose mean they are), never interpolated
+        between two; a value exactly at the threshold counts (compared in the table's own
+        precision: a float32 0.95 is at 0.95). NaN values (a diverged member's loss) never count
+        as reaching it. ``layer`` picks a per-layer probe's layer, as ``frame``.
+
+        Returns:
+          One row per member of the member table, in member order: ``member``, the varying
+          settings and ``init_seed`` (the columns ``frame`` gives), and ``step`` (float: NaN
+          when the member never reached it, or has no rows of the metric at all).
+
+        Raises:
+          KeyError: no such metric (for that layer), with the metrics there are.
+          ValueError: neither or both of ``threshold`` and ``below``, or one that is NaN.
+        """
+        target, downward = _one_threshold(threshold, below)
+        rows = self.frame(metric, layer=layer)
+        values = rows.value.to_numpy()
+        if np.issubdtype(values.dtype, np.floating):  # as stored: 0.95 logged in float32 is at 0.95, not below
+            target = values.dtype.type(target)
+        hit = values <= target if downward else values >= target  # NaN compares False: never a crossing
+        first = rows.step[hit].groupby(rows.member[hit]).min()
+        keys = varying_settings(self.members)
+        table = self.members[["member", *dict.fromkeys([*keys, "init_seed"])]].sort_values("member", ignore_index=True)
+        return table.assign(step=table.member.map(first).astype(np.float64))
+
+    def time_to(self, metric: str, threshold=None, *, below=None, layer: str = "", by=None,
+                aggregate: str = "median") -> pd.DataFrame:
+        """How long each setting took to reach a value of ``metric``, over its seeds: the per-member
+        steps of ``first_crossing`` (same ``threshold`` / ``below`` and ``layer``), grouped as
+        ``summary`` groups (``by``; default: the cohort and every varying setting).
+
+        Returns:
+          One row per setting: its ``by`` columns, ``step_<aggregate>`` (``aggregate`` is one of
+          ``median``, ``mean``, ``min``, ``max``) over the seeds that reached the threshold (NaN when
+          none did), and ``reached``, as ``"3/4"``: how many of the setting's seeds reached it. Read
+          the two together: a median over 1 of 4 seeds is the one seed that got there.
+
+        Raises:
+          KeyError: no such metric, or a ``by`` column the member table lacks.
+          ValueError: as ``first_crossing``, or an unknown ``aggregate``.
+        """
+        if aggregate not in TIME_AGGREGATES:
+            raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(TIME_AGGREGATES)}")
+        keys = ["cohort", *varying_settings(self.members)] if by is None else list(by)
+        missing = [k for k in keys if k not in self.members.columns]
+        if missing:
+            raise KeyError(f"by = {missing}: not columns of members.csv ({', '.join(self.members.columns)})")
+        steps = self.first_crossing(metric, threshold, below=below, layer=layer)[["member", "step"]]
+        marked = self.members[["member", *keys]].merge(steps, on="member").assign(_all=0)
+        grouped = marked.groupby(keys or ["_all"], dropna=False)
+        table = grouped.agg(members=("member", "size"), n=("step", "count"),
+                            step=("step", aggregate)).reset_index()
+        table = table.assign(reached=[f"{n}/{m}" for n, m in zip(table.n, table.members)])
+        return table.rename(columns={"step": f"step_{aggregate}"})[[*keys, f"step_{aggregate}", "reached"]]
+
+
+TIME_AGGREGATES = ("median", "mean", "min", "max")  # of the steps at which seeds reached a threshold
+
+
+def _one_threshold(threshold, below) -> tuple[float, bool]:
+    """``(the value, whether it is reached from above)`` of ``first_crossing``'s one threshold."""
+    if (threshold is None) == (below is None):
+        given = "both were" if threshold is not None else "neither was"
+        raise ValueError(f"give exactly one of threshold (reached when value >= it) and below= (reached when "
+                         f"value <= it); {given} given")
+    value = float(below if threshold is None else threshold)
+    if np.isnan(value):
+        raise ValueError(f"{'below' if threshold is None else 'threshold'} = nan: no value reaches it")
+    return value, threshold is None
+
 
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters

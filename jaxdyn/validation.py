@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, StudyConfig
-from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, dataset_info, dataset_spec
+from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, check_token_inputs, dataset_info, dataset_spec
 from jaxdyn import extension
 from jaxdyn.errors import ConfigError, choice, closest
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
@@ -124,7 +124,8 @@ def check_data(data: DataConfig):
     if data.targets not in ("classes", "values"):
         raise ConfigError(f"data.targets = {data.targets!r}: use \"classes\" (integer labels) or "
                           "\"values\" (real-valued regression targets)")
-    info = dataset_info(data)
+    info = dataset_info(data)  # a dataset's own range checks (modular, parity) raise here
+    check_token_inputs(data, info)
     rank = len(info.input_shape)
     if data.shift and rank not in (1, 2):
         raise ConfigError(f"data.shift = {data.shift}: shifts sequences ([T] or [T, F] examples), but "
@@ -141,8 +142,10 @@ def check_data(data: DataConfig):
 
 def check_members(cfg: Config, members) -> None:
     """Member values that depend on the dataset: label noise needs one class label per example,
-    label smoothing needs classes."""
+    label smoothing needs classes, input noise needs real-valued inputs."""
     info = dataset_info(cfg.data)
+    if "noise_std" in members and (members["noise_std"] > 0).any():
+        check_token_inputs(cfg.data, info, float(members["noise_std"][members["noise_std"] > 0].iloc[0]))
     for name, why in (("label_noise", "one class label per example"), ("label_smoothing", "class labels")):
         if name not in members:
             continue

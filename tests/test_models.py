@@ -174,6 +174,9 @@ FAMILY_MODELS = {
     "gru": {"kind": "rnn", "cell": "gru", "hidden_size": 8, "readout": "last"},
     "lstm-bidirectional": {"kind": "rnn", "cell": "lstm", "hidden_size": 6, "bidirectional": True, "readout": "mean"},
     "elman-stacked": {"kind": "rnn", "cell": "elman", "hidden_size": 8, "layers": 2, "readout": "flatten"},
+    # Member dropout too: the solo run draws the same masks from the member's own dropout key.
+    "transformer-causal-cls-dropout": {"kind": "transformer", "d_model": 16, "heads": 2, "layers": 2,
+                                       "causal": True, "readout": "cls", "dropout": 0.1},
 }
 
 

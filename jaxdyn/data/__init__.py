@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdyn.data import arrays, files, synthetic
+from jaxdyn.data import algorithmic, arrays, files, synthetic
+from jaxdyn.data.algorithmic import check_token_inputs
 from jaxdyn.data.augment import Augment
 from jaxdyn.data.config import COMMON_FIELDS, DataConfig
 from jaxdyn.data.dataset import Dataset, DatasetInfo, DatasetSpec, cache_dir, fixed
@@ -59,6 +60,19 @@ DATASETS: dict[str, DatasetSpec] = {
     "grid": DatasetSpec(synthetic.load_mixture("grid"), synthetic.mixture_info("grid"), ("seed",),
                         "25 Gaussians on a 5x5 grid, spacing 2, std 0.05 (PacGAN's 2D-grid); label = mode; "
                         "100000 / 2500"),
+    "modular": DatasetSpec(algorithmic.load_modular, algorithmic.modular_info,
+                           ("p", "op", "train_fraction", "encoding", "seed"),
+                           "modular arithmetic (Power et al. 2022, grokking): all pairs a, b in 0..p-1 -> "
+                           "(a op b) mod p, p classes; op add, sub, mul or div (b in 1..p-1, p prime); any p >= 2, "
+                           "the literature uses a prime such as 97; a train_fraction of the pairs trains, the rest "
+                           "tests, split by seed; encoding tokens ([a, b, =] as ids, vocab p + 1; the default) or "
+                           "onehot ([2p])"),  # its range checks (and parity's) are in its info: algorithmic.py
+    "parity": DatasetSpec(algorithmic.load_parity, algorithmic.parity_info,
+                          ("n_bits", "k", "n_examples", "encoding", "labels", "seed"),
+                          "sparse parity (Barak et al. 2022): n_bits uniform random bits -> the parity of the "
+                          "first k (a fixed set, WLOG); n_examples train / 1000 test; encoding signs (-1/+1; "
+                          "the default) or tokens (ids 0/1, vocab 2); labels classes (0/1) or signs (-1/+1, "
+                          "regression)"),
     "npz": DatasetSpec(_npz_load, _npz_info, (*_USER, "targets"),
                        "your .npz at data.path: x, y [, x_test, y_test]; else data.test_fraction held out"),
     "idx": DatasetSpec(_idx_load, _idx_info, _USER,
@@ -102,6 +116,7 @@ def load_dataset(data: "DataConfig | str" = "mnist1d", **fields) -> Dataset:
     """
     cfg = data_config(data, **fields)
     info = dataset_info(cfg)
+    check_token_inputs(cfg, info)
     ds = dataset_spec(cfg.name).load(cfg)
     for field, arr in ds._asdict().items():
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
@@ -142,4 +157,5 @@ def noisy_labels(labels: jax.Array, idx: jax.Array, data_key: jax.Array, rate: j
 
 
 __all__ = ["COMMON_FIELDS", "DATASETS", "HPARAMS", "Augment", "DataConfig", "Dataset", "DatasetInfo",
-           "DatasetSpec", "cache_dir", "data_config", "dataset_spec", "dataset_info", "fixed", "load_dataset", "noisy_labels"]
+           "DatasetSpec", "cache_dir", "check_token_inputs", "data_config", "dataset_spec", "dataset_info", "fixed",
+           "load_dataset", "noisy_labels"]

@@ -15,12 +15,23 @@ class DataConfig:
     standardize: bool = False  # z-score each input feature with training-set statistics
     label_noise: float = 0.0  # member hyperparameter: fraction of training labels replaced
     # Generated datasets
-    seed: int = 0  # adding, copy, teacher, ring, grid, and the split of a user file: fixes the data
+    seed: int = 0  # adding, copy, teacher, ring, grid, modular, parity, and the split of a user file: fixes the data
     seq_len: int = 50  # adding: sequence length T; copy: the delay between the symbols and the recall
     input_dim: int = 20  # teacher: dimension of the Gaussian inputs
     teacher_width: int = 64  # teacher: hidden units per layer
     teacher_depth: int = 2  # teacher: hidden layers
     teacher_noise: float = 0.0  # teacher: std of Gaussian noise on the training targets
+    # Algorithmic datasets
+    p: int = 97  # modular: the modulus, p classes; any p >= 2 (div: a prime), the literature uses 97
+    op: str = "add"  # modular: "add", "sub", "mul" or "div" (b in 1..p-1): the label is (a op b) mod p
+    train_fraction: float = 0.5  # modular: the fraction of the pairs that trains, the rest tests; split by data.seed
+    # modular: "tokens" ([a, b, =] as ids, vocab p + 1) or "onehot"; parity: "signs" (bits as -1/+1) or
+    # "tokens" (ids 0/1); "" is the dataset's default, the first named
+    encoding: str = ""
+    n_bits: int = 30  # parity: random bits per example
+    k: int = 3  # parity: the label is the parity of the first k bits
+    n_examples: int = 10000  # parity: training examples (the test set is a fixed 1000)
+    labels: str = "classes"  # parity: "classes" (0/1, two classes) or "signs" (-1/+1, regression targets)
     # The user's own files
     path: str = ""  # npz: the .npz file; idx: an images file, or a folder of the four MNIST files
     test_fraction: float = 0.2  # npz/idx without a test split: the fraction held out, fixed by data.seed

@@ -28,6 +28,8 @@ class DatasetInfo:
         ``(L,)`` for L of them (the copy task's L recalled symbols).
       modes: ``(centers, std)`` of a mixture whose modes are known (``ring``, ``grid``:
         centers a tuple of points), for GAN mode metrics and sample plots; else None.
+      vocab: token ids per input position: inputs are integer ids in [0, vocab) stored
+        as float32 (exact); 0 for real-valued inputs.
     """
 
     n_train: int
@@ -36,6 +38,7 @@ class DatasetInfo:
     n_classes: int
     target_shape: tuple[int, ...] = ()
     modes: tuple | None = None
+    vocab: int = 0
 
     @property
     def regression(self) -> bool:
@@ -55,7 +58,9 @@ class DatasetSpec:
       load: ``DataConfig -> Dataset``, deterministic in the config (generated from
         ``data.seed`` or read from ``data.path``).
       info: ``DataConfig -> DatasetInfo`` without generating the data where that is
-        possible (a user file must be read to know its shapes).
+        possible (a user file must be read to know its shapes). It may raise
+        ``ConfigError`` for a field out of range; validation calls it before anything
+        compiles (``modular`` and ``parity`` check all their fields there).
       fields: the ``[data]`` fields beyond the common ones that this dataset reads.
       doc: one line for ``jaxdyn list``.
       minimum: lower bounds of its own fields where stricter than the common ones,

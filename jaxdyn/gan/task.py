@@ -30,6 +30,7 @@ from jaxdyn.data import Dataset, dataset_spec
 from jaxdyn.gan.losses import GAN_LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from jaxdyn.gan.metrics import class_metrics, mode_metrics
 from jaxdyn.models import MODELS, build_model
+from jaxdyn.models.layers import SOWN
 from jaxdyn.optim import FAMILIES, OptimizerFamily
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.streams import Stream
@@ -92,7 +93,7 @@ class GANTask:
                                                      train=False, hparams=hparams),
         }
         params = {p: v["params"] for p, v in variables.items()}
-        model_state = {p: {k: c for k, c in v.items() if k not in ("params", "intermediates")}
+        model_state = {p: {k: c for k, c in v.items() if k != "params" and k not in SOWN}
                        for p, v in variables.items()}
         opt_state = tuple(self._family(p).transform(self._numbers(p, hparams)).init(params[p]) for p in PLAYERS)
         # dropout_seed keys the latents

@@ -22,6 +22,7 @@ from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 from jaxdyn.models.linear import Linear, LinearConfig
 from jaxdyn.models.mlp import MLP, MLPConfig
 from jaxdyn.models.rnn import RNN, RNNConfig
+from jaxdyn.models.transformer import Transformer, TransformerConfig
 from jaxdyn.models.upconv import UpConv, UpConvConfig
 from jaxdyn.models.user import ModuleConfig
 
@@ -42,6 +43,8 @@ class ModelSpec:
         layers sow (for the activation probe's dead and saturated units).
       generates: the model makes examples (a GAN's generator): ``build`` takes the shape
         of one example in place of ``n_out``, and ``check`` takes it as ``output_shape``.
+      reads_tokens: ``build`` takes ``vocab`` (the dataset's token ids per position, 0 for
+        real-valued inputs) and embeds token inputs.
     """
 
     config: type
@@ -50,6 +53,7 @@ class ModelSpec:
     doc: str
     hidden_activation: Callable = lambda cfg: getattr(cfg, "activation", "identity")
     generates: bool = False
+    reads_tokens: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -58,6 +62,8 @@ MODELS: dict[str, ModelSpec] = {
     "linear": ModelSpec(LinearConfig, Linear.from_config, LinearConfig.check, Linear.__doc__.splitlines()[0]),
     # Every cell's output is tanh-bounded: Elman's tanh, LSTM's o * tanh(c), GRU's mix of tanh states.
     "rnn": ModelSpec(RNNConfig, RNN.from_config, RNNConfig.check, RNN.__doc__.splitlines()[0], lambda cfg: "tanh"),
+    "transformer": ModelSpec(TransformerConfig, Transformer.from_config, TransformerConfig.check,
+                             Transformer.__doc__.splitlines()[0], reads_tokens=True),
     "upconv": ModelSpec(UpConvConfig, UpConv.from_config, UpConvConfig.check, UpConv.__doc__.splitlines()[0],
                         generates=True),
 }
@@ -88,12 +94,16 @@ def model_hparams(cfg) -> dict[str, HParam]:
     return {k: h for k, h in HPARAMS.items() if hasattr(cfg, k.split(".")[1])}
 
 
-def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False, output_shape=None):
+def build_model(cfg, input_shape: tuple[int, ...], n_out: int, use_dropout: bool = False, output_shape=None,
+                vocab: int = 0):
     """Flax module for ``cfg`` (a kind's config dataclass) with ``n_out`` outputs; a generating
-    kind makes examples of ``output_shape`` instead (flattened: ``prod(output_shape)`` outputs)."""
+    kind makes examples of ``output_shape`` instead (flattened: ``prod(output_shape)`` outputs).
+    ``vocab``: the dataset's token ids per position (0: real-valued inputs), for a kind that reads tokens."""
     spec = model_spec(cfg)
     if spec.generates:
         return spec.build(cfg, input_shape, tuple(output_shape or (n_out,)), use_dropout)
+    if spec.reads_tokens:
+        return spec.build(cfg, input_shape, n_out, use_dropout, vocab=vocab)
     return spec.build(cfg, input_shape, n_out, use_dropout)
 
 
@@ -107,4 +117,4 @@ def check_model(cfg, input_shape, output_shape=None) -> None:
 
 
 __all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "ModuleConfig",
-           "UpConv", "build_model", "check_model", "model_hparams", "model_spec"]
+           "Transformer", "UpConv", "build_model", "check_model", "model_hparams", "model_spec"]

@@ -77,6 +77,9 @@ INIT_VARIANCE = {
 }
 
 NORMS = ("none", "batch", "layer")
+ATTENTION = "attention"  # the collection attention weights are sown into ([B, heads, T, T] per layer)
+# Collections that only record what a call computed: never a member's state.
+SOWN = ("intermediates", ATTENTION)
 
 
 def normalize(kind: str, x: jax.Array, train: bool, name: str) -> jax.Array:

@@ -24,12 +24,13 @@ import jax.numpy as jnp
 from jaxdyn import extension
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.parsing import check_type
-from jaxdyn.probes import activations, gradient_noise, hessian, loss_slices, norms, ntk, similarity, weights
+from jaxdyn.probes import (activations, attention, gradient_noise, hessian, loss_slices, norms, ntk, similarity,
+                           weights)
 from jaxdyn.probes.base import HISTOGRAMS, Probe, ProbeContext, options_doc
 
 PROBES: dict[str, Probe] = {p.name: p for p in (norms.PROBE, activations.PROBE, hessian.PROBE, gradient_noise.PROBE, ntk.PROBE,
                                                        weights.PROBE, loss_slices.PROBE, similarity.CKA,
-                                                       similarity.LMC)}
+                                                       similarity.LMC, attention.PROBE)}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.errors import ConfigError
 from jaxdyn.explore import draw_metric, setting_label
 from jaxdyn.report.data import ReportData, format_value
+from jaxdyn.report.time_to import time_to_learn
 from jaxdyn.results import headline
 from jaxdyn.study import expand
 
@@ -90,6 +91,12 @@ def summary(d: ReportData) -> View:
     metric = headline(members)
     blocks.append(f"<h3>Final {metric.replace('_', ' ')} per setting</h3>")
     blocks.append(table_html(d.results.summary(d.aggregate, by=d.by or None)))
+    learning = time_to_learn(d)
+    if learning is not None:
+        caption, times = learning
+        blocks.append(f"<h3>Time to learn per setting</h3><p>{html.escape(caption)}</p>")
+        if times is not None:
+            blocks.append(table_html(times))
     ensemble = _ensemble(d)
     if isinstance(ensemble, pd.DataFrame):
         blocks.append("<h3>Seeds as one ensemble, beside the mean of members</h3><p>The ensemble averages "
@@ -99,7 +106,8 @@ def summary(d: ReportData) -> View:
         blocks.append(table_html(ensemble))
     elif ensemble:
         blocks.append(f"<p>No ensemble table: {html.escape(ensemble)}</p>")
-    return View("summary", "Summary", "What ran, where, how fast, and the headline result per setting.", blocks)
+    return View("summary", "Summary", "What ran, where, how fast, the headline result per setting, and how soon it "
+                "was learnt.", blocks)
 
 
 def _planned(cfg, members: pd.DataFrame) -> tuple:

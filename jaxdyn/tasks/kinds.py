@@ -32,7 +32,8 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
     # Dropout, label noise and input noise are compiled in only when some member
     # uses them, so the default path draws no masks.
     return SupervisedTask(
-        model=build_model(config.model, info.input_shape, info.n_out, _uses(members, "dropout")),
+        model=build_model(config.model, info.input_shape, info.n_out, _uses(members, "dropout"),
+                          vocab=info.vocab),
         optimizer=FAMILIES[config.optim.name],
         batch_size=config.train.batch_size,
         input_shape=info.input_shape,

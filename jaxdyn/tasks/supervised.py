@@ -16,6 +16,7 @@ import optax
 from jaxdyn.data import Augment, Dataset, noisy_labels
 from jaxdyn.hparams import HParam
 from jaxdyn.losses import LOSSES, is_weight, squared_error, weight_penalty
+from jaxdyn.models.layers import SOWN
 from jaxdyn import streams
 from jaxdyn.optim import OptimizerFamily
 from jaxdyn.streams import Stream
@@ -70,7 +71,7 @@ class SupervisedTask:
         params = jax.tree_util.tree_map_with_path(
             lambda path, w: w * scale if is_weight(path) else w, variables["params"])
         # Init collects every collection, sown intermediates too: keep only real state.
-        model_state = {k: v for k, v in variables.items() if k not in ("params", "intermediates")}
+        model_state = {k: v for k, v in variables.items() if k != "params" and k not in SOWN}
         opt_state = self.optimizer.transform(hparams).init(params)
         return fresh_state(params, opt_state, hparams, seeds, model_state)
 
