@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxdyn.report import lineage_view, probe_views, views
+from jaxdyn.report import attention_view, lineage_view, probe_views, views
 from jaxdyn.report.data import load_report_data
 from jaxdyn.atomic import write_atomic
 
@@ -26,6 +26,7 @@ VIEWS = {  # key: (title when it fails, the view)
     "lineage": ("Population-based training", lineage_view.lineage),
     "layers": ("Per-layer probes over time", probe_views.layer_heatmaps),
     "activations": ("Activation histograms over time", probe_views.activation_histograms),
+    "attention": ("Attention", attention_view.attention),
     "curvature": ("Curvature and gradient noise", probe_views.curvature),
     "landscape": ("Loss landscape slices", probe_views.landscape),
     "other": ("Whole-model metrics over time", probe_views.other_metrics),

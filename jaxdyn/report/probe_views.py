@@ -20,6 +20,7 @@ from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, metric
 GREY_BAD = colormaps["viridis"].with_extremes(bad="0.8")  # cells with no value: grey, not white
 MAX_PANELS = 6  # settings drawn side by side in one heatmap figure
 NOT_LAYERS = ("loss_slice_1d", "loss_slice_2d")  # their "layer" is a coordinate, not a layer
+NOT_HISTOGRAMS = ("attn_map",)  # rows of histograms.parquet that are not binned values (the Attention view's)
 PREFIXES = ("", "g_", "d_")
 
 
@@ -89,6 +90,8 @@ def _centred_edges(steps: np.ndarray) -> np.ndarray:
 
 def activation_histograms(d: ReportData) -> View | None:
     hist = d.histograms
+    if not hist.empty:
+        hist = hist[~hist.metric.isin(NOT_HISTOGRAMS)]
     if hist.empty:
         return None
     label = d.setting_of()
