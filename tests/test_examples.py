@@ -50,13 +50,16 @@ def test_vanishing_gradient_script_runs_and_an_lstm_beats_the_baseline(tmp_path,
     spec = importlib.util.spec_from_file_location("vanishing_gradients", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rows = script.main(["--lengths", "10", "--seeds", "2", "--steps", "500", "--out", str(tmp_path), "--results", ""])
-    assert [r["cell"] for r in rows] == ["elman", "lstm", "gru"] and all(r["seeds"] == 2 for r in rows)
-    lstm = next(r for r in rows if r["cell"] == "lstm")
-    assert lstm["mean"] < script.BASELINE / 2  # T = 10 is short enough to learn in 500 steps
-    assert (tmp_path / "vanishing_gradients.png").stat().st_size > 0 and (tmp_path / "T10" / "members.csv").exists()
+    rows = script.main(["--task", "adding", "--lengths", "10", "--arms", "elman,lstm,gru", "--seeds", "2",
+                        "--steps", "500", "--out", str(tmp_path), "--results", ""])
+    assert [r["arm"] for r in rows] == ["elman", "lstm", "gru"] and all(r["seeds"] == 2 for r in rows)
+    lstm = next(r for r in rows if r["arm"] == "lstm")
+    assert lstm["mean"] < script.ADDING_BASELINE / 2  # T = 10 is short enough to learn in 500 steps
+    assert lstm["params"] == 17217  # 4 gates x (64 x (2 + 64) + 64) + the head's 64 + 1
+    assert (tmp_path / "vanishing_gradients.png").stat().st_size > 0
+    assert (tmp_path / "adding_T10" / "rnn" / "members.csv").exists()
     printed = capsys.readouterr().out
-    assert "baseline, predicting the mean: 0.167" in printed and "  lstm: " in printed
+    assert "predict the mean (1/6): 0.167" in printed and "  lstm: " in printed
 
 
 def test_edge_of_stability_script_sharpness_reaches_two_over_eta(tmp_path):
