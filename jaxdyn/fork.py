@@ -93,15 +93,11 @@ def resolve(fork, child_members, parent_cohorts, cohort_label: str = "") -> Pare
 
 
 @lru_cache(maxsize=4)
-def _parent_state(run: Path, cohort: int, chunks_done: int):
-    return jax.device_get(load_state(run, cohort, chunks_done))
-
-
 def _saved(parent: Parent):
     """The parent cohort's state at the fork's step, members ``[K_parent, ...]``: read from its
     checkpoint, or at step 0 initialised from its members' seeds and hyperparameters as its run did."""
     if parent.chunks_done:
-        return _parent_state(parent.run, parent.cohort, parent.chunks_done)
+        return jax.device_get(load_state(parent.run, parent.cohort, parent.chunks_done))
     cohort = parent.source
     seeds, hparams = cohort.member_arrays(lambda a: a)
     return jax.device_get(jax.jit(jax.vmap(cohort.task().init))(seeds, hparams))

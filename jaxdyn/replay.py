@@ -57,7 +57,9 @@ def replay_study(run_dir, member: int) -> Config:
     sections = _sections(cohort.config)
     for name in cohort.hparam_names:
         raw.setdefault(sections[name], {})[name] = float(root[name])
-    explored = {key.split(".", 1)[1]: key for key in parent.pbt.hparams}
+    # The run's explored keys: its [pbt] table's, or for a replay of a replay, its [replay] table's.
+    keys = parent.pbt.hparams if parent.pbt is not None else [key for key, _ in parent.replay.hparams]
+    explored = {key.split(".", 1)[1]: key for key in keys}
     changes = schedule.iloc[1:]
     raw["replay"] = {"from": str(run_dir), "member": int(member), "steps": [int(s) for s in changes.step],
                      "hparams": {explored[n]: [float(v) for v in changes[n]] for n in explored}}

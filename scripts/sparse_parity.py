@@ -6,7 +6,7 @@ random ±1 bits, labelled by the parity of k of them. The loss stays at chance f
 a long time and then drops abruptly; the number of steps to solve grows with n,
 as n^O(k) (n^k in their theory, about n^(k-1) to n^k in their experiments).
 
-Here one study, k = 3, ``[grid] "data.n_bits" = [...]`` (each n is a cohort: its
+Here one study, k = 3, ``[grid] "data.n" = [...]`` (each n is a cohort: its
 own input shape, compiled once), with seeds as the members of each cohort. The
 network is an MLP n-W-2 (ReLU, W = 1000 by default) trained by plain SGD (learning
 rate 0.1, batch 32) on the cross-entropy of two classes. Its kernels start as
@@ -78,7 +78,7 @@ def study(ns: list[int], seeds: int, steps: int, width: int, lr: float, batch: i
             "train": {"steps": steps, "batch_size": batch, "chunk_steps": CHUNK, "log_every": CHUNK,
                       "eval_every": 1, "checkpoint_every": steps // CHUNK},
             "probes": NO_PROBES,
-            "grid": {"data.n_bits": ns}}
+            "grid": {"data.n": ns}}
 
 
 def censored_median(steps: np.ndarray) -> float:
@@ -105,13 +105,13 @@ def fit(ns, times) -> dict:
 def analyse(res) -> tuple[list[dict], dict]:
     solved = res.first_crossing("test_accuracy", SOLVED)
     left = res.first_crossing("test_accuracy", LEFT_PLATEAU)
-    reached = res.time_to("test_accuracy", SOLVED, by=["data.n_bits"])  # median over the seeds that got there
+    reached = res.time_to("test_accuracy", SOLVED, by=["data.n"])  # median over the seeds that got there
     rows = []
-    for n, group in solved.groupby("data.n_bits"):
+    for n, group in solved.groupby("data.n"):
         steps = group.sort_values("init_seed").step.to_numpy()
-        escape = left[left["data.n_bits"] == n].sort_values("init_seed").step.to_numpy()
+        escape = left[left["data.n"] == n].sort_values("init_seed").step.to_numpy()
         got = steps[~np.isnan(steps)]
-        row = reached[reached["data.n_bits"] == n].iloc[0]
+        row = reached[reached["data.n"] == n].iloc[0]
         rows.append({"n": int(n), "reached": row.reached, "median_steps": censored_median(steps),
                      "median_steps_of_reached": float(row.step_median),
                      "min_steps": float(got.min()) if got.size else float("nan"),
@@ -195,12 +195,12 @@ def main(argv=None) -> dict:
 
 
 def _figure(res, rows: list[dict], fits: dict, path: Path) -> None:
-    loss = res.frame("train_loss", by=["data.n_bits"])
+    loss = res.frame("train_loss", by=["data.n"])
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     ns = [r["n"] for r in rows]
     colors = {n: colormaps["viridis"](i / max(len(ns) - 1, 1) * 0.9) for i, n in enumerate(ns)}
-    for n, group in loss.groupby("data.n_bits"):
+    for n, group in loss.groupby("data.n"):
         for _, member in group.groupby("member"):
             left.plot(member.step, member.value, color=colors[n], alpha=0.15, lw=0.7)
         median = group.groupby("step").value.median()

@@ -35,7 +35,7 @@ def pairs_of(x, p, encoding):
 
 def test_registry_names_the_fields():
     assert DATASETS["modular"].fields == ("p", "op", "train_fraction", "encoding", "seed")
-    assert DATASETS["parity"].fields == ("n_bits", "k", "n_examples", "encoding", "labels", "seed")
+    assert DATASETS["parity"].fields == ("n", "k", "n_examples", "encoding", "labels", "seed")
     assert dataset_info("mnist1d").vocab == 0 and dataset_info("adding").vocab == 0
 
 
@@ -84,8 +84,8 @@ def test_modular_split_is_fixed_by_the_seed():
 @pytest.mark.parametrize("labels", ["classes", "signs"])
 def test_parity_labels_are_the_parity_of_the_first_k_bits(encoding, labels):
     n_bits, k, n = 12, 3, 2000
-    ds = load_dataset("parity", n_bits=n_bits, k=k, n_examples=n, encoding=encoding, labels=labels, seed=5)
-    info = dataset_info("parity", n_bits=n_bits, k=k, n_examples=n, encoding=encoding, labels=labels)
+    ds = load_dataset("parity", n=n_bits, k=k, n_examples=n, encoding=encoding, labels=labels, seed=5)
+    info = dataset_info("parity", n=n_bits, k=k, n_examples=n, encoding=encoding, labels=labels)
     assert (info.n_train, info.n_test, info.input_shape) == (n, 1000, (n_bits,))
     assert info.n_classes == (2 if labels == "classes" else 0) and info.vocab == (2 if encoding == "tokens" else 0)
     assert ds.x_train.shape == (n, n_bits) and ds.x_test.shape == (1000, n_bits) and ds.x_train.dtype == np.float32
@@ -109,10 +109,10 @@ def test_parity_labels_are_the_parity_of_the_first_k_bits(encoding, labels):
 
 
 def test_parity_data_is_fixed_by_the_seed_and_the_test_set_by_the_seed_alone():
-    a = load_dataset("parity", n_bits=10, k=2, n_examples=500, seed=1)
-    again = load_dataset("parity", n_bits=10, k=2, n_examples=500, seed=1)
-    other = load_dataset("parity", n_bits=10, k=2, n_examples=500, seed=2)
-    more = load_dataset("parity", n_bits=10, k=4, n_examples=800, seed=1)
+    a = load_dataset("parity", n=10, k=2, n_examples=500, seed=1)
+    again = load_dataset("parity", n=10, k=2, n_examples=500, seed=1)
+    other = load_dataset("parity", n=10, k=2, n_examples=500, seed=2)
+    more = load_dataset("parity", n=10, k=4, n_examples=800, seed=1)
     for got, want in zip(again, a):
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(a.x_train, other.x_train) and not np.array_equal(a.x_test, other.x_test)
@@ -122,12 +122,12 @@ def test_parity_data_is_fixed_by_the_seed_and_the_test_set_by_the_seed_alone():
 def test_the_same_data_in_another_process():
     code = ("import hashlib, numpy as np; from jaxdyn.data import load_dataset; "
             "print(*(hashlib.sha256(b''.join(np.ascontiguousarray(a).tobytes() for a in load_dataset(n, **kw)))"
-            ".hexdigest() for n, kw in (('modular', {'p': 23, 'op': 'div'}), ('parity', {'n_bits': 9}))))")
+            ".hexdigest() for n, kw in (('modular', {'p': 23, 'op': 'div'}), ('parity', {'n': 9}))))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     import hashlib
 
     here = [hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in load_dataset(n, **kw))).hexdigest()
-            for n, kw in (("modular", {"p": 23, "op": "div"}), ("parity", {"n_bits": 9}))]
+            for n, kw in (("modular", {"p": 23, "op": "div"}), ("parity", {"n": 9}))]
     assert other == here
 
 
@@ -135,7 +135,7 @@ def test_info_comes_from_the_config_alone(monkeypatch):
     # Neither set could be generated here (10^9 examples): the info must not try.
     info = dataset_info("modular", p=40_000, encoding="onehot")
     assert (info.n_train + info.n_test, info.input_shape, info.n_classes) == (40_000**2, (80_000,), 40_000)
-    info = dataset_info("parity", n_bits=1000, k=7, n_examples=10**9)
+    info = dataset_info("parity", n=1000, k=7, n_examples=10**9)
     assert (info.n_train, info.n_test, info.input_shape) == (10**9, 1000, (1000,))
 
     def no_generator(*args, **kwargs):
@@ -165,8 +165,8 @@ def _refused(config) -> str:
     ({"name": "parity", "labels": "values"}, "data.labels = 'values'"),
     ({"name": "parity", "k": 0}, "data.k = 0"),
     ({"name": "parity", "k": 31}, "data.k = 31"),
-    ({"name": "parity", "n_bits": 2, "k": 3}, "data.k = 3"),
-    ({"name": "parity", "n_bits": 0}, "data.n_bits = 0"),
+    ({"name": "parity", "n": 2, "k": 3}, "data.k = 3"),
+    ({"name": "parity", "n": 0}, "data.n = 0"),
     ({"name": "parity", "n_examples": 0}, "data.n_examples = 0"),
     ({"name": "modular", "standardize": True}, "data.standardize = true"),
     ({"name": "modular", "noise_std": 0.1}, "data.noise_std = 0.1"),
@@ -195,7 +195,7 @@ def test_member_input_noise_on_tokens_is_refused_and_real_valued_encodings_take_
 def test_tiny_runs_end_to_end(tmp_path):
     train = {"steps": 200, "batch_size": 32, "chunk_steps": 200, "log_every": 100}
     runs = {"modular": {"name": "modular", "p": 11, "encoding": "onehot", "label_noise": 0.1},
-            "parity": {"name": "parity", "n_bits": 8, "k": 2}}
+            "parity": {"name": "parity", "n": 8, "k": 2}}
     for name, data in runs.items():
         cfg = {"study": {"seeds": 2}, "data": data, "model": {"hidden": [16]}, "train": train}
         res = jaxdyn.run(cfg, out=tmp_path / name, progress=False, summary=False)

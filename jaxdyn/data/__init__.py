@@ -68,8 +68,8 @@ DATASETS: dict[str, DatasetSpec] = {
                            "tests, split by seed; encoding tokens ([a, b, =] as ids, vocab p + 1; the default) or "
                            "onehot ([2p])"),  # its range checks (and parity's) are in its info: algorithmic.py
     "parity": DatasetSpec(algorithmic.load_parity, algorithmic.parity_info,
-                          ("n_bits", "k", "n_examples", "encoding", "labels", "seed"),
-                          "sparse parity (Barak et al. 2022): n_bits uniform random bits -> the parity of the "
+                          ("n", "k", "n_examples", "encoding", "labels", "seed"),
+                          "sparse parity (Barak et al. 2022): n uniform random bits -> the parity of the "
                           "first k (a fixed set, WLOG); n_examples train / 1000 test; encoding signs (-1/+1; "
                           "the default) or tokens (ids 0/1, vocab 2); labels classes (0/1) or signs (-1/+1, "
                           "regression)"),

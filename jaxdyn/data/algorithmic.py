@@ -131,18 +131,18 @@ def check_parity(cfg) -> None:
             '"signs": bits as -1/+1 floats, the default; "tokens": bits as ids 0/1')
     _choice("labels", cfg.labels, PARITY_LABELS, "parity",
             '"classes": 0/1, two classes; "signs": +1/-1 regression targets')
-    if cfg.n_bits < 1:
-        raise ConfigError(f"data.n_bits = {cfg.n_bits}: must be >= 1, e.g. 30")
-    if not 1 <= cfg.k <= cfg.n_bits:
-        raise ConfigError(f"data.k = {cfg.k}: the label is the parity of the first k of data.n_bits = "
-                          f"{cfg.n_bits} bits; use 1 <= k <= {cfg.n_bits} (or raise data.n_bits)")
+    if cfg.n < 1:
+        raise ConfigError(f"data.n = {cfg.n}: must be >= 1, e.g. 30")
+    if not 1 <= cfg.k <= cfg.n:
+        raise ConfigError(f"data.k = {cfg.k}: the label is the parity of the first k of data.n = "
+                          f"{cfg.n} bits; use 1 <= k <= {cfg.n} (or raise data.n)")
     if cfg.n_examples < 1:
         raise ConfigError(f"data.n_examples = {cfg.n_examples}: the training set needs >= 1 example, e.g. 10000")
 
 
 def parity_info(cfg) -> DatasetInfo:
     check_parity(cfg)
-    return DatasetInfo(cfg.n_examples, PARITY_TEST, input_shape=(cfg.n_bits,),
+    return DatasetInfo(cfg.n_examples, PARITY_TEST, input_shape=(cfg.n,),
                        n_classes=2 if cfg.labels == "classes" else 0,
                        vocab=2 if parity_encoding(cfg) == "tokens" else 0)
 
@@ -152,10 +152,10 @@ def load_parity(cfg) -> Dataset:
     labelled by the parity of k of them.
 
     The k bits are the first k (without loss of generality: a network's inputs have no
-    order). Each example is ``data.n_bits`` independent fair bits; the training set
+    order). Each example is ``data.n`` independent fair bits; the training set
     (``data.n_examples``) and the test set (1000) are drawn independently, each from
     its own stream of ``data.seed``, so the test set is the same for every
-    ``n_examples`` and ``k`` (for a small ``n_bits`` the two sets share inputs). A
+    ``n_examples`` and ``k`` (for a small ``n`` the two sets share inputs). A
     bit ``v`` is the input ``(-1)^v`` under ``"signs"`` and the id ``v`` under
     ``"tokens"``; the label is ``parity = (sum of the first k bits) mod 2``, as an
     int32 class under ``labels = "classes"``, or the float32 ``(-1)^parity`` under
@@ -166,7 +166,7 @@ def load_parity(cfg) -> Dataset:
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     arrays = []
     for seq, n in ((train_seq, cfg.n_examples), (test_seq, PARITY_TEST)):
-        bits = np.random.default_rng(seq).integers(0, 2, (n, cfg.n_bits), dtype=np.int8)
+        bits = np.random.default_rng(seq).integers(0, 2, (n, cfg.n), dtype=np.int8)
         parity = bits[:, :cfg.k].sum(axis=1, dtype=np.int64) % 2
         x = bits.astype(np.float32) if parity_encoding(cfg) == "tokens" else (1 - 2 * bits).astype(np.float32)
         y = parity.astype(np.int32) if cfg.labels == "classes" else (1 - 2 * parity).astype(np.float32)

@@ -28,7 +28,7 @@ class DataConfig:
     # modular: "tokens" ([a, b, =] as ids, vocab p + 1) or "onehot"; parity: "signs" (bits as -1/+1) or
     # "tokens" (ids 0/1); "" is the dataset's default, the first named
     encoding: str = ""
-    n_bits: int = 30  # parity: random bits per example
+    n: int = 30  # parity: random bits per example
     k: int = 3  # parity: the label is the parity of the first k bits
     n_examples: int = 10000  # parity: training examples (the test set is a fixed 1000)
     labels: str = "classes"  # parity: "classes" (0/1, two classes) or "signs" (-1/+1, regression targets)
