@@ -73,6 +73,14 @@ def validate(cfg: Config) -> None:
         )
     n_train = cfg.data.n_train or info.n_train
     check_probes(cfg.probes, n_train, t.full_batch)
+    if cfg.data.fresh and t.full_batch:
+        raise ConfigError("data.fresh = true draws a new batch each step, and train.full_batch = true trains on "
+                          "the whole fixed training set each step; remove one (gradient descent on the fixed set: "
+                          "remove data.fresh)")
+    if cfg.data.fresh and cfg.data.standardize:
+        raise ConfigError("data.standardize = true z-scores with the fixed training set's statistics, which new "
+                          "examples drawn by data.fresh = true never see; remove data.standardize (parity's "
+                          "\"signs\" inputs are zero-mean with unit variance already)")
     if cfg.pbt is not None:
         check_pbt(cfg.pbt, explorable(cfg), t.eval_every, t.steps // max(t.chunk_steps, 1))
     if cfg.replay is not None:

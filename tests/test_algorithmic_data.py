@@ -35,7 +35,7 @@ def pairs_of(x, p, encoding):
 
 def test_registry_names_the_fields():
     assert DATASETS["modular"].fields == ("p", "op", "train_fraction", "encoding", "seed")
-    assert DATASETS["parity"].fields == ("n", "k", "n_examples", "encoding", "labels", "seed")
+    assert DATASETS["parity"].fields == ("n", "k", "n_examples", "fresh", "encoding", "labels", "seed")
     assert dataset_info("mnist1d").vocab == 0 and dataset_info("adding").vocab == 0
 
 
@@ -175,6 +175,8 @@ def _refused(config) -> str:
     ({"name": "mnist1d", "p": 11}, "data.p = 11 is not read by data.name = 'mnist1d' (it is for modular)"),
     ({"name": "modular", "labels": "signs"}, "data.labels = 'signs' is not read by data.name = 'modular'"),
     ({"name": "adding", "encoding": "tokens"}, "(it is for modular, parity)"),
+    ({"name": "mnist1d", "fresh": True}, "data.fresh = True is not read by data.name = 'mnist1d' (it is for parity)"),
+    ({"name": "parity", "fresh": True, "standardize": True}, "data.standardize = true"),
 ])
 def test_bad_values_are_refused_naming_the_field(data, field):
     message = _refused({"data": data})
@@ -192,10 +194,55 @@ def test_member_input_noise_on_tokens_is_refused_and_real_valued_encodings_take_
         expand(load_config({"data": data}))  # no error
 
 
+def test_fresh_parity_is_refused_where_it_cannot_work():
+    message = _refused({"data": {"name": "parity", "fresh": True}, "train": {"full_batch": True}})
+    assert "data.fresh = true" in message and "train.full_batch = true" in message, message
+    message = _refused({"task": {"kind": "gan"}, "data": {"name": "parity", "fresh": True}})
+    assert message.startswith("data.fresh = true: a GAN"), message
+
+
+@pytest.mark.parametrize("encoding, labels", [("signs", "classes"), ("tokens", "signs")])
+def test_fresh_parity_batches_are_new_bit_strings_labelled_by_their_parity(encoding, labels):
+    import jax
+    cfg = jaxdyn.data.data_config("parity", n=12, k=5, fresh=True, encoding=encoding, labels=labels)
+    sample = jax.jit(DATASETS["parity"].sample(cfg), static_argnums=1)
+    x, y = map(np.asarray, sample(jax.random.PRNGKey(3), 4096))
+    assert x.shape == (4096, 12) and x.dtype == np.float32
+    bits = x.astype(int) if encoding == "tokens" else (1 - x.astype(int)) // 2
+    assert set(np.unique(bits)) == {0, 1} and abs(bits.mean() - 0.5) < 0.02  # fair bits
+    parity = bits[:, :5].sum(axis=1) % 2
+    assert np.array_equal(y, parity if labels == "classes" else 1 - 2 * parity)
+    x2, _ = sample(jax.random.PRNGKey(4), 4096)
+    assert (np.asarray(x2) != x).any(axis=1).mean() > 0.99  # another key, other examples
+
+
+def test_a_fresh_parity_member_trains_on_the_batch_its_data_key_draws(tmp_path):
+    """With learning rate 0 the weights stay at their init, so step t's logged batch loss is the
+    initial model's cross-entropy on ``sample(fold_in(fold_in(data key, BATCH), t))``."""
+    import jax
+    import optax
+    from jaxdyn.streams import Stream, key
+    data = {"name": "parity", "n": 8, "k": 2, "fresh": True}
+    train = {"steps": 3, "chunk_steps": 3, "log_every": 1, "eval_every": 3, "batch_size": 16}
+    run = tmp_path / "fresh"
+    res = jaxdyn.run({"data": data, "model": {"hidden": [16]}, "optim": {"name": "sgd", "learning_rate": 0.0},
+                      "train": train}, out=run, progress=False, summary=False)
+    member = jaxdyn.extract_member(run, 0)
+    sample = DATASETS["parity"].sample(jaxdyn.data.data_config("parity", n=8, k=2, fresh=True))
+    logged = res.frame("train_loss").set_index("step")["value"]
+    for step in (0, 1):
+        x, y = sample(key(jax.random.PRNGKey(int(res.members.data_seed[0])), Stream.BATCH, step), 16)
+        out = member.model.apply(member.variables, x, train=False, hparams=member.hparams)
+        want = float(optax.softmax_cross_entropy_with_integer_labels(out, y).mean())
+        assert logged[step + 1] == pytest.approx(want, rel=1e-5)
+    assert logged[1] != pytest.approx(logged[2], rel=1e-3)  # two steps, two batches
+
+
 def test_tiny_runs_end_to_end(tmp_path):
     train = {"steps": 200, "batch_size": 32, "chunk_steps": 200, "log_every": 100}
     runs = {"modular": {"name": "modular", "p": 11, "encoding": "onehot", "label_noise": 0.1},
-            "parity": {"name": "parity", "n": 8, "k": 2}}
+            "parity": {"name": "parity", "n": 8, "k": 2},
+            "fresh": {"name": "parity", "n": 8, "k": 2, "fresh": True, "label_noise": 0.1}}
     for name, data in runs.items():
         cfg = {"study": {"seeds": 2}, "data": data, "model": {"hidden": [16]}, "train": train}
         res = jaxdyn.run(cfg, out=tmp_path / name, progress=False, summary=False)

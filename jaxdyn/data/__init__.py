@@ -68,11 +68,12 @@ DATASETS: dict[str, DatasetSpec] = {
                            "tests, split by seed; encoding tokens ([a, b, =] as ids, vocab p + 1; the default) or "
                            "onehot ([2p])"),  # its range checks (and parity's) are in its info: algorithmic.py
     "parity": DatasetSpec(algorithmic.load_parity, algorithmic.parity_info,
-                          ("n", "k", "n_examples", "encoding", "labels", "seed"),
+                          ("n", "k", "n_examples", "fresh", "encoding", "labels", "seed"),
                           "sparse parity (Barak et al. 2022): n uniform random bits -> the parity of the "
-                          "first k (a fixed set, WLOG); n_examples train / 1000 test; encoding signs (-1/+1; "
+                          "first k (a fixed set, WLOG); n_examples train (or fresh = true: new examples each step) / "
+                          "1000 test; encoding signs (-1/+1; "
                           "the default) or tokens (ids 0/1, vocab 2); labels classes (0/1) or signs (-1/+1, "
-                          "regression)"),
+                          "regression)", sample=algorithmic.parity_sampler),
     "npz": DatasetSpec(_npz_load, _npz_info, (*_USER, "targets"),
                        "your .npz at data.path: x, y [, x_test, y_test]; else data.test_fraction held out"),
     "idx": DatasetSpec(_idx_load, _idx_info, _USER,

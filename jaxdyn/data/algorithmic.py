@@ -12,6 +12,8 @@ turn them into something that is no id, and are refused (``check_token_inputs``)
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn.data.dataset import Dataset, DatasetInfo
@@ -167,11 +169,30 @@ def load_parity(cfg) -> Dataset:
     arrays = []
     for seq, n in ((train_seq, cfg.n_examples), (test_seq, PARITY_TEST)):
         bits = np.random.default_rng(seq).integers(0, 2, (n, cfg.n), dtype=np.int8)
-        parity = bits[:, :cfg.k].sum(axis=1, dtype=np.int64) % 2
-        x = bits.astype(np.float32) if parity_encoding(cfg) == "tokens" else (1 - 2 * bits).astype(np.float32)
-        y = parity.astype(np.int32) if cfg.labels == "classes" else (1 - 2 * parity).astype(np.float32)
-        arrays += [x, y]
+        arrays += _parity_examples(np, bits, cfg)
     return Dataset(*arrays)
+
+
+def _parity_examples(xp, bits, cfg) -> list:
+    """``[x, y]`` of int ``bits [B, n]`` (values 0/1), in numpy or jax.numpy (``xp``)."""
+    parity = bits[:, :cfg.k].sum(axis=1, dtype=xp.int32) % 2
+    x = bits.astype(xp.float32) if parity_encoding(cfg) == "tokens" else (1 - 2 * bits).astype(xp.float32)
+    y = parity.astype(xp.int32) if cfg.labels == "classes" else (1 - 2 * parity).astype(xp.float32)
+    return [x, y]
+
+
+def parity_sampler(cfg):
+    """``data.fresh``: ``(key, batch_size) -> (x, y)``, a batch of new examples drawn on the device
+    (``batch_size`` uniform fair bit strings of length ``data.n``, jax's bernoulli under ``key``),
+    encoded and labelled as ``load_parity`` encodes its training set. Online SGD, as Barak et al.
+    2022 train: no example is seen twice (the chance of a repeat is ``2^-n`` per pair)."""
+    check_parity(cfg)
+
+    def sample(key: jax.Array, batch_size: int):
+        bits = jax.random.bernoulli(key, 0.5, (batch_size, cfg.n)).astype(jnp.int32)
+        return tuple(_parity_examples(jnp, bits, cfg))
+
+    return sample
 
 
 # --------------------------------------------------------------------------- shared

@@ -31,6 +31,9 @@ class DataConfig:
     n: int = 30  # parity: random bits per example
     k: int = 3  # parity: the label is the parity of the first k bits
     n_examples: int = 10000  # parity: training examples (the test set is a fixed 1000)
+    # parity: a fresh batch of new examples each step, drawn on the device from the member's data seed
+    # (online SGD); the fixed training set of n_examples then only measures train_loss/accuracy and feeds probes
+    fresh: bool = False
     labels: str = "classes"  # parity: "classes" (0/1, two classes) or "signs" (-1/+1, regression targets)
     # The user's own files
     path: str = ""  # npz: the .npz file; idx: an images file, or a folder of the four MNIST files

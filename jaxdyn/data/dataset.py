@@ -67,6 +67,9 @@ class DatasetSpec:
         ``(("seq_len", 2),)``.
       classifier: ``"package.module:function"`` returning ``(flax module, params)`` of a
         classifier of its examples (a GAN scores its samples by their classes), or ``""``.
+      sample: ``DataConfig -> ((key, batch_size) -> (x, y))``: fresh training examples drawn
+        on the device from the distribution of ``load``'s training set, for ``data.fresh``
+        (a dataset with a sampler lists ``"fresh"`` in ``fields``); ``None``: a fixed set only.
     """
 
     load: Callable
@@ -75,6 +78,7 @@ class DatasetSpec:
     doc: str = ""
     minimum: tuple[tuple[str, int], ...] = ()
     classifier: str = ""
+    sample: Callable | None = None
 
 
 def fixed(load: Callable[[], Dataset], info: DatasetInfo, doc: str) -> DatasetSpec:

@@ -114,8 +114,12 @@ def member_keys(cfg: GANConfig) -> list[str]:
     return [f"{p}_{k}" for p in PLAYERS for k in cfg.family(p).defaults] + ["gp_weight", *cfg.schedule_numbers()]
 
 
-def check_gan(cfg: GANConfig, input_shape, steps: int) -> None:
-    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``)."""
+def check_gan(cfg: GANConfig, input_shape, steps: int, fresh: bool = False) -> None:
+    """Range and name checks of ``[gan]`` before anything compiles (``steps``: ``train.steps``,
+    ``fresh``: ``data.fresh``, which a GAN does not read)."""
+    if fresh:
+        raise ConfigError("data.fresh = true: a GAN's discriminator draws its real examples from the fixed "
+                          "training set; remove data.fresh (raise data.n_examples for more examples)")
     choice("gan.loss", cfg.loss, GAN_LOSSES)
     for prefix in PLAYERS:
         choice(f"gan.{prefix}_optim", getattr(cfg, f"{prefix}_optim"), FAMILIES)

@@ -10,7 +10,7 @@ from functools import partial
 import pandas as pd
 
 from jaxdyn import extension
-from jaxdyn.data import Augment, dataset_info
+from jaxdyn.data import Augment, dataset_info, dataset_spec
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.gan.kind import GAN
 from jaxdyn.losses import objective_name, user_loss
@@ -39,6 +39,7 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
         input_shape=info.input_shape,
         loss=objective_name(config.loss.name, info.regression),
         custom_loss=user_loss(config.loss.name) if extension.is_path(config.loss.name) else None,
+        sample=dataset_spec(data.name).sample(data) if data.fresh else None,
         full_batch=config.train.full_batch,
         label_noise=_uses(members, "label_noise"),
         n_classes=info.n_classes,

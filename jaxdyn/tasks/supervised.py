@@ -37,7 +37,7 @@ class SupervisedTask:
         ``prod(target_shape) · n_classes`` logits, or ``prod(target_shape)`` values.
       optimizer: the optimizer family; per-member values come in ``hparams``.
       batch_size: examples per step, drawn uniformly with replacement from the
-        training set by each member's own data key.
+        training set by each member's own data key (or new ones from ``sample``).
       input_shape: shape of one example.
       schedule: ``(count, hparams) -> learning rate`` of one member, or None (constant).
       loss: the objective's name in ``losses.LOSSES``, ``auto`` resolved. The ``loss``
@@ -61,6 +61,8 @@ class SupervisedTask:
     track_updates: bool = False  # per-layer update norms in the step metrics (the norms probe)
     # A loss of the user's own: (outputs [B, n_out], targets, hparams) -> batch mean; replaces ``loss``.
     custom_loss: Callable | None = None
+    # data.fresh: (key, batch_size) -> (x, y), new training examples each step instead of a draw from the set
+    sample: Callable | None = None
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -101,15 +103,20 @@ class SupervisedTask:
         across members whatever their penalties.
         """
         hp = state.hparams
+        noise_key = state.data_key  # label noise: a property of example idx under this key
         if self.full_batch:  # the whole set in order: no gather copy of it each step
             idx = jnp.arange(data.x_train.shape[0])
             x, y = data.x_train, data.y_train
+        elif self.sample is not None:  # new examples, never seen before: each has its own noise draw
+            x, y = self.sample(streams.key(state.data_key, Stream.BATCH, state.step), self.batch_size)
+            idx = jnp.arange(self.batch_size)
+            noise_key = streams.key(state.data_key, Stream.LABEL_NOISE, state.step)  # this step's examples' root
         else:
             key = streams.key(state.data_key, Stream.BATCH, state.step)
             idx = jax.random.randint(key, (self.batch_size,), 0, data.x_train.shape[0])
             x, y = data.x_train[idx], data.y_train[idx]
         if self.label_noise:
-            y = noisy_labels(y, idx, state.data_key, hp["label_noise"], self.n_classes)
+            y = noisy_labels(y, idx, noise_key, hp["label_noise"], self.n_classes)
         if self.augment:
             x = self.augment(x, streams.key(state.data_key, Stream.AUGMENT, state.step), hp.get("noise_std"))
 
