@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxdyn import data, losses, models
+from jaxdyn.federated import config as federated_config
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
@@ -28,7 +29,8 @@ from jaxdyn.tasks.kinds import TASK_KINDS
 # Every member hyperparameter outside the optimizer families, gathered from the
 # components that declare them: "section.name" -> HParam. Members carry them as
 # arrays under their bare name (``l2``, ``grad_clip``, ...).
-MEMBER_HPARAMS: dict[str, HParam] = {**data.HPARAMS, **losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS}
+MEMBER_HPARAMS: dict[str, HParam] = {**data.HPARAMS, **losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS,
+                                     **federated_config.HPARAMS}
 
 
 
@@ -45,6 +47,7 @@ COHORT_AXES = (
     "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
     *(f"model.{name}" for name in model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
     *(axis for kind in TASK_KINDS.values() for axis in section_axes(kind)[0]),  # the [gan] table's
+    *federated_config.COHORT_AXES,
 )
 
 

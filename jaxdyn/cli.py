@@ -19,6 +19,7 @@ from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
 from jaxdyn.optim import FAMILIES
+from jaxdyn.federated.config import federated_plan
 from jaxdyn.pbt.config import pbt_plan
 from jaxdyn.probes import DEFAULT_BATCH, PROBES
 from jaxdyn.probes.base import options_doc
@@ -204,6 +205,8 @@ def _dry_run(args) -> None:
     cfg = load_config(args.config, args.overrides)
     if cfg.pbt is not None:
         print(pbt_plan(cfg))
+    if cfg.federated is not None:
+        print(federated_plan(cfg, int(table.members.sum())))
     if cfg.init is not None:
         i = cfg.init
         source = f"member {i.member}" if i.member >= 0 else "the member of the same id"

@@ -31,6 +31,7 @@ from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
 from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
+from jaxdyn.federated.config import FederatedConfig, federated_from_dict, federated_to_dict
 from jaxdyn.pbt.config import PBTConfig, ReplayConfig, pbt_from_dict, pbt_to_dict, replay_from_dict, replay_to_dict
 from jaxdyn.probes import ProbesConfig, probes_from_dict, probes_to_dict
 from jaxdyn.schedules import SCHEDULES
@@ -107,6 +108,7 @@ class Config:
     pbt: PBTConfig | None = None  # [pbt]: population-based training within each cohort
     init: ForkConfig | None = None  # [init]: start every member from a trained member of another run
     replay: ReplayConfig | None = None  # [replay]: member hyperparameters changed at given steps
+    federated: FederatedConfig | None = None  # [federated]: each setting x seed a federation of clients
 
     def __getattr__(self, name: str):
         """The table the task kind owns, by its name (``cfg.gan``)."""
@@ -135,7 +137,7 @@ class Config:
             return dict(kind.hparams)
         decls = lambda *sections: {k: h for k, h in MEMBER_HPARAMS.items() if k.split(".")[0] in sections}
         return {**kind.hparams, **decls("data", "loss"), **model_hparams(self.model), **decls("train"),
-                **self.loss.declared()}
+                **self.loss.declared(), **(decls("federated") if self.federated is not None else {})}
 
     def member_hparams(self) -> dict[str, float]:
         """Every member hyperparameter of this config by bare name: the task kind's own (declared, or
@@ -189,7 +191,7 @@ def from_dict(raw: Mapping) -> Config:
     sections = {"task": _task_from_dict(raw)}
     kind = sections["task"].spec()
     owners = {k.section: name for name, k in TASK_KINDS.items() if k.section}
-    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", "pbt", "init", "replay", *owners, *([kind.section] if kind.section else [])]
+    known = [*_SECTIONS, "model", "optim", "probes", "task", "grid", "pbt", "init", "replay", "federated", *owners, *([kind.section] if kind.section else [])]
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config section [{key}]{closest(key, known)}")
@@ -216,6 +218,7 @@ def from_dict(raw: Mapping) -> Config:
     sections["pbt"] = pbt_from_dict(raw["pbt"]) if "pbt" in raw else None
     sections["init"] = fork_from_dict(raw["init"]) if "init" in raw else None
     sections["replay"] = replay_from_dict(raw["replay"]) if "replay" in raw else None
+    sections["federated"] = federated_from_dict(raw["federated"]) if "federated" in raw else None
 
     optim = raw.get("optim", {})
     if not isinstance(optim, Mapping):
@@ -237,7 +240,8 @@ def from_dict(raw: Mapping) -> Config:
             )
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"grid.\"{key}\" = {values!r}: an axis needs a list of values, e.g. [1e-3, 1e-2]")
-        axes.append((key, grid_values(key, values, sections["model"], sections["loss"], sections["task"], _SECTIONS)))
+        axes.append((key, grid_values(key, values, sections["model"], sections["loss"], sections["task"],
+                                      {**_SECTIONS, "federated": FederatedConfig})))
         section, name = key.split(".", 1)
         if isinstance(raw.get(section), Mapping) and name in raw[section]:
             raise ConfigError(
@@ -418,6 +422,9 @@ def to_dict(cfg: Config) -> dict:
         out["init"] = fork_to_dict(cfg.init)
     if cfg.replay is not None:
         out["replay"] = replay_to_dict(cfg.replay)
+    if cfg.federated is not None:
+        out["federated"] = {k: v for k, v in federated_to_dict(cfg.federated).items()
+                            if f"federated.{k}" not in gridded}
     return out
 
 

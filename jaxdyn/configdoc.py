@@ -18,6 +18,7 @@ from jaxdyn.gan.config import GANConfig
 from jaxdyn.models import MODELS
 from jaxdyn.optim import FAMILIES
 from jaxdyn.fork_config import ForkConfig
+from jaxdyn.federated.config import FederatedConfig
 from jaxdyn.pbt.config import PBTConfig, ReplayConfig
 from jaxdyn.probes import DEFAULT_BATCH, PROBES, ProbesConfig
 from jaxdyn.schedules import SCHEDULES
@@ -141,6 +142,12 @@ def render() -> str:
                "hyperparameter)."]
     section("[replay]", replay, "Member hyperparameters changed between chunks at given steps (off unless the table "
             "is given; not with `[pbt]`). Each change is a row of `lineage.parquet`.")
+    section("[federated]", fields_table(FederatedConfig),
+            "Federated averaging (off unless the table is given): every setting x seed of a cohort is a federation "
+            "of `clients` members; each round, the sampled clients take `local_steps` steps on their own examples "
+            "and the server averages them. `server_learning_rate` and `prox_mu` are member numbers (grid axes "
+            "`federated.server_learning_rate`, `federated.prox_mu`); the others are structural. Not with `[pbt]`, "
+            "`[replay]` or `[init]`; the partition is written to `partition.parquet`.")
     grid = ["Cohort axes (one compiled program each): " + ", ".join(f"`{a}`" for a in COHORT_AXES) + ".", "",
             "Member axes (one population, no compile per value): `optim.<number>`, `gan.<number>` and:", ""]
     grid += [f"- `{k}`: {h.describe()}" for k, h in MEMBER_HPARAMS.items()]

@@ -175,8 +175,9 @@ def _one_threshold(threshold, below) -> tuple[float, bool]:
 
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
-    that take more than one value (not ids, seeds or results)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", *FINAL_COLUMNS,
+    that take more than one value (not ids, seeds or results; a federated client's ``federation``
+    and ``client`` are ids)."""
+    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", "federation", "client", *FINAL_COLUMNS,
              *extra_finals(members.columns)}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 

@@ -77,8 +77,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             metrics = jax.device_get(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
-            windows = (done - 1) * t.chunk_steps + t.log_every * np.arange(1, t.chunk_steps // t.log_every + 1)
-            train_rows = _rows(cohort, metrics, windows, "train_")
+            train_rows = _train_rows(cohort, metrics, done)
             rows = _write_chunk(cohort, programs, parts, data, params0, state, train_rows, done, last)
             if pbt is not None and pbt.due(done, last):  # members learn from each other, before the checkpoint
                 state, lineage = pbt.run(state, rows, done, done * t.chunk_steps)
@@ -138,12 +137,11 @@ class CohortPrograms:
 
     @classmethod
     def build(cls, cohort, layout: pop.Layout, mesh) -> "CohortPrograms":
-        t = cohort.config.train
         task = cohort.task()
         seeds, hparams = cohort.member_arrays(partial(pop.pad_members, layout=layout))
         init = partial(pop.make_init(task, mesh), seeds, hparams)
         return cls(init=init, start=init if cohort.parent is None else partial(fork.start, init, cohort.parent),
-                   train_chunk=pop.make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh),
+                   train_chunk=cohort.train_chunk(task, layout, mesh),
                    evaluate=pop.make_evaluate(task, mesh),
                    snapshot=pop.make_snapshot(task, mesh) if makes_snapshots(task) else None,
                    probes=cohort.probes(task, mesh))
@@ -267,6 +265,19 @@ def _pause_for_tests() -> None:
 def _alive(state, k: int) -> np.ndarray:
     """Which of the ``k`` real members (padding cut off) are still training."""
     return np.asarray(jax.device_get(state.alive))[:k]
+
+
+def _train_rows(cohort, metrics: dict, done: int) -> pd.DataFrame:
+    """Tidy rows of chunk ``done``'s training metrics ``{name: [K_padded, n]}`` (or ``{layer: ...}``):
+    a metric with n values per chunk is written at the ends of its n equal windows (every
+    ``log_every`` steps, or every round of a federated cohort)."""
+    chunk = cohort.config.train.chunk_steps
+    by_length = {}
+    for name, value in metrics.items():
+        n = np.shape(next(iter(value.values())) if isinstance(value, dict) else value)[1]
+        by_length.setdefault(n, {})[name] = value
+    return pd.concat([_rows(cohort, group, (done - 1) * chunk + (chunk // n) * np.arange(1, n + 1), "train_")
+                      for n, group in by_length.items()], ignore_index=True)
 
 
 def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:

@@ -32,6 +32,7 @@ class Stream(enum.IntEnum):
     PROBE = 8  # a probe's own draws: directions, start vectors (a fixed root, or the data seed)
     USER = 9  # a user's task
     PBT = 10  # a population-based training round's choices (a fixed root from pbt.seed, by round)
+    CLIENTS = 11  # which clients of a federation a round samples (a fixed root from federated.seed, by round)
 
 
 def key(root: jax.Array, stream: Stream, index=0) -> jax.Array:

@@ -26,11 +26,13 @@ from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
 from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
+from jaxdyn.federated import setup
 from jaxdyn.handover import handed_over
 from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
-from jaxdyn.population import enable_compile_cache, make_mesh, plan_layout, replicate
+from jaxdyn.federated.chunk import make_federated_chunk
+from jaxdyn.population import enable_compile_cache, make_mesh, make_train_chunk, plan_layout, replicate
 from jaxdyn.probes import probe_batch_size
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
@@ -62,8 +64,19 @@ class Cohort:
         return list(self.config.member_hparams())
 
     def task(self):
-        """This cohort's task (``TASK_KINDS[task.kind].build``)."""
-        return self.config.task.spec().build(self.config, self.members)
+        """This cohort's task (``TASK_KINDS[task.kind].build``); a federated cohort's wraps it
+        (``federated.chunk.FederatedTask``)."""
+        task = self.config.task.spec().build(self.config, self.members)
+        return task if self.config.federated is None else setup.federated_task(task, self.config, self.members)
+
+    def train_chunk(self, task, layout, mesh):
+        """``chunk(state, data) -> (state, metrics)``: ``train.chunk_steps`` steps of every member
+        (``population.make_train_chunk``), or of every client with its rounds (``[federated]``)."""
+        t = self.config.train
+        if self.config.federated is None:
+            return make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
+        return make_federated_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh,
+                                    setup.federation(self, layout.n_padded))
 
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes over the task's views, compiled for ``task`` on ``mesh``."""
@@ -112,6 +125,10 @@ def expand(cfg: Config) -> list[Cohort]:
     Raises:
       ConfigError: on any bad value, before anything compiles.
     """
+    for key, _ in cfg.grid:
+        if key.startswith("federated.") and cfg.federated is None:
+            raise ConfigError(f"grid axis {key!r} varies a setting of [federated], which this study does not have; "
+                              "add a [federated] table (e.g. clients = 10) or remove the axis")
     cohort_axes = [(k, v) for k, v in cfg.grid if cfg.is_cohort_axis(k)]
     member_axes = [(k, v) for k, v in cfg.grid if not cfg.is_cohort_axis(k)]
     base = dataclasses.replace(cfg, grid=())
@@ -138,7 +155,8 @@ def expand(cfg: Config) -> list[Cohort]:
                     f"grid axis {key!r} is not a number of optimizer {ccfg.optim.name!r} with schedule "
                     f"{ccfg.optim.schedule!r}{where}; it takes {', '.join(ccfg.optim_hparams())}"
                 )
-        n_members = len(ccfg.seed_sets()) * math.prod(len(v) for _, v in member_axes)
+        clients = ccfg.federated.clients if ccfg.federated is not None else 1
+        n_members = len(ccfg.seed_sets()) * math.prod(len(v) for _, v in member_axes) * clients
         if n_members > MAX_MEMBERS:
             raise ConfigError(
                 f"the grid makes {n_members:,} members per cohort; at most {MAX_MEMBERS:,} fit in one "
@@ -157,9 +175,13 @@ def expand(cfg: Config) -> list[Cohort]:
                     check_hparam(ccfg.optim, key.split(".")[1], value)
             hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
             for init_seed, data_seed, dropout_seed in ccfg.seed_sets():
-                rows.append({"member": next_member, "cohort": len(cohorts), "init_seed": init_seed,
-                             "data_seed": data_seed, "dropout_seed": dropout_seed, **hparams})
-                next_member += 1
+                rows.append({"cohort": len(cohorts), "init_seed": init_seed, "data_seed": data_seed,
+                             "dropout_seed": dropout_seed, **hparams})
+        if ccfg.federated is not None:  # each row a federation of clients
+            first = sum(c.members["federation"].nunique() for c in cohorts if "federation" in c.members)
+            rows = setup.client_rows(rows, clients, first)
+        rows = [{"member": next_member + i, **row} for i, row in enumerate(rows)]
+        next_member += len(rows)
         table = pd.DataFrame(rows)
         check_members(ccfg, table)
         cohorts.append(Cohort(len(cohorts), ccfg, settings, table))
@@ -299,6 +321,9 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
         table = MetricParts(run_dir, prefix).read()
         if len(table):
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
+    partition = setup.partition_frame(cohorts)
+    if len(partition):
+        write_atomic(run_dir / "partition.parquet", lambda p: partition.to_parquet(p, index=False))
     timing = MetricParts(run_dir, "time_").read()
     write_atomic(run_dir / "timing.csv", lambda p: timing.to_csv(p, index=False))
     return Trained(run_dir, cohorts, members, metrics)

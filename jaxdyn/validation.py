@@ -20,6 +20,7 @@ from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import check_float32, check_schedule
+from jaxdyn.federated.config import check_federated
 from jaxdyn.pbt.config import check_pbt, check_replay, explorable
 from jaxdyn.probes import check_probes
 from jaxdyn.schedules import SCHEDULES
@@ -81,6 +82,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.standardize = true z-scores with the fixed training set's statistics, which new "
                           "examples drawn by data.fresh = true never see; remove data.standardize (parity's "
                           "\"signs\" inputs are zero-mean with unit variance already)")
+    if cfg.federated is not None:
+        check_federated(cfg.federated, t, cfg.data, info, cfg.task.kind)
+        for section in ("pbt", "replay", "init"):
+            if getattr(cfg, section) is not None:
+                raise ConfigError(f"[{section}] and [federated] are both set: jaxdyn does not combine them yet; "
+                                  f"remove one of them")
     if cfg.pbt is not None:
         check_pbt(cfg.pbt, explorable(cfg), t.eval_every, t.steps // max(t.chunk_steps, 1))
     if cfg.replay is not None:

@@ -95,18 +95,30 @@ class SupervisedTask:
         return {"loss": optax.softmax_cross_entropy_with_integer_labels(out, y).mean(),
                 "accuracy": (out.argmax(-1) == y).mean()}
 
-    def step(self, state: MemberState, data: Dataset) -> tuple[MemberState, dict]:
+    def step(self, state: MemberState, data: Dataset, examples=None, anchor=None) -> tuple[MemberState, dict]:
         """One optimisation step of one member on a minibatch of ``data``'s training set.
 
         The objective is the (label-smoothed) cross-entropy plus the weight
         penalties; the ``loss`` metric is the plain cross-entropy, comparable
         across members whatever their penalties.
+
+        Args:
+          examples: a federated client's examples ``(order [N], start, count)`` (int32): the batch
+            is ``order[start + j]``, j uniform in ``[0, count)`` (``federated.partition``); None: the
+            whole training set.
+          anchor: params the gradient is pulled towards with FedProx's ``prox_mu · (w - anchor)``
+            (the gradient of ``prox_mu / 2 ||w - anchor||^2``; Li et al. 2020); None: no pull.
         """
         hp = state.hparams
         noise_key = state.data_key  # label noise: a property of example idx under this key
         if self.full_batch:  # the whole set in order: no gather copy of it each step
             idx = jnp.arange(data.x_train.shape[0])
             x, y = data.x_train, data.y_train
+        elif examples is not None:  # a client's own examples only
+            order, start, count = examples
+            key = streams.key(state.data_key, Stream.BATCH, state.step)
+            idx = order[start + jax.random.randint(key, (self.batch_size,), 0, count)]
+            x, y = data.x_train[idx], data.y_train[idx]
         elif self.sample is not None:  # new examples, never seen before: each has its own noise draw
             x, y = self.sample(streams.key(state.data_key, Stream.BATCH, state.step), self.batch_size)
             idx = jnp.arange(self.batch_size)
@@ -123,6 +135,8 @@ class SupervisedTask:
         rngs = {"dropout": streams.key(state.dropout_key, Stream.DROPOUT, state.step)}
         grads, (metrics, model_state) = jax.grad(self.objective, has_aux=True)(
             state.params, state.model_state, x, y, hp, rngs)
+        if anchor is not None:
+            grads = jax.tree.map(lambda g, w, a: g + hp["prox_mu"].astype(g.dtype) * (w - a), grads, state.params, anchor)
         grads = _clip_global_norm(grads, hp["grad_clip"])
         # The optimizer reads this member's numbers from state.hparams (copied into
         # inject_hyperparams' state); the placeholder values here only shape the init.

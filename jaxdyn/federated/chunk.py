@@ -1,0 +1,137 @@
+"""A federated cohort's programs: its task (``FederatedTask``) and its training chunk.
+
+A chunk of ``chunk_steps`` steps is ``chunk_steps / local_steps`` rounds, scanned inside
+one compiled program: each round, every member takes ``local_steps`` steps on its own
+client's examples (grouped on each device as ``population.make_train_chunk`` groups them),
+then ``round.server_round`` averages each federation across devices. A chunk ends on a
+round's end, so a checkpoint always holds global models and a resume is bitwise.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from jaxdyn import population as pop
+from jaxdyn.federated.partition import ClientExamples
+from jaxdyn.federated.round import ClientIds, FedOptState, selected, server_round
+
+
+@dataclass(frozen=True)
+class FederatedTask:
+    """A supervised task whose members are clients: the same init, evaluation and probes, with
+    the optimizer state a ``FedOptState`` (the client's and a copy of the server's).
+
+    Attributes:
+      inner: the cohort's ``SupervisedTask``.
+      server: the server's optax optimizer (``round.server_optimizer``).
+      proximal: whether FedProx's term is compiled in (some member's ``prox_mu > 0``).
+    """
+
+    inner: Any
+    server: Any
+    proximal: bool = False
+
+    def init(self, seeds, hparams):
+        state = self.inner.init(seeds, hparams)
+        return state._replace(opt_state=FedOptState(state.opt_state, self.server.init(state.params)))
+
+    def step(self, state, data, examples=None, anchor=None):
+        """One local step on this client's ``examples`` (``(order, start, count)``), with FedProx's
+        pull towards ``anchor`` (the round's global params) when compiled in."""
+        inner, metrics = self.inner.step(state._replace(opt_state=state.opt_state.client), data, examples=examples,
+                                         anchor=anchor if self.proximal else None)
+        return inner._replace(opt_state=FedOptState(inner.opt_state, state.opt_state.server)), metrics
+
+    def __getattr__(self, name):  # evaluate, probe_loss, model, loss_and_metrics, ...: the inner task's
+        return getattr(self.inner, name)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """What a federated cohort's chunk needs to know, fixed for the run.
+
+    Attributes:
+      ids: ``ClientIds`` of numpy arrays ``[K_padded]``.
+      examples: the partition (``ClientExamples``).
+      n_fed: federations in the cohort.
+      clients: clients per federation.
+      per_round: clients sampled per round (m).
+      local_steps: E.
+      root: the raw key of client sampling (``federated.seed`` folded with the cohort).
+    """
+
+    ids: ClientIds
+    examples: ClientExamples
+    n_fed: int
+    clients: int
+    per_round: int
+    local_steps: int
+    root: np.ndarray
+
+
+def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, group_size: int, mesh,
+                         fed: Federation):
+    """``chunk(state, data) -> (state, metrics)`` of a federated cohort, as ``population.make_train_chunk``'s:
+    the training windows ``[K, chunk_steps // log_every]`` (NaN for a client not sampled in that
+    round), and the rounds' ``client_drift`` and ``update_cosine`` ``{layer: [K, rounds]}``."""
+    rounds, E = chunk_steps // fed.local_steps, fed.local_steps
+    step = pop.guarded(lambda s, d: task.step(s, d[0], examples=d[1], anchor=d[2]))
+
+    def member_round(state, extra, data, order):
+        start, count = extra
+        anchor = state.params
+        examples = (order, start, count)
+        state, metrics = lax.scan(lambda s, _: step(s, (data, examples, anchor)), state, None, length=E)
+        return state, jax.tree.map(lambda m: m.reshape(-1, log_every).mean(axis=1), metrics)
+
+    group_round = jax.vmap(member_round, in_axes=(0, 0, None, None))
+
+    def device_chunk(state, ids, data, order, start, count):
+        n_local = ids.federation.shape[0]
+        mine = jnp.minimum(ids.client, fed.clients - 1)
+        extra = (start[mine], count[mine])
+
+        def one_round(state, _):
+            round_index = state.step[0] // E
+            taking = selected(ids, fed.root, round_index, fed.n_fed, fed.clients, fed.per_round)
+            anchor, start_opt = state.params, state.opt_state.client
+            if group_size >= n_local:
+                state, metrics = group_round(state, extra, data, order)
+            else:
+                split = lambda x: x.reshape(n_local // group_size, group_size, *x.shape[1:])
+                merge = lambda x: x.reshape(n_local, *x.shape[2:])
+                state, metrics = lax.map(lambda a: group_round(a[0], a[1], data, order),
+                                         jax.tree.map(split, (state, extra)))
+                state, metrics = jax.tree.map(merge, state), jax.tree.map(merge, metrics)
+            metrics = jax.tree.map(lambda m: jnp.where(pop_mask(taking, m), m, jnp.nan), metrics)
+            state, round_metrics = server_round(state, anchor, start_opt, ids, taking, task.server, fed.n_fed)
+            return state, (metrics, round_metrics)
+
+        state, (windows, per_round) = lax.scan(one_round, state, None, length=rounds)
+        windows = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1).reshape(n_local, -1), windows)  # [K, rounds * w]
+        per_round = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), per_round)  # [K, rounds]
+        return state, {**windows, **per_round}
+
+    sharded = jax.shard_map(device_chunk, mesh=mesh,
+                            in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P(), P(), P()),
+                            out_specs=(P(pop.AXIS), P(pop.AXIS)), check_vma=False)
+    chunk = jax.jit(sharded, donate_argnums=0)
+    ids = jax.device_put(ClientIds(*(jnp.asarray(a) for a in fed.ids)), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
+    parts = pop.replicate(tuple(jnp.asarray(a) for a in fed.examples), mesh)
+
+    def train_chunk(state, data):
+        return chunk(state, ids, data, *parts)
+
+    train_chunk._cache_size = chunk._cache_size  # the runner counts compiled variants
+    train_chunk.lower = lambda state, data: chunk.lower(state, ids, data, *parts)  # the memory check
+    return train_chunk
+
+
+def pop_mask(mask: jax.Array, m: jax.Array) -> jax.Array:
+    """``mask [n]`` broadcast against ``m [n, ...]``."""
+    return mask.reshape(mask.shape + (1,) * (m.ndim - 1))
