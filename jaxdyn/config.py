@@ -58,6 +58,7 @@ class TrainConfig:
     checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
     member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
     grad_clip: float = 0.0  # member hyperparameter: per-member global-norm clip, 0 = off
+    ema_decay: float = 0.0  # member hyperparameter: the weights' moving average, evaluated as test_*_ema; 0 = off
     full_batch: bool = False  # every step on the whole training set, in order (batch_size unused)
 
 

@@ -51,6 +51,13 @@ class RunTables:
         path = self.run_dir / "lineage.parquet"
         return pd.read_parquet(path) if path.exists() else MetricParts(self.run_dir, "lineage_").read()
 
+    def partition(self) -> pd.DataFrame:
+        """A federated study's partitions (``partition.parquet``): per cohort and client, its
+        ``examples`` and, for a classification dataset, ``label_<c>`` (its examples of class c).
+        Empty for a study without ``[federated]`` (or before the run wrote its tables)."""
+        path = self.run_dir / "partition.parquet"
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
     def schedule(self, member: int) -> pd.DataFrame:
         """The explored hyperparameters that produced ``member``'s final state, through its ancestors
         (Ray's "PBT replay" schedule): one row per stretch of training, ``step`` (from which step on),
@@ -185,8 +192,9 @@ def varying_settings(members: pd.DataFrame) -> list[str]:
 def headline(members: pd.DataFrame) -> str:
     """The metric a summary reports: the first final metric the task kind declares that the run
     logged (a GAN on a mixture: ``modes``), ``test_accuracy``, or ``test_loss`` when no member has
-    an accuracy (regression: the loss is the mean squared error)."""
-    declared = extra_finals(members.columns)
+    an accuracy (regression: the loss is the mean squared error). The moving average's metrics
+    (``train.ema_decay``: ``final_accuracy_ema``) sit beside the raw weights', never in their place."""
+    declared = [c for c in extra_finals(members.columns) if not c.endswith("_ema")]
     if declared:
         return declared[0][len("final_"):]
     return "test_accuracy" if members.final_test_accuracy.notna().any() else "test_loss"

@@ -142,7 +142,7 @@ class CohortPrograms:
         init = partial(pop.make_init(task, mesh), seeds, hparams)
         return cls(init=init, start=init if cohort.parent is None else partial(fork.start, init, cohort.parent),
                    train_chunk=cohort.train_chunk(task, layout, mesh),
-                   evaluate=pop.make_evaluate(task, mesh),
+                   evaluate=cohort.evaluate(task, layout, mesh),
                    snapshot=pop.make_snapshot(task, mesh) if makes_snapshots(task) else None,
                    probes=cohort.probes(task, mesh))
 

@@ -31,8 +31,9 @@ from jaxdyn.handover import handed_over
 from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
-from jaxdyn.federated.chunk import make_federated_chunk
-from jaxdyn.population import enable_compile_cache, make_mesh, make_train_chunk, plan_layout, replicate
+from jaxdyn.federated.chunk import make_federated_chunk, make_federated_evaluate
+from jaxdyn.population import (enable_compile_cache, make_evaluate, make_mesh, make_train_chunk, plan_layout,
+                               replicate)
 from jaxdyn.probes import probe_batch_size
 from jaxdyn.probes.run import ProbeSet
 from jaxdyn.progress import StudyProgress
@@ -77,6 +78,13 @@ class Cohort:
             return make_train_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh)
         return make_federated_chunk(task, t.chunk_steps, t.log_every, layout.group_size, mesh,
                                     setup.federation(self, layout.n_padded))
+
+    def evaluate(self, task, layout, mesh):
+        """``evaluate(state, x, y) -> scores [K_padded]``: every member on all of x, y, or each
+        federation's global model once, written for its clients (``[federated]``)."""
+        if self.config.federated is None:
+            return make_evaluate(task, mesh)
+        return make_federated_evaluate(task, mesh, setup.federation(self, layout.n_padded))
 
     def probes(self, task, mesh) -> ProbeSet:
         """This cohort's enabled probes over the task's views, compiled for ``task`` on ``mesh``."""
@@ -274,6 +282,9 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         if extended_from is not None:
             rundir.extend(run_dir, to_toml(cfg), extended_from, cfg.train.steps)
         _keep_arrays(cohorts, run_dir)
+        partition = setup.partition_frame(cohorts)  # first: a report of a run still going shows it
+        if len(partition):
+            write_atomic(run_dir / "partition.parquet", lambda p: partition.to_parquet(p, index=False))
         try:
             return _run_and_write(cohorts, datasets, run_dir, info, progress, mesh, programs)
         except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
@@ -321,9 +332,6 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
         table = MetricParts(run_dir, prefix).read()
         if len(table):
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
-    partition = setup.partition_frame(cohorts)
-    if len(partition):
-        write_atomic(run_dir / "partition.parquet", lambda p: partition.to_parquet(p, index=False))
     timing = MetricParts(run_dir, "time_").read()
     write_atomic(run_dir / "timing.csv", lambda p: timing.to_csv(p, index=False))
     return Trained(run_dir, cohorts, members, metrics)

@@ -188,9 +188,9 @@ def test_member_state_bytes_is_the_closed_form_count():
     # Adam keeps params, mu and nu; the rest is scalars: step, alive, diverged_at, two keys
     # of 2 words (data, dropout), two counts (Adam's and inject_hyperparams') and 5 injected
     # hyperparameters (learning_rate, b1, b2, eps, and optax's own eps_root); then
-    # MemberState.hparams: Adam's 4 and the 9 others (label_noise, noise_std, l1, l2,
-    # label_smoothing, init_scale, dropout, leaky_slope, grad_clip).
-    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 13 * 4
+    # MemberState.hparams: Adam's 4 and the 10 others (label_noise, noise_std, l1, l2,
+    # label_smoothing, init_scale, dropout, leaky_slope, grad_clip, ema_decay).
+    assert memory.member_state_bytes(cohort) == 3 * 4 * n_params + 4 + 1 + 4 + 2 * 8 + 2 * 4 + 5 * 4 + 14 * 4
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

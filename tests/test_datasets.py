@@ -53,6 +53,24 @@ def test_shuffled_mnist1d_is_one_fixed_permutation_of_the_same_examples():
     np.testing.assert_array_equal(plain.x_test[:, perm], shuffled.x_test)
 
 
+def test_mnist1d_generated_at_another_size(monkeypatch, tmp_path):
+    """``data.n_examples``: the same generator with n + 1000 samples and the last 1000 the test
+    set; 4000 is the default dataset itself (generated here in an empty cache, not read back)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    default = load_dataset("mnist1d")
+    monkeypatch.setenv("JAXDYN_CACHE", str(tmp_path))
+    np.testing.assert_array_equal(load_dataset("mnist1d", n_examples=4000).x_train, default.x_train)
+    big = load_dataset("mnist1d", n_examples=6000)
+    assert big.x_train.shape == (6000, 40) and big.x_test.shape == (1000, 40)
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.final_seq_length = 7000, 6 / 7, 40
+    raw = make_dataset(args)
+    np.testing.assert_array_equal(big.y_train, raw["y"])
+    np.testing.assert_allclose(big.x_test, raw["x_test"], rtol=1e-6)
+    assert np.bincount(big.y_train).min() > 500  # all ten classes, about equally
+
+
 def test_subset_and_standardisation_use_training_statistics():
     full = load_dataset("mnist1d")
     ds = load_dataset("mnist1d", n_train=100, standardize=True)

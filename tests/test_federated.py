@@ -223,6 +223,10 @@ def test_a_federated_run_resumed_for_more_rounds_equals_the_longer_run(tmp_path)
         row = table[table.client == c].iloc[0]
         assert row.examples == len(part) == 100
         assert [row[f"label_{k}"] for k in range(10)] == np.bincount(labels[part], minlength=10).tolist()
+    pd.testing.assert_frame_equal(res.partition(), table)
+    report = jaxdyn.write_report(tmp_path / "long")
+    assert "federated" in report.views and not report.failed, report.failed
+    assert {"federated_rounds.png", "federated_partition.png"} <= {p.name for p in report.images}
 
 
 def test_dry_run_shows_federations_and_clients(tmp_path):
@@ -234,3 +238,37 @@ def test_dry_run_shows_federations_and_clients(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "federated: 3 federation(s) x 5 clients, 4 rounds of 10 local steps, 2 client(s) per round" in out.stdout
+
+
+def test_the_global_model_is_evaluated_once_per_federation_for_its_living_clients(mesh):
+    """Federation 1 of three clients spans both devices; a diverged client (alive False) reads NaN,
+    and a federation with no living client NaN throughout; the others read the test loss of their
+    federation's first living client, computed here with plain flax and optax."""
+    from jaxdyn import population as pop
+    from jaxdyn.runner import CohortPrograms
+
+    cfg = _cfg({"steps": 2, "chunk_steps": 2, "batch_size": 8}, {"clients": 3, "local_steps": 2},
+               study={"seeds": 3})
+    (cohort,) = expand(load_config(cfg))
+    layout = pop.plan_layout(9, mesh.size, 0, "cpu")
+    programs = CohortPrograms.build(cohort, layout, mesh)
+    state = programs.start()
+    noise = jax.random.normal(jax.random.PRNGKey(0), (layout.n_padded,))  # clients that differ, to tell them apart
+    state = state._replace(params=jax.tree.map(lambda a: a * (1 + 0.1 * noise.reshape((-1,) + (1,) * (a.ndim - 1))),
+                                               state.params))
+    alive = np.ones(layout.n_padded, bool)
+    alive[[0, 6, 7, 8]] = False  # federation 0 loses client 0; federation 2 loses all three
+    state = state._replace(alive=jax.device_put(alive, state.alive.sharding))
+    data = load_dataset("mnist1d", n_train=400)
+    scores = jax.device_get(programs.evaluate(state, *pop.replicate((data.x_test, data.y_test), mesh)))
+    task = cohort.task()
+    want = {}
+    for member, first in ((1, 1), (3, 3)):  # the first living client of federations 0 and 1
+        params = jax.tree.map(lambda a: np.asarray(a)[first], state.params)
+        logits = task.model.apply({"params": params}, data.x_test)
+        want[member] = float(optax.softmax_cross_entropy_with_integer_labels(logits, data.y_test).mean())
+    loss = scores["loss"][:9]
+    assert np.isnan(loss[[0, 6, 7, 8]]).all()
+    np.testing.assert_allclose(loss[[1, 2]], want[1], rtol=1e-5)
+    np.testing.assert_allclose(loss[[3, 4, 5]], want[3], rtol=1e-5)
+    assert want[1] != pytest.approx(want[3])

@@ -20,7 +20,8 @@ from jaxdyn.data.augment import Augment
 from jaxdyn.data.config import COMMON_FIELDS, DataConfig
 from jaxdyn.data.dataset import Dataset, DatasetInfo, DatasetSpec, cache_dir, fixed
 from jaxdyn.data.digits import load_digits
-from jaxdyn.data.mnist1d import load_mnist1d, load_mnist1d_shuffled
+from jaxdyn.data import mnist1d
+from jaxdyn.data.mnist1d import load_mnist1d_shuffled
 from jaxdyn.errors import ConfigError, closest
 from jaxdyn.hparams import HParam
 from jaxdyn import streams
@@ -39,8 +40,9 @@ _idx_info, _idx_load = files.file_info(files.load_idx)
 _USER = ("path", "test_fraction", "seed")
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist1d": fixed(load_mnist1d, DatasetInfo(4000, 1000, (40,), 10),
-                     "MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40"),
+    "mnist1d": DatasetSpec(mnist1d.load_mnist1d_config, mnist1d.mnist1d_info, ("n_examples",),
+                           "MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40; "
+                           "n_examples = N generates N training examples instead"),
     "mnist1d_shuffled": fixed(load_mnist1d_shuffled, DatasetInfo(4000, 1000, (40,), 10),
                               "MNIST-1D with one fixed permutation of the 40 positions (the paper's shuffle test)"),
     "digits": dataclasses.replace(

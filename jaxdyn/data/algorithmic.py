@@ -118,6 +118,7 @@ def load_modular(cfg) -> Dataset:
 # ---------------------------------------------------------------------------- parity
 
 PARITY_TEST = 1_000
+PARITY_TRAIN = 10_000  # data.n_examples = 0
 PARITY_ENCODINGS = ("signs", "tokens")  # the first is the default (data.encoding = "")
 PARITY_LABELS = ("classes", "signs")
 
@@ -138,13 +139,14 @@ def check_parity(cfg) -> None:
     if not 1 <= cfg.k <= cfg.n:
         raise ConfigError(f"data.k = {cfg.k}: the label is the parity of the first k of data.n = "
                           f"{cfg.n} bits; use 1 <= k <= {cfg.n} (or raise data.n)")
-    if cfg.n_examples < 1:
-        raise ConfigError(f"data.n_examples = {cfg.n_examples}: the training set needs >= 1 example, e.g. 10000")
+    if cfg.n_examples < 0:
+        raise ConfigError(f"data.n_examples = {cfg.n_examples}: the training set needs >= 1 example, e.g. 10000 "
+                          f"(0: the default, {PARITY_TRAIN})")
 
 
 def parity_info(cfg) -> DatasetInfo:
     check_parity(cfg)
-    return DatasetInfo(cfg.n_examples, PARITY_TEST, input_shape=(cfg.n,),
+    return DatasetInfo(cfg.n_examples or PARITY_TRAIN, PARITY_TEST, input_shape=(cfg.n,),
                        n_classes=2 if cfg.labels == "classes" else 0,
                        vocab=2 if parity_encoding(cfg) == "tokens" else 0)
 
@@ -167,7 +169,7 @@ def load_parity(cfg) -> Dataset:
     check_parity(cfg)
     train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     arrays = []
-    for seq, n in ((train_seq, cfg.n_examples), (test_seq, PARITY_TEST)):
+    for seq, n in ((train_seq, cfg.n_examples or PARITY_TRAIN), (test_seq, PARITY_TEST)):
         bits = np.random.default_rng(seq).integers(0, 2, (n, cfg.n), dtype=np.int8)
         arrays += _parity_examples(np, bits, cfg)
     return Dataset(*arrays)

@@ -30,7 +30,8 @@ class DataConfig:
     encoding: str = ""
     n: int = 30  # parity: random bits per example
     k: int = 3  # parity: the label is the parity of the first k bits
-    n_examples: int = 10000  # parity: training examples (the test set is a fixed 1000)
+    # parity, mnist1d: training examples generated; 0 = the dataset's default (parity 10,000, mnist1d 4,000)
+    n_examples: int = 0
     # parity: a fresh batch of new examples each step, drawn on the device from the member's data seed
     # (online SGD); the fixed training set of n_examples then only measures train_loss/accuracy and feeds probes
     fresh: bool = False

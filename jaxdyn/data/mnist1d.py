@@ -5,17 +5,36 @@ import random
 import numpy as np
 
 from jaxdyn.atomic import save_npz
-from jaxdyn.data.dataset import Dataset, cache_dir
+from jaxdyn.data.dataset import Dataset, DatasetInfo, cache_dir
 from jaxdyn.errors import ConfigError
 
 
-def load_mnist1d():
-    """4000 train / 1000 test signals of length 40, cached as ``.npz``.
+DEFAULT_TRAIN = 4000
+TEST = 1000
 
-    ``make_dataset`` reseeds numpy's and Python's global generators; their states
-    are saved and restored around it so callers do not see that.
+
+def mnist1d_info(cfg):
+    """``data.n_examples`` training signals (0: the paper's 4,000), 1,000 test, length 40, 10 classes."""
+    if cfg.n_examples < 0:
+        raise ConfigError(f"data.n_examples = {cfg.n_examples}: training examples to generate, >= 1 (or 0 for "
+                          f"MNIST-1D's {DEFAULT_TRAIN})")
+    return DatasetInfo(cfg.n_examples or DEFAULT_TRAIN, TEST, (40,), 10)
+
+
+def load_mnist1d_config(cfg):
+    return load_mnist1d(cfg.n_examples or DEFAULT_TRAIN)
+
+
+def load_mnist1d(n_train: int = DEFAULT_TRAIN):
+    """``n_train`` train / 1000 test signals of length 40, cached as ``.npz``.
+
+    Generated as the paper's (``make_dataset`` with its default arguments and seed) with
+    ``num_samples = n_train + 1000`` and the last 1000 the test set, so the default 4000 is
+    the paper's 5000-sample dataset; another size is another draw, its test set included.
+    ``make_dataset`` reseeds numpy's and Python's global generators; their states are saved
+    and restored around it so callers do not see that.
     """
-    path = cache_dir() / "mnist1d_4000_1000_len40.npz"
+    path = cache_dir() / f"mnist1d_{n_train}_{TEST}_len40.npz"
     if path.exists():
         with np.load(path) as f:
             return Dataset(*(f[k] for k in Dataset._fields))
@@ -25,7 +44,7 @@ def load_mnist1d():
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
         args = get_dataset_args()
-        args.num_samples, args.train_split, args.final_seq_length = 5000, 0.8, 40
+        args.num_samples, args.train_split, args.final_seq_length = n_train + TEST, n_train / (n_train + TEST), 40
         raw = make_dataset(args)
     finally:
         np.random.set_state(np_state)

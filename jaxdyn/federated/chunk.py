@@ -77,8 +77,9 @@ class Federation:
 def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, group_size: int, mesh,
                          fed: Federation):
     """``chunk(state, data) -> (state, metrics)`` of a federated cohort, as ``population.make_train_chunk``'s:
-    the training windows ``[K, chunk_steps // log_every]`` (NaN for a client not sampled in that
-    round), and the rounds' ``client_drift`` and ``update_cosine`` ``{layer: [K, rounds]}``."""
+    the training windows ``[K, chunk_steps // log_every]``, each the mean over the window's steps at
+    which the client took part (NaN if it took part in none), and the rounds' ``client_drift`` and
+    ``update_cosine`` ``{layer: [K, rounds]}``."""
     rounds, E = chunk_steps // fed.local_steps, fed.local_steps
     step = pop.guarded(lambda s, d: task.step(s, d[0], examples=d[1], anchor=d[2]))
 
@@ -86,8 +87,7 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
         start, count = extra
         anchor = state.params
         examples = (order, start, count)
-        state, metrics = lax.scan(lambda s, _: step(s, (data, examples, anchor)), state, None, length=E)
-        return state, jax.tree.map(lambda m: m.reshape(-1, log_every).mean(axis=1), metrics)
+        return lax.scan(lambda s, _: step(s, (data, examples, anchor)), state, None, length=E)
 
     group_round = jax.vmap(member_round, in_axes=(0, 0, None, None))
 
@@ -113,7 +113,10 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
             return state, (metrics, round_metrics)
 
         state, (windows, per_round) = lax.scan(one_round, state, None, length=rounds)
-        windows = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1).reshape(n_local, -1), windows)  # [K, rounds * w]
+        # [rounds, K, E] -> [K, chunk_steps] -> windows of log_every steps, each the mean over the steps
+        # in it at which the client took part (NaN if none: a window may span rounds, or lie within one)
+        windows = jax.tree.map(lambda m: jnp.nanmean(jnp.moveaxis(m, 0, 1).reshape(n_local, -1, log_every), axis=2),
+                               windows)
         per_round = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), per_round)  # [K, rounds]
         return state, {**windows, **per_round}
 
@@ -135,3 +138,44 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
 def pop_mask(mask: jax.Array, m: jax.Array) -> jax.Array:
     """``mask [n]`` broadcast against ``m [n, ...]``."""
     return mask.reshape(mask.shape + (1,) * (m.ndim - 1))
+
+
+def make_federated_evaluate(task: FederatedTask, mesh, fed: Federation):
+    """``evaluate(state, x, y) -> metrics [K_padded]``: the global model of each federation on all of
+    ``x, y``, written for each of its living clients (NaN for a diverged one, which left the
+    federation). After a round every living client of a federation holds the global model, so each
+    device evaluates one living client per federation it holds (F models, not K) and the lowest such
+    device's scores are shared (``pmin``, ``psum``)."""
+    n_fed = fed.n_fed
+    per_model = jax.vmap(task.evaluate, in_axes=(0, None, None))
+
+    def device_evaluate(state, federation, x, y):
+        n_local = federation.shape[0]
+        first = jax.ops.segment_min(jnp.where(state.alive, jnp.arange(n_local), n_local), federation,
+                                    num_segments=n_fed + 1)[:n_fed]
+        here = first < n_local
+        reps = jax.tree.map(lambda a: a[jnp.minimum(first, n_local - 1)], state)
+        scores = per_model(reps, x, y)  # {name: [F]}
+        device = lax.axis_index(pop.AXIS)
+        owner = lax.pmin(jnp.where(here, device, mesh.size), pop.AXIS)
+        mine = here & (owner == device)
+        shared = jax.tree.map(lambda s: lax.psum(jnp.where(mine, s, jnp.zeros_like(s)), pop.AXIS), scores)
+        alive_somewhere = owner < mesh.size
+
+        def spread(s):
+            s = jnp.concatenate([jnp.where(alive_somewhere, s, jnp.nan), jnp.full((1,), jnp.nan, s.dtype)])
+            return jnp.where(state.alive, s[federation], jnp.nan)
+
+        return jax.tree.map(spread, shared)
+
+    sharded = jax.shard_map(device_evaluate, mesh=mesh, in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P()),
+                            out_specs=P(pop.AXIS), check_vma=False)
+    program = jax.jit(sharded)
+    federation = jax.device_put(jnp.asarray(fed.ids.federation), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
+
+    def evaluate(state, x, y):
+        return program(state, federation, x, y)
+
+    evaluate._cache_size = program._cache_size
+    evaluate.lower = lambda state, x, y: program.lower(state, federation, x, y)
+    return evaluate

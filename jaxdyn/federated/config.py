@@ -111,10 +111,6 @@ def check_federated(cfg: FederatedConfig, train, data, info, kind: str) -> None:
         raise ConfigError(f"train.chunk_steps = {train.chunk_steps} is not a multiple of federated.local_steps = "
                           f"{cfg.local_steps}: rounds run inside the compiled chunks; set chunk_steps to a multiple, "
                           f"e.g. {cfg.local_steps * max(1, train.chunk_steps // cfg.local_steps)}")
-    if cfg.local_steps % train.log_every:
-        raise ConfigError(f"federated.local_steps = {cfg.local_steps} is not a multiple of train.log_every = "
-                          f"{train.log_every}; set log_every to a divisor of local_steps, e.g. "
-                          f"{math.gcd(cfg.local_steps, train.log_every)}")
     if train.full_batch:
         raise ConfigError("train.full_batch = true with [federated]: each client draws minibatches from its own "
                           "examples; remove train.full_batch (a batch_size of at least a client's examples is close)")

@@ -80,4 +80,8 @@ def federated_task(task, config, members: pd.DataFrame) -> FederatedTask:
     """The cohort's supervised ``task`` with its members as clients: the server's optimizer from
     ``[federated]``, and FedProx's term compiled in only when some member's ``prox_mu`` is above 0."""
     proximal = bool((members.get("prox_mu", pd.Series([0.0])) > 0).any())
+    if bool((members.get("ema_decay", pd.Series([0.0])) > 0).any()):
+        raise ConfigError("train.ema_decay > 0 with [federated]: a client's moving average would follow its own "
+                          "local weights, not the global model's; jaxdyn does not average those yet, so remove "
+                          "train.ema_decay")
     return FederatedTask(task, server_optimizer(config.federated), proximal)

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxdyn.report import attention_view, lineage_view, probe_views, views
+from jaxdyn.report import attention_view, federated_view, lineage_view, probe_views, views
 from jaxdyn.report.data import load_report_data
 from jaxdyn.atomic import write_atomic
 
@@ -24,6 +24,7 @@ VIEWS = {  # key: (title when it fails, the view)
     "hparams": ("Final metric against each hyperparameter", views.final_vs_hparams),
     "divergence": ("Divergence", views.divergence),
     "lineage": ("Population-based training", lineage_view.lineage),
+    "federated": ("Federated averaging", federated_view.federated),
     "layers": ("Per-layer probes over time", probe_views.layer_heatmaps),
     "activations": ("Activation histograms over time", probe_views.activation_histograms),
     "attention": ("Attention", attention_view.attention),

@@ -40,6 +40,7 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
         loss=objective_name(config.loss.name, info.regression),
         custom_loss=user_loss(config.loss.name) if extension.is_path(config.loss.name) else None,
         sample=dataset_spec(data.name).sample(data) if data.fresh else None,
+        ema=_uses(members, "ema_decay"),
         full_batch=config.train.full_batch,
         label_noise=_uses(members, "label_noise"),
         n_classes=info.n_classes,
@@ -60,7 +61,8 @@ def supervised_views(config, task) -> tuple[ProbeView, ...]:
 TASK_KINDS: dict[str, TaskKind] = {
     "supervised": TaskKind(supervised_task, supervised_views,
                            "classification or regression of [data] by [model] with [optim] (the default)",
-                           uses_optim=True, has_model=True, member_model=one_model),
+                           uses_optim=True, has_model=True, member_model=one_model,
+                           finals=("accuracy_ema", "loss_ema")),  # with train.ema_decay
     "gan": GAN,
 }
 

@@ -6,7 +6,7 @@ not depend on chunking and a resume needs no RNG bookkeeping.
 """
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,7 +25,18 @@ from jaxdyn.tasks.base import MemberState, Seeds, fresh_state  # noqa: F401 (Mem
 HPARAMS = {
     "train.grad_clip": HParam(
         0.0, doc="clip each member's gradient to this global norm (its own, never the population's); 0 = off"),
+    "train.ema_decay": HParam(
+        0.0, high=1.0, doc="keep an exponential moving average of the weights, ema <- d ema + (1 - d) w after "
+                           "every step (from the initial weights; Polyak averaging), evaluated beside the raw "
+                           "weights as test_loss_ema / test_accuracy_ema; 0 = off"),
 }
+
+
+class EmaOptState(NamedTuple):
+    """The optimizer's state and the weights' moving average (``train.ema_decay``)."""
+
+    inner: Any
+    ema: Any
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class SupervisedTask:
     custom_loss: Callable | None = None
     # data.fresh: (key, batch_size) -> (x, y), new training examples each step instead of a draw from the set
     sample: Callable | None = None
+    ema: bool = False  # keep the weights' moving average in the optimizer state (some member's ema_decay > 0)
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
         """One member's state from its seeds and hyperparameters (name -> scalar)."""
@@ -75,6 +87,8 @@ class SupervisedTask:
         # Init collects every collection, sown intermediates too: keep only real state.
         model_state = {k: v for k, v in variables.items() if k != "params" and k not in SOWN}
         opt_state = self.optimizer.transform(hparams).init(params)
+        if self.ema:
+            opt_state = EmaOptState(opt_state, params)
         return fresh_state(params, opt_state, hparams, seeds, model_state)
 
     def loss_and_metrics(self, params, model_state, x, y, hparams):
@@ -143,10 +157,16 @@ class SupervisedTask:
         numbers = {k: hp[k] for k in self.optimizer.defaults}
         if self.schedule is not None:  # this member's rate at this step, from its own schedule numbers
             numbers["learning_rate"] = self.schedule(state.step, hp).astype(jnp.float32)
-        opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, **numbers})
+        inner = state.opt_state.inner if self.ema else state.opt_state
+        opt_state = inner._replace(hyperparams={**inner.hyperparams, **numbers})
         tx = self.optimizer.transform(self.optimizer.defaults)
         updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if self.ema:
+            d = hp["ema_decay"]
+            ema = jax.tree.map(lambda e, w: d.astype(w.dtype) * e + (1 - d).astype(w.dtype) * w, state.opt_state.ema,
+                               params)
+            opt_state = EmaOptState(opt_state, ema)
         if self.track_updates:  # as big_vision logs them: from the step's own update
             metrics["update_norm"] = layer_norms(updates)
             metrics["update_ratio"] = jax.tree.map(lambda u, w: u / w, metrics["update_norm"], layer_norms(state.params))
@@ -188,8 +208,14 @@ class SupervisedTask:
         return self.objective(params, state.model_state, x, y, hp, {"dropout": jax.random.PRNGKey(0)})[0]
 
     def evaluate(self, state: MemberState, x: jax.Array, y: jax.Array) -> dict:
-        """Loss and accuracy of one member on the whole of ``x, y``."""
-        return self.loss_and_metrics(state.params, state.model_state, x, y, state.hparams)[1]
+        """Loss and accuracy of one member on the whole of ``x, y``; with ``ema``, also those of its
+        weights' moving average (``loss_ema``, ``accuracy_ema``; with the raw weights' BatchNorm
+        statistics, which are not averaged)."""
+        scores = self.loss_and_metrics(state.params, state.model_state, x, y, state.hparams)[1]
+        if self.ema:
+            averaged = self.loss_and_metrics(state.opt_state.ema, state.model_state, x, y, state.hparams)[1]
+            scores.update({f"{k}_ema": v for k, v in averaged.items()})
+        return scores
 
 
 def layer_norms(tree) -> dict:
