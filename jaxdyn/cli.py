@@ -14,7 +14,7 @@ import jaxdyn
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.config import load_config
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
-from jaxdyn.data import COMMON_FIELDS, DATASETS
+from jaxdyn.data import COMMON_FIELDS, DATASETS, dataset_info
 from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
@@ -206,7 +206,7 @@ def _dry_run(args) -> None:
     if cfg.pbt is not None:
         print(pbt_plan(cfg))
     if cfg.federated is not None:
-        print(federated_plan(cfg, int(table.members.sum())))
+        print(federated_plan(cfg, int(table.members.sum()), dataset_info(cfg.data)))
     if cfg.init is not None:
         i = cfg.init
         source = f"member {i.member}" if i.member >= 0 else "the member of the same id"

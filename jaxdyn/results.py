@@ -184,7 +184,7 @@ def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
     that take more than one value (not ids, seeds or results; a federated client's ``federation``
     and ``client`` are ids)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", "federation", "client", *FINAL_COLUMNS,
+    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", "federation", "client", "local_steps", *FINAL_COLUMNS,
              *extra_finals(members.columns)}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 

@@ -27,6 +27,7 @@ from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
 from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
 from jaxdyn.errors import ConfigError, is_disk_full
 from jaxdyn.federated import setup
+from jaxdyn.federated.config import with_epochs
 from jaxdyn.handover import handed_over
 from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
@@ -146,6 +147,9 @@ def expand(cfg: Config) -> list[Cohort]:
         ccfg = base
         for key, value in settings.items():
             ccfg = _with(ccfg, key, value)
+        if ccfg.federated is not None and ccfg.federated.local_epochs > 0:  # the round's steps, from its epochs
+            fed = with_epochs(ccfg.federated, ccfg.data, dataset_info(ccfg.data), ccfg.train.batch_size)
+            ccfg = dataclasses.replace(ccfg, federated=fed)
         validate(ccfg)
         defaults, decls = ccfg.member_hparams(), ccfg.hparam_decls()
         for key, _ in member_axes:
@@ -187,7 +191,7 @@ def expand(cfg: Config) -> list[Cohort]:
                              "dropout_seed": dropout_seed, **hparams})
         if ccfg.federated is not None:  # each row a federation of clients
             first = sum(c.members["federation"].nunique() for c in cohorts if "federation" in c.members)
-            rows = setup.client_rows(rows, clients, first)
+            rows = setup.client_rows(rows, clients, first, ccfg.federated.local_steps)
         rows = [{"member": next_member + i, **row} for i, row in enumerate(rows)]
         next_member += len(rows)
         table = pd.DataFrame(rows)

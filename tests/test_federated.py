@@ -108,7 +108,10 @@ def test_the_member_table_holds_federations_of_clients():
     ({"clients": 0}, "federated.clients = 0"),
     ({"local_steps": 3}, "train.chunk_steps = 4 is not a multiple of federated.local_steps = 3"),
     ({"client_fraction": 0.0}, "federated.client_fraction = 0.0"),
-    ({"partition": "natural"}, "federated.partition = 'natural'"),
+    ({"partition": "natural"}, "data.name = 'mnist1d' has none"),
+    ({"partition": "pathological"}, "federated.partition = 'pathological'"),
+    ({"local_epochs": 1.0}, "federated.local_steps and federated.local_epochs are both set"),
+    ({"local_epochs": -1.0, "local_steps": None}, "federated.local_epochs = -1.0"),
     ({"alpha": 0.0, "partition": "dirichlet"}, "federated.alpha = 0.0"),
     ({"server_optim": "yogi"}, "federated.server_optim = 'yogi'"),
     ({"clients": 500}, "federated.clients = 500"),
@@ -117,7 +120,8 @@ def test_the_member_table_holds_federations_of_clients():
     ({"server_learning_rate": 0.0}, "federated.server_learning_rate"),
 ])
 def test_bad_federated_settings_are_refused_naming_the_field(federated, field):
-    cfg = _cfg({"steps": 8, "chunk_steps": 4, "batch_size": 8}, {"local_steps": 2, **federated})
+    fed = {k: v for k, v in {"local_steps": 2, **federated}.items() if v is not None}
+    cfg = _cfg({"steps": 8, "chunk_steps": 4, "batch_size": 8}, fed)
     with pytest.raises(jaxdyn.ConfigError) as err:
         expand(load_config(cfg))
     assert field in str(err.value), str(err.value)
@@ -272,3 +276,53 @@ def test_the_global_model_is_evaluated_once_per_federation_for_its_living_client
     np.testing.assert_allclose(loss[[1, 2]], want[1], rtol=1e-5)
     np.testing.assert_allclose(loss[[3, 4, 5]], want[3], rtol=1e-5)
     assert want[1] != pytest.approx(want[3])
+
+
+def test_local_epochs_become_steps_per_round_and_show_in_the_member_table():
+    """McMahan et al.'s u = E n_k / B: 400 examples over 4 clients in batches of 8 is 12.5 steps an
+    epoch, so 2 epochs are 25 steps a round."""
+    cfg = _cfg({"steps": 50, "chunk_steps": 25, "batch_size": 8}, {"clients": 4, "local_epochs": 2.0})
+    (cohort,) = expand(load_config(cfg))
+    assert cohort.config.federated.local_steps == 25 and set(cohort.members.local_steps) == {25}
+    bad = _cfg({"steps": 60, "chunk_steps": 20, "batch_size": 8}, {"clients": 4, "local_epochs": 2.0})
+    with pytest.raises(jaxdyn.ConfigError, match="from local_epochs = 2: 2 x 100 examples per client / batch_size 8"):
+        expand(load_config(bad))
+
+
+def test_a_natural_partition_follows_the_client_ids_handed_over(tmp_path):
+    data = load_dataset("mnist1d", n_train=400)
+    ids = np.random.default_rng(0).integers(0, 5, 400)
+    arrays = {"x": data.x_train[:400], "y": data.y_train[:400], "x_test": data.x_test, "y_test": data.y_test,
+              "client": ids}
+    cfg = _cfg({"steps": 4, "chunk_steps": 2, "batch_size": 8}, {"clients": 5, "local_steps": 2,
+                                                                 "partition": "natural"})
+    cfg["data"] = {}
+    res = jaxdyn.run(cfg, data=arrays, out=tmp_path / "run", progress=False, summary=False)
+    table = res.partition()
+    assert table.examples.tolist() == np.bincount(ids).tolist()
+    for c in range(5):
+        assert table.loc[c, [f"label_{k}" for k in range(10)]].tolist() == \
+            np.bincount(data.y_train[:400][ids == c], minlength=10).tolist()
+    for bad, message in ((np.where(ids == 4, 5, ids), "client ids run from 0 to 5"),
+                         (np.where(ids == 3, 0, ids), "client 3 has no examples")):
+        with pytest.raises(jaxdyn.ConfigError, match=message):
+            jaxdyn.run(cfg, data={**arrays, "client": bad}, out=tmp_path / "bad", progress=False, summary=False)
+    with pytest.raises(jaxdyn.ConfigError, match="client ids without x_test"):
+        jaxdyn.run(cfg, data={"x": arrays["x"], "y": arrays["y"], "client": ids}, out=tmp_path / "bad2",
+                   progress=False, summary=False)
+
+
+def test_local_accuracy_is_a_clients_own_score_after_its_local_steps(tmp_path):
+    """One client holding every example: after the last round's local steps its model is the global
+    one (the average of one), so local_accuracy is that model's accuracy on its first 256 examples."""
+    cfg = _cfg({"steps": 20, "chunk_steps": 10, "batch_size": 8, "log_every": 5},
+               {"clients": 1, "local_steps": 5})
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    member = jaxdyn.extract_member(tmp_path / "run", 0)
+    data = load_dataset("mnist1d", n_train=400)
+    logits = member.model.apply(member.variables, data.x_train[:256])
+    local = res.frame("local_accuracy").set_index("step").value
+    assert list(local.index) == [10, 20]  # the last round of each chunk
+    assert local[20] == pytest.approx(float((logits.argmax(-1) == data.y_train[:256]).mean()), abs=1e-6)
+    loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, data.y_train[:256]).mean())
+    assert res.frame("local_loss").set_index("step").value[20] == pytest.approx(loss, rel=1e-4)

@@ -26,7 +26,7 @@ from jaxdyn.errors import ConfigError
 
 PREFIX = "arrays:"
 FIELDS = ("test_fraction", "seed", "targets")
-KEYS = ("x", "y", "x_test", "y_test")
+KEYS = ("x", "y", "x_test", "y_test", "client")  # client: a federated client id per training example
 
 
 def is_user_data(name) -> bool:
@@ -48,7 +48,11 @@ def parts_of(data, where: str) -> dict[str, np.ndarray]:
                           "or a jaxdyn.data.Dataset")
     unknown = [k for k in data if k not in KEYS]
     if unknown or "x" not in data or "y" not in data:
-        raise ConfigError(f"{where}: keys {sorted(map(str, data))}; give x and y, and optionally x_test and y_test")
+        raise ConfigError(f"{where}: keys {sorted(map(str, data))}; give x and y, and optionally x_test and y_test "
+                          "(and client: a client id per row of x, for federated.partition = \"natural\")")
+    if "client" in data and "x_test" not in data:
+        raise ConfigError(f"{where}: client ids without x_test and y_test; give the test split too, so that the "
+                          "ids stay with their training rows")
     if ("x_test" in data) != ("y_test" in data):
         raise ConfigError(f"{where}: give both x_test and y_test for a test split, or neither to hold out "
                           "data.test_fraction of x and y")
@@ -115,6 +119,16 @@ def _arrays(cfg) -> tuple[str, dict]:
     if not callable(fn):
         raise ConfigError(f"data.name = {name!r} is {type(fn).__name__}, not a function returning arrays")
     return f"data.name = {name!r}", parts_of(fn(), f"data.name = {name!r} returned a value that")
+
+
+def client_ids(cfg):
+    """The client id of each training example handed over with the arrays (``client``; the first
+    ``data.n_train`` when that is set), or None when none were given."""
+    ids = _arrays(cfg)[1].get("client")
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    return ids[: cfg.n_train] if cfg.n_train else ids
 
 
 def load(cfg) -> Dataset:

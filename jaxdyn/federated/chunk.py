@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
@@ -74,12 +75,37 @@ class Federation:
     root: np.ndarray
 
 
+LOCAL_EXAMPLES = 256  # at most this many of a client's own examples measure local_loss / local_accuracy
+
+
+def own_scores(task: FederatedTask, state, start, count, data, order, size: int) -> dict:
+    """ONE client's loss and accuracy (classes) on its own first ``min(count, size)`` examples (in
+    index order), as ``{metric: {"": value}}``: ``local_loss``, ``local_accuracy``."""
+    j = jnp.arange(size)
+    mask = (j < count).astype(jnp.float32)
+    idx = order[start + jnp.minimum(j, count - 1)]
+    x, y = data.x_train[idx], data.y_train[idx]
+    inner = task.inner
+    out = inner._outputs(inner.model.apply({"params": state.params, **state.model_state}, x, train=False,
+                                           hparams=state.hparams))
+    per_example = lambda v: v.reshape(size, -1).mean(axis=1)
+    mean = lambda v: jnp.sum(per_example(v) * mask) / jnp.sum(mask)
+    if not inner.n_classes:
+        return {"local_loss": {"": mean(jnp.square(out - y))}}
+    return {"local_loss": {"": mean(optax.softmax_cross_entropy_with_integer_labels(out, y))},
+            "local_accuracy": {"": mean((out.argmax(-1) == y).astype(jnp.float32))}}
+
+
 def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, group_size: int, mesh,
                          fed: Federation):
     """``chunk(state, data) -> (state, metrics)`` of a federated cohort, as ``population.make_train_chunk``'s:
     the training windows ``[K, chunk_steps // log_every]``, each the mean over the window's steps at
-    which the client took part (NaN if it took part in none), and the rounds' ``client_drift`` and
-    ``update_cosine`` ``{layer: [K, rounds]}``."""
+    which the client took part (NaN if it took part in none), the rounds' ``client_drift`` and
+    ``update_cosine`` ``{layer: [K, rounds]}``, and, after the chunk's last round of local steps and
+    before its average, each participating client's ``local_loss`` and ``local_accuracy`` on its own
+    examples (personalisation; ``{"": [K, 1]}``, NaN for the others)."""
+    size = int(min(int(fed.examples.count.max()), LOCAL_EXAMPLES))
+    own = jax.vmap(lambda s, e, d, o: own_scores(task, s, e[0], e[1], d, o, size), in_axes=(0, 0, None, None))
     rounds, E = chunk_steps // fed.local_steps, fed.local_steps
     step = pop.guarded(lambda s, d: task.step(s, d[0], examples=d[1], anchor=d[2]))
 
@@ -96,7 +122,7 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
         mine = jnp.minimum(ids.client, fed.clients - 1)
         extra = (start[mine], count[mine])
 
-        def one_round(state, _):
+        def one_round(state, r):
             round_index = state.step[0] // E
             taking = selected(ids, fed.root, round_index, fed.n_fed, fed.clients, fed.per_round)
             anchor, start_opt = state.params, state.opt_state.client
@@ -109,16 +135,21 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
                                          jax.tree.map(split, (state, extra)))
                 state, metrics = jax.tree.map(merge, state), jax.tree.map(merge, metrics)
             metrics = jax.tree.map(lambda m: jnp.where(pop_mask(taking, m), m, jnp.nan), metrics)
+            shape = jax.eval_shape(own, state, extra, data, order)
+            local = lax.cond(r == rounds - 1, lambda s: own(s, extra, data, order),
+                             lambda s: jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shape), state)
+            local = jax.tree.map(lambda v: jnp.where(taking & state.alive, v, jnp.nan), local)
             state, round_metrics = server_round(state, anchor, start_opt, ids, taking, task.server, fed.n_fed)
-            return state, (metrics, round_metrics)
+            return state, (metrics, round_metrics, local)
 
-        state, (windows, per_round) = lax.scan(one_round, state, None, length=rounds)
+        state, (windows, per_round, local) = lax.scan(one_round, state, jnp.arange(rounds))
         # [rounds, K, E] -> [K, chunk_steps] -> windows of log_every steps, each the mean over the steps
         # in it at which the client took part (NaN if none: a window may span rounds, or lie within one)
         windows = jax.tree.map(lambda m: jnp.nanmean(jnp.moveaxis(m, 0, 1).reshape(n_local, -1, log_every), axis=2),
                                windows)
         per_round = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), per_round)  # [K, rounds]
-        return state, {**windows, **per_round}
+        local = jax.tree.map(lambda m: m[-1][:, None], local)  # the last round's: [K, 1]
+        return state, {**windows, **per_round, **local}
 
     sharded = jax.shard_map(device_chunk, mesh=mesh,
                             in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P(), P(), P()),

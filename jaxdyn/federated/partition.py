@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from jaxdyn.errors import ConfigError
+
 _TAG = 0x6FED  # folded into data.seed so the partition's stream differs from the data's own
 
 
@@ -82,11 +84,38 @@ def dirichlet(labels: np.ndarray, clients: int, alpha: float, rng: np.random.Gen
     return parts
 
 
-def partition(cfg, labels: np.ndarray, data_seed: int) -> ClientExamples:
+def natural(ids, clients: int, n: int) -> list[np.ndarray]:
+    """Each client's examples from a client id per training example (0 .. clients - 1).
+
+    Raises:
+      ConfigError: no ids, ids of the wrong length or kind, out of range, or a client without examples.
+    """
+    if ids is None:
+        raise ConfigError("federated.partition = \"natural\" reads a client id per training example, and the data "
+                          "has none; hand them over: jaxdyn.run(data={\"x\": ..., \"y\": ..., \"x_test\": ..., "
+                          "\"y_test\": ..., \"client\": ids})")
+    ids = np.asarray(ids)
+    if ids.shape != (n,) or ids.dtype.kind not in "iu":
+        raise ConfigError(f"client ids: {ids.dtype}{list(ids.shape)}; give one integer per training example, "
+                          f"int[{n}]")
+    if ids.min() < 0 or ids.max() >= clients:
+        raise ConfigError(f"client ids run from {ids.min()} to {ids.max()}, and federated.clients = {clients}; "
+                          f"use ids 0 .. {clients - 1}, or set clients = {ids.max() + 1}")
+    counts = np.bincount(ids, minlength=clients)
+    if (counts == 0).any():
+        raise ConfigError(f"client {int(np.argmin(counts))} has no examples (client ids 0 .. {clients - 1}); every "
+                          "client needs at least one")
+    return [np.flatnonzero(ids == c) for c in range(clients)]
+
+
+def partition(cfg, labels: np.ndarray, data_seed: int, ids=None) -> ClientExamples:
     """The partition ``[federated]`` (``cfg``) asks for, of a training set with these ``labels [N]``
-    (any dtype; only ``iid`` is allowed for real-valued targets, which validation checks)."""
+    (any dtype; only ``iid`` and ``natural`` are allowed for real-valued targets, which validation
+    checks); ``ids``: the client id per example for ``natural``."""
     rng = np.random.default_rng([data_seed, _TAG])
-    if cfg.partition == "iid":
+    if cfg.partition == "natural":
+        parts = natural(ids, cfg.clients, len(labels))
+    elif cfg.partition == "iid":
         parts = iid(len(labels), cfg.clients, rng)
     elif cfg.partition == "shards":
         parts = shards(labels, cfg.clients, cfg.shards_per_client, rng)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn.data import dataset_info, load_dataset
+from jaxdyn.data import arrays, dataset_info, load_dataset
 from jaxdyn.errors import ConfigError
 from jaxdyn.federated.chunk import Federation, FederatedTask
 from jaxdyn.federated.config import selected_per_round
@@ -15,14 +15,15 @@ from jaxdyn.federated.partition import ClientExamples, partition, partition_tabl
 from jaxdyn.federated.round import ClientIds, server_optimizer
 
 
-def client_rows(rows: list[dict], clients: int, first_federation: int) -> list[dict]:
+def client_rows(rows: list[dict], clients: int, first_federation: int, local_steps: int) -> list[dict]:
     """Each row of a cohort (one setting × seed set) made a federation of ``clients`` rows.
 
     Every client of a federation shares its init seed (they start from one global model) and
     its hyperparameters; client c of a federation with data seed s and dropout seed r draws its
     batches with data seed ``s · clients + c`` and its dropout masks with ``r · clients + c``, so
     that each has streams of its own (and a one-client federation draws as its member would).
-    Columns ``federation`` (numbered across the study) and ``client`` are added.
+    Columns ``federation`` (numbered across the study), ``client`` and ``local_steps`` (the
+    cohort's steps per round, resolved from ``local_epochs`` where that is set) are added.
     """
     out = []
     if max(max(r["data_seed"], r["dropout_seed"]) for r in rows) * clients + clients > 2**31:
@@ -30,7 +31,7 @@ def client_rows(rows: list[dict], clients: int, first_federation: int) -> list[d
                           f"federated.clients = {clients}; use smaller seeds")
     for f, row in enumerate(rows):
         for c in range(clients):
-            out.append({**row, "federation": first_federation + f, "client": c,
+            out.append({**row, "federation": first_federation + f, "client": c, "local_steps": local_steps,
                         "data_seed": row["data_seed"] * clients + c,
                         "dropout_seed": row["dropout_seed"] * clients + c})
     return out
@@ -40,7 +41,8 @@ def client_rows(rows: list[dict], clients: int, first_federation: int) -> list[d
 def client_examples(data, fed) -> ClientExamples:
     """The partition of the training set of ``data`` (a ``DataConfig``, ``n_train`` applied) that
     ``fed`` (a ``FederatedConfig``) asks for; fixed by ``data.seed``."""
-    return partition(fed, load_dataset(data).y_train, data.seed)
+    ids = arrays.client_ids(data) if fed.partition == "natural" and arrays.is_user_data(data.name) else None
+    return partition(fed, load_dataset(data).y_train, data.seed, ids)
 
 
 def federation(cohort, n_padded: int) -> Federation:

@@ -40,10 +40,8 @@ def federated(d: ReportData) -> View | None:
 
 
 def _round_of(d: ReportData) -> pd.Series:
-    """Each member's local steps per round (its cohort's ``federated.local_steps``)."""
-    if "federated.local_steps" in d.members:
-        return d.members.set_index("member")["federated.local_steps"]
-    return pd.Series(d.config.federated.local_steps, index=d.members.member)
+    """Each member's local steps per round (its cohort's, ``members.csv``'s ``local_steps``)."""
+    return d.members.set_index("member")["local_steps"]
 
 
 def _federation_frame(d: ReportData, metric: str, first_client: bool) -> pd.DataFrame:
