@@ -1,5 +1,5 @@
 """``Results``: a run folder's tables with what a user does with them: the summary over
-seeds, one metric's rows, the seeds as ensembles, and a metric's plot.
+seeds, one metric's rows, the seeds as ensembles and as soups, and a metric's plot.
 
 It sits above the modules it joins (``results`` reads the tables, ``ensemble`` evaluates
 the checkpoints, ``explore`` draws) and below the report, which reads a run through it.
@@ -10,6 +10,7 @@ import pandas as pd
 from jaxdyn import results
 from jaxdyn.ensemble import ensemble
 from jaxdyn.explore import plot_metric
+from jaxdyn.soup import soup
 
 
 class Results(results.RunTables):
@@ -21,6 +22,12 @@ class Results(results.RunTables):
         """Each setting's seeds as one ensemble (averaged predictions) beside the mean of its
         members' own test scores: ``jaxdyn.ensemble.ensemble``."""
         return ensemble(self.run_dir, by)
+
+    def soup(self, by=None, held_out=None) -> pd.DataFrame:
+        """Each setting's seeds averaged in weight space (the uniform soup, BatchNorm statistics
+        recomputed; with ``held_out = (x, y)`` also the greedy soup), beside the members' mean and
+        their ensemble: ``jaxdyn.soup.soup``."""
+        return soup(self.run_dir, by, held_out)
 
     def plot(self, metric: str, by=None, aggregate: str = "mean_std", layer: str = ""):
         """A matplotlib ``Figure`` of ``metric`` against step: one line per setting (``by``),
