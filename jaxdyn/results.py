@@ -211,10 +211,14 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd
     ``<metric>_median, _q25, _q75`` (``"median_iqr"``) or ``<metric>_iqm, _ci_low,
     _ci_high`` (``"iqm"``: a 95% stratified-bootstrap interval), where the metric is
     ``test_accuracy``, ``test_loss`` (regression) or ``modes`` (GANs): ``headline``.
-    Diverged members' NaN finals are left out of the aggregate.
+    Diverged members' NaN finals are left out of the aggregate. In a federated study the unit is
+    the federation (``federation_rows``): ``members`` counts federations, and one diverged only when
+    every client of it did.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
+    if "federation" in members:
+        members = federation_rows(members)
     keys = ["cohort", *varying_settings(members)] if by is None else list(by)
     metric = headline(members)
     marked = members.assign(diverged=members.diverged_at >= 0, _all=0)
@@ -230,6 +234,18 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd
         columns = {f"{metric}_{n}": values[:, i] for i, n in enumerate(names)}
     table = table.assign(**columns)
     return table[[*keys, "members", *columns, "diverged"]]  # no keys: one row, all members
+
+
+def federation_rows(members: pd.DataFrame) -> pd.DataFrame:
+    """One row per federation of a federated study's member table: its first living client's row
+    (every living client holds the global model, so its final test metrics are the federation's),
+    or its first client's with ``diverged_at`` the earliest when every client diverged."""
+    ordered = members.sort_values("member")
+    alive = ordered[ordered.diverged_at < 0].groupby("federation").head(1)
+    dead = ordered[~ordered.federation.isin(alive.federation)]
+    gone = dead.groupby("federation").head(1).assign(
+        diverged_at=dead.groupby("federation").diverged_at.min().reindex(dead.federation.unique()).to_numpy())
+    return pd.concat([alive, gone]).sort_values("member", ignore_index=True)
 
 
 def load(run_dir) -> RunTables:
@@ -272,7 +288,8 @@ def print_summary(members: pd.DataFrame, console=None) -> None:
     name = {"test_accuracy": "test accuracy", "test_loss": "test MSE", "modes": "modes covered"}[metric]
     out = Table(title=f"final {name} over seeds")
     keys = [c for c in table.columns if c not in ("members", f"{metric}_mean", f"{metric}_std", "diverged")]
-    for col in [*keys, "members", name, "diverged"]:
+    unit = "federations" if "federation" in members else "members"
+    for col in [*keys, unit, name, "diverged"]:
         out.add_column(col, justify="right")
     for _, row in table.iterrows():
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
@@ -286,4 +303,4 @@ def print_summary(members: pd.DataFrame, console=None) -> None:
         console.print("Diverged entirely (every seed; a result, not an error):")
         for _, row in lost.iterrows():
             setting = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys)
-            console.print(f"  {setting}: {int(row.members)} of {int(row.members)} members diverged")
+            console.print(f"  {setting}: {int(row.members)} of {int(row.members)} {unit} diverged")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import jaxdyn
+from jaxdyn.checkpoint import load_state
 from jaxdyn.config import load_config
 from jaxdyn.data import load_dataset
 from jaxdyn.federated.config import FederatedConfig
@@ -326,3 +327,35 @@ def test_local_accuracy_is_a_clients_own_score_after_its_local_steps(tmp_path):
     assert local[20] == pytest.approx(float((logits.argmax(-1) == data.y_train[:256]).mean()), abs=1e-6)
     loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, data.y_train[:256]).mean())
     assert res.frame("local_loss").set_index("step").value[20] == pytest.approx(loss, rel=1e-4)
+
+
+def test_a_diverging_federation_is_frozen_and_the_others_train_on_bitwise_unaffected(tmp_path):
+    """Learning rate 1e4 sends federation 1's clients to NaN; they are frozen and flagged, the run
+    goes on, and federation 0 ends bit for bit as in the same study with a tame second federation."""
+    def run(name, rates):
+        cfg = _cfg({"steps": 20, "chunk_steps": 10, "batch_size": 8, "log_every": 5},
+                   {"clients": 3, "local_steps": 5}, grid={"optim.learning_rate": rates})
+        cfg["optim"] = {"name": "sgd"}
+        return jaxdyn.run(cfg, out=tmp_path / name, progress=False, summary=False)
+
+    wild, tame = run("wild", [0.1, 1e4]), run("tame", [0.1, 0.2])
+    w, t = wild.members.set_index("member"), tame.members.set_index("member")
+    assert (w.loc[[3, 4, 5], "diverged_at"] >= 0).all() and (w.loc[[0, 1, 2], "diverged_at"] == -1).all()
+    assert w.loc[[3, 4, 5], "final_test_accuracy"].isna().all()
+    pd.testing.assert_series_equal(w.loc[[0, 1, 2], "final_test_loss"], t.loc[[0, 1, 2], "final_test_loss"],
+                                   check_exact=True)
+    first = lambda name: jax.tree.map(lambda a: np.asarray(a)[:3], load_state(tmp_path / name)["params"])
+    jax.tree.map(np.testing.assert_array_equal, first("wild"), first("tame"))
+
+
+def test_the_summary_counts_federations():
+    from jaxdyn.results import summarize
+
+    members = pd.DataFrame({"member": range(6), "cohort": 0, "federation": [0, 0, 0, 1, 1, 1],
+                            "client": [0, 1, 2] * 2, "init_seed": [0, 0, 0, 1, 1, 1],
+                            "final_test_accuracy": [np.nan, 0.5, 0.5, np.nan, np.nan, np.nan],
+                            "final_test_loss": [np.nan, 1.0, 1.0] + [np.nan] * 3, "final_train_loss": 1.0,
+                            "diverged_at": [3, -1, -1, 5, 4, 6]})
+    table = summarize(members)
+    assert table.members.tolist() == [2] and table.diverged.tolist() == [1]
+    assert table.test_accuracy_mean.tolist() == [0.5]
