@@ -126,6 +126,8 @@ class CohortPrograms:
       evaluate: ``(state, x, y) -> scores``, each ``[K_padded]``.
       snapshot: ``state -> samples [K_padded, n, D]`` for a task that makes samples (a GAN), else None.
       probes: the cohort's ``ProbeSet``.
+      evaluated_in_chunk: ``train_chunk`` returns the ``test_*`` rows itself (a federated cohort's
+        global model after every round), so the runner does not evaluate after the chunk.
     """
 
     init: partial
@@ -134,6 +136,7 @@ class CohortPrograms:
     evaluate: Callable
     snapshot: Callable | None
     probes: ProbeSet
+    evaluated_in_chunk: bool = False  # the chunk writes test_* itself (a federated cohort: after every round)
 
     @classmethod
     def build(cls, cohort, layout: pop.Layout, mesh) -> "CohortPrograms":
@@ -144,7 +147,7 @@ class CohortPrograms:
                    train_chunk=cohort.train_chunk(task, layout, mesh),
                    evaluate=cohort.evaluate(task, layout, mesh),
                    snapshot=pop.make_snapshot(task, mesh) if makes_snapshots(task) else None,
-                   probes=cohort.probes(task, mesh))
+                   probes=cohort.probes(task, mesh), evaluated_in_chunk=cohort.config.federated is not None)
 
     def compiled(self) -> int:
         """How many variants were compiled: one each, unless something recompiled."""
@@ -229,7 +232,7 @@ def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params
     """
     t = cohort.config.train
     members, step = cohort.members["member"].to_numpy(), done * t.chunk_steps
-    if done % t.eval_every == 0 or last:
+    if not programs.evaluated_in_chunk and (done % t.eval_every == 0 or last):
         scores = jax.device_get(programs.evaluate(state, data.x_test, data.y_test))
         frame = pd.concat([frame, _rows(cohort, scores, np.array([step]), "test_")], ignore_index=True)
         if programs.snapshot is not None:

@@ -14,8 +14,8 @@ federations) per cell, every cell 2,000 local steps per client: E = 1, 5 and 20 
 round (a grid axis: 2,000, 400 and 100 rounds). Arms: ``iid``; ``shards`` (2 per client, McMahan's
 split); ``dirichlet`` alpha = 0.1, 1, 10; and at E = 5, FedAvgM (server momentum 0.9, server
 learning rate 0.1: the same effective step, 0.1 / (1 - 0.9) = 1, as FedAvg's) on shards and on
-alpha = 0.1. Test accuracy of the global model is evaluated every 20 steps (every 20, 4 and 1
-rounds). Rounds to target = the first evaluated round at which the global model's test accuracy
+alpha = 0.1. Test accuracy of the global model is evaluated after every round (a federated
+chunk evaluates each round's global model). Rounds to target = the first evaluated round at which the global model's test accuracy
 reaches ``--target`` (0.55; the IID arms end near 0.65), the median over the 4 federations (NaN
 when fewer than 3 reached it).
 

@@ -101,10 +101,12 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
     """``chunk(state, data) -> (state, metrics)`` of a federated cohort, as ``population.make_train_chunk``'s:
     the training windows ``[K, chunk_steps // log_every]``, each the mean over the window's steps at
     which the client took part (NaN if it took part in none), the rounds' ``client_drift`` and
-    ``update_cosine`` ``{layer: [K, rounds]}``, and, after the chunk's last round of local steps and
+    ``update_cosine`` ``{layer: [K, rounds]}``, the global model's ``test_*`` after every round
+    (``global_scores``; ``{"": [K, rounds]}``), and, after the chunk's last round of local steps and
     before its average, each participating client's ``local_loss`` and ``local_accuracy`` on its own
     examples (personalisation; ``{"": [K, 1]}``, NaN for the others)."""
     size = int(min(int(fed.examples.count.max()), LOCAL_EXAMPLES))
+    per_model = jax.vmap(task.evaluate, in_axes=(0, None, None))
     own = jax.vmap(lambda s, e, d, o: own_scores(task, s, e[0], e[1], d, o, size), in_axes=(0, 0, None, None))
     rounds, E = chunk_steps // fed.local_steps, fed.local_steps
     step = pop.guarded(lambda s, d: task.step(s, d[0], examples=d[1], anchor=d[2]))
@@ -140,6 +142,8 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
                              lambda s: jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shape), state)
             local = jax.tree.map(lambda v: jnp.where(taking & state.alive, v, jnp.nan), local)
             state, round_metrics = server_round(state, anchor, start_opt, ids, taking, task.server, fed.n_fed)
+            tested = global_scores(per_model, state, ids.federation, data.x_test, data.y_test, fed.n_fed, mesh.size)
+            round_metrics.update({f"test_{k}": {"": v} for k, v in tested.items()})
             return state, (metrics, round_metrics, local)
 
         state, (windows, per_round, local) = lax.scan(one_round, state, jnp.arange(rounds))
@@ -171,33 +175,38 @@ def pop_mask(mask: jax.Array, m: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (m.ndim - 1))
 
 
+def global_scores(per_model, state, federation, x, y, n_fed: int, n_devices: int) -> dict:
+    """Inside ``shard_map``: each federation's global model on all of ``x, y``, ``{name: [n_local]}``
+    for each living client (NaN for a diverged one, which left the federation). After a round every
+    living client of a federation holds the global model, so each device evaluates one living client
+    per federation it holds (F models, not K) and the lowest such device's scores are shared
+    (``pmin``, ``psum``). ``per_model``: the task's ``evaluate`` vmapped over models."""
+    n_local = federation.shape[0]
+    first = jax.ops.segment_min(jnp.where(state.alive, jnp.arange(n_local), n_local), federation,
+                                num_segments=n_fed + 1)[:n_fed]
+    here = first < n_local
+    reps = jax.tree.map(lambda a: a[jnp.minimum(first, n_local - 1)], state)
+    scores = per_model(reps, x, y)  # {name: [F]}
+    device = lax.axis_index(pop.AXIS)
+    owner = lax.pmin(jnp.where(here, device, n_devices), pop.AXIS)
+    mine = here & (owner == device)
+    shared = jax.tree.map(lambda s: lax.psum(jnp.where(mine, s, jnp.zeros_like(s)), pop.AXIS), scores)
+    alive_somewhere = owner < n_devices
+
+    def spread(s):
+        s = jnp.concatenate([jnp.where(alive_somewhere, s, jnp.nan), jnp.full((1,), jnp.nan, s.dtype)])
+        return jnp.where(state.alive, s[federation], jnp.nan)
+
+    return jax.tree.map(spread, shared)
+
+
 def make_federated_evaluate(task: FederatedTask, mesh, fed: Federation):
-    """``evaluate(state, x, y) -> metrics [K_padded]``: the global model of each federation on all of
-    ``x, y``, written for each of its living clients (NaN for a diverged one, which left the
-    federation). After a round every living client of a federation holds the global model, so each
-    device evaluates one living client per federation it holds (F models, not K) and the lowest such
-    device's scores are shared (``pmin``, ``psum``)."""
-    n_fed = fed.n_fed
+    """``evaluate(state, x, y) -> metrics [K_padded]``: ``global_scores`` as a program of its own
+    (the runner's evaluation; the chunk also evaluates after every round)."""
     per_model = jax.vmap(task.evaluate, in_axes=(0, None, None))
 
     def device_evaluate(state, federation, x, y):
-        n_local = federation.shape[0]
-        first = jax.ops.segment_min(jnp.where(state.alive, jnp.arange(n_local), n_local), federation,
-                                    num_segments=n_fed + 1)[:n_fed]
-        here = first < n_local
-        reps = jax.tree.map(lambda a: a[jnp.minimum(first, n_local - 1)], state)
-        scores = per_model(reps, x, y)  # {name: [F]}
-        device = lax.axis_index(pop.AXIS)
-        owner = lax.pmin(jnp.where(here, device, mesh.size), pop.AXIS)
-        mine = here & (owner == device)
-        shared = jax.tree.map(lambda s: lax.psum(jnp.where(mine, s, jnp.zeros_like(s)), pop.AXIS), scores)
-        alive_somewhere = owner < mesh.size
-
-        def spread(s):
-            s = jnp.concatenate([jnp.where(alive_somewhere, s, jnp.nan), jnp.full((1,), jnp.nan, s.dtype)])
-            return jnp.where(state.alive, s[federation], jnp.nan)
-
-        return jax.tree.map(spread, shared)
+        return global_scores(per_model, state, federation, x, y, fed.n_fed, mesh.size)
 
     sharded = jax.shard_map(device_evaluate, mesh=mesh, in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P()),
                             out_specs=P(pop.AXIS), check_vma=False)
