@@ -14,9 +14,11 @@ any other failure (the folder, permissions, memory, the library) stops the resum
 and leaves every checkpoint where it was.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -359,6 +361,25 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet_reader():
+    """Orbax warns (through absl) on every read-only manager that it is read only: true, and
+    nothing a user can act on, so ``extract_member``, ``ensemble`` and the report stay as quiet
+    through the Python API as the CLI is. ``JAXDYN_DEBUG=1`` keeps the libraries' logs."""
+    if os.environ.get("JAXDYN_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
 def load_state(run_dir, cohort: int = 0, chunks_done: int | None = None):
     """A saved population state of a cohort as a pytree of arrays ``[K_padded, ...]``: the
     newest, or the one saved after ``chunks_done`` chunks.
@@ -375,7 +396,7 @@ def load_state(run_dir, cohort: int = 0, chunks_done: int | None = None):
         kept = f" (it keeps chunks {', '.join(map(str, steps))})" if steps else ""
         after = f" after chunk {chunks_done}" if chunks_done is not None else ""
         raise FileNotFoundError(f"{run_dir}: cohort {cohort} has no checkpoint{after}{kept}")
-    with _GlobSafeName(directory, create=False) as path:
+    with _GlobSafeName(directory, create=False) as path, _quiet_reader():
         mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
         try:
             step = chunks_done if chunks_done is not None else steps[-1]

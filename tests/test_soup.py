@@ -60,3 +60,17 @@ def test_batchnorm_statistics_are_recomputed_for_the_soups_weights(tmp_path):
     np.testing.assert_allclose(got["mean"], h.mean(axis=0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["var"], h.var(axis=0), rtol=1e-3, atol=1e-5)
     assert not np.allclose(got["mean"], model_state["batch_stats"]["norm_0"]["mean"])
+
+
+def test_reading_checkpoints_through_the_api_is_quiet_unless_debugging(plain_run, caplog, monkeypatch):
+    """Orbax's read-only managers warn through absl on every read; the API keeps that off a notebook
+    as the CLI does, and ``JAXDYN_DEBUG=1`` lets it through."""
+    import logging
+
+    library = lambda: [r for r in caplog.records if r.name.split(".")[0] in ("absl", "orbax")]
+    caplog.set_level(logging.WARNING)
+    jaxdyn.extract_member(plain_run, 0)
+    assert library() == []
+    monkeypatch.setenv("JAXDYN_DEBUG", "1")
+    jaxdyn.extract_member(plain_run, 0)
+    assert library(), "the control: with JAXDYN_DEBUG the library's warnings come through"
