@@ -69,6 +69,8 @@ def test_reading_checkpoints_through_the_api_is_quiet_unless_debugging(plain_run
 
     library = lambda: [r for r in caplog.records if r.name.split(".")[0] in ("absl", "orbax")]
     caplog.set_level(logging.WARNING)
+    for name in ("absl", "orbax"):  # as a fresh process has them (a CLI test in this worker silences them)
+        caplog.set_level(logging.WARNING, logger=name)
     jaxdyn.extract_member(plain_run, 0)
     assert library() == []
     monkeypatch.setenv("JAXDYN_DEBUG", "1")
