@@ -12,6 +12,7 @@ makes a new *cohort*, compiled once (``axes``).
 """
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import tomli_w
 from jaxdyn import extension
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS, declared_or_none, grid_values, section_axes
 from jaxdyn.data import DataConfig
-from jaxdyn.errors import ConfigError, closest
+from jaxdyn.errors import ConfigError, brief, closest
 from jaxdyn.fork_config import ForkConfig, fork_from_dict, fork_to_dict
 from jaxdyn.hparams import HParam
 from jaxdyn.logs import log
@@ -292,6 +293,9 @@ def load_config(source=None, overrides=(), given=None) -> Config:
     elif isinstance(source, Mapping):
         raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in source.items()}
     else:
+        if not isinstance(source, (str, os.PathLike)):
+            raise ConfigError(f"config = {brief(source)}: give a TOML file's path, a dict of sections or a "
+                              "jaxdyn.Config")
         path = Path(source)
         if path.is_dir():
             raise ConfigError(f"config {str(path)!r} is a folder; give a .toml file")

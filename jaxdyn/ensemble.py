@@ -7,7 +7,6 @@ newest checkpoint of each cohort, on the whole test set; diverged members are
 left out of both.
 """
 
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.data import load_dataset
+from jaxdyn.errors import as_path
 from jaxdyn.extract import member_parts
 from jaxdyn.results import load, varying_settings
 from jaxdyn.rundir import load_run_config
@@ -32,7 +32,7 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
       ValueError: a task without one model's predictions to average (a GAN).
       FileNotFoundError: no cohort has a checkpoint yet.
     """
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "run_dir")
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     outputs, classes, steps = {}, {}, {}

@@ -7,6 +7,27 @@ the cause, the file or field, and the fix. The CLI prints the message alone;
 
 import difflib
 import errno
+import os
+from pathlib import Path
+
+BRIEF = 60  # characters of a value's repr that a message shows
+
+
+def brief(value) -> str:
+    """A value as a message shows it: an array as its kind, dtype and shape, anything else as its
+    repr cut to ``BRIEF`` characters (a value passed in the wrong place can be megabytes)."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"<{type(value).__name__} {dtype}{list(shape)}>"
+    text = repr(value)
+    return text if len(text) <= BRIEF else f"{text[:BRIEF - 1]}… ({type(value).__name__}, {len(text)} characters)"
+
+
+def as_path(value, what: str) -> Path:
+    """``value`` as a ``Path``, or a ``ConfigError`` naming ``what`` when it is no path at all."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise ConfigError(f"{what} = {brief(value)}: give a path (a str or a pathlib.Path)")
 
 
 class ConfigError(ValueError):
@@ -36,7 +57,7 @@ def closest(word: str, options) -> str:
 def choice(where: str, value, options) -> None:
     """Raise ``ConfigError`` unless ``value`` is one of ``options``, naming the closest one."""
     if value not in options:
-        raise ConfigError(f"{where} = {value!r} is not known{closest(value, options)}")
+        raise ConfigError(f"{where} = {brief(value)} is not known{closest(value, options)}")
 
 
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")

@@ -1,7 +1,6 @@
 """``extract_member``: one member of a run as Flax variables that ``model.apply`` takes directly."""
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
+from jaxdyn.errors import as_path
 from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 
@@ -55,7 +55,7 @@ def extract_member(run_dir, member: int) -> Member:
       KeyError: no such member in the study.
       FileNotFoundError: its cohort has no checkpoint yet.
     """
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "run_dir")
     cohorts = expand(load_run_config(run_dir))
     found = [(c, i) for c in cohorts for i, m in enumerate(c.members["member"]) if int(m) == int(member)]
     if not found:

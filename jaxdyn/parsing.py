@@ -8,7 +8,7 @@ import typing
 from typing import Any, Mapping
 
 from jaxdyn import extension
-from jaxdyn.errors import ConfigError, closest
+from jaxdyn.errors import ConfigError, brief, closest
 from jaxdyn.models import MODELS, ModuleConfig
 
 
@@ -28,7 +28,7 @@ def model_fields() -> dict[str, Any]:
 def check_type(where: str, value, annotation):
     """Coerce ``value`` to the field's type or raise a ConfigError naming the field."""
     def bad(expected):
-        return ConfigError(f"{where} = {value!r}: expected {expected}")
+        return ConfigError(f"{where} = {brief(value)}: expected {expected}")
 
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
+from jaxdyn.errors import as_path
 from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 from jaxdyn.tables import FINAL_COLUMNS, MetricParts, cohort_member_table, extra_finals, member_table
@@ -252,7 +253,7 @@ def load(run_dir) -> RunTables:
     """The tables of a run folder: finished, or interrupted or still running (then from what it
     has written so far: the per-chunk parts, each finished cohort's member table, and the
     newest checkpoint's ``diverged_at`` for a cohort still under way)."""
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "run_dir")
     if (run_dir / "members.csv").exists() and (run_dir / "metrics.parquet").exists():
         return RunTables(run_dir, pd.read_csv(run_dir / "members.csv"), pd.read_parquet(run_dir / "metrics.parquet"))
     if not (run_dir / "config.toml").exists():

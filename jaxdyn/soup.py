@@ -11,7 +11,6 @@ different basins, and the soup then scores worse than either (the ``lmc`` probe'
 measures that).
 """
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ import pandas as pd
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.data import load_dataset
 from jaxdyn.ensemble import ensemble
+from jaxdyn.errors import as_path
 from jaxdyn.extract import member_parts
 from jaxdyn.results import load, varying_settings
 from jaxdyn.rundir import load_run_config
@@ -74,7 +74,7 @@ def soup(run_dir, by=None, held_out=None) -> pd.DataFrame:
       ValueError: a task without one model (a GAN), or members of one setting in different cohorts.
       FileNotFoundError: no cohort has a checkpoint yet.
     """
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "run_dir")
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     parts, tasks = {}, {}

@@ -25,7 +25,7 @@ from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
 from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
-from jaxdyn.errors import ConfigError, is_disk_full
+from jaxdyn.errors import ConfigError, as_path, is_disk_full
 from jaxdyn.federated import setup
 from jaxdyn.federated.config import with_epochs
 from jaxdyn.handover import handed_over
@@ -257,6 +257,8 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     """
     if resume is not None and out is not None:
         raise ConfigError("give either --out (a new run) or --resume (an existing run), not both")
+    out = as_path(out, "out") if out is not None else None
+    resume = as_path(resume, "resume") if resume is not None else None
     given = handed_over(model, data, loss, probes)
     if resume is not None:
         saved = Path(resume) / "config.toml"

@@ -16,7 +16,7 @@ import pandas as pd
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, load
 from jaxdyn.data import dataset_info
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, as_path
 from jaxdyn.explore import member_settings
 from jaxdyn.losses import logged_loss
 from jaxdyn.results import varying_settings
@@ -117,7 +117,7 @@ def load_report_data(run_dir, aggregate: str = "mean_std", by=None) -> ReportDat
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "run_dir")
     results = load(run_dir)
     finished = (run_dir / "members.csv").exists() and (run_dir / "metrics.parquet").exists()
     keys = varying_settings(results.members) if by is None else list(by)
