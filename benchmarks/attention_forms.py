@@ -24,10 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 
 from jaxdyn.models.transformer import SelfAttention
-from timing import best_times, environment, write_result  # noqa: E402  (benchmarks/timing.py)
+from timing import best_times, environment, sgd_population, write_result  # noqa: E402  (benchmarks/timing.py)
 
 D, HEADS, N_OUT, BATCH, POOL = 64, 4, 10, 100, 1000
 
@@ -62,17 +61,9 @@ def make_run(form: str, vocab: int, length: int, members: int, steps: int):
     def loss(params, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, x), y).mean()
 
-    def member(params, x, y):
-        def step(params, t):
-            start = (t * BATCH) % POOL  # a fresh batch each step, without host round trips
-            xb, yb = lax.dynamic_slice_in_dim(x, start, BATCH), lax.dynamic_slice_in_dim(y, start, BATCH)
-            grads = jax.grad(loss)(params, xb, yb)
-            return jax.tree.map(lambda p, g: p - 0.01 * g, params, grads), None
-        return lax.scan(step, params, jnp.arange(steps))[0]
-
     keys = jax.random.split(jax.random.PRNGKey(0), members)
     params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, length)))["params"])(keys)
-    return model, jax.jit(jax.vmap(member, in_axes=(0, None, None))), params
+    return model, sgd_population(loss, steps, BATCH, POOL), params
 
 
 def main(argv=None):

@@ -24,10 +24,9 @@ import jaxdyn  # noqa: F401  (first: one XLA CPU device per core)
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 
 from jaxdyn.models.cnn import CNN, CNNConfig
-from timing import best_times, write_result  # noqa: E402  (benchmarks/timing.py)
+from timing import best_times, sgd_population, write_result  # noqa: E402  (benchmarks/timing.py)
 
 INPUT_SHAPE, N_OUT, BATCH, POOL = (40,), 10, 100, 1000
 
@@ -40,15 +39,7 @@ def make_run(impl: str, members: int, steps: int):
         logits = model.apply({"params": params}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def member(params, x, y):
-        def step(params, t):
-            start = (t * BATCH) % POOL  # a fresh batch each step, without host round trips
-            xb, yb = lax.dynamic_slice_in_dim(x, start, BATCH), lax.dynamic_slice_in_dim(y, start, BATCH)
-            grads = jax.grad(loss)(params, xb, yb)
-            return jax.tree.map(lambda p, g: p - 0.01 * g, params, grads), None
-        return lax.scan(step, params, jnp.arange(steps))[0]
-
-    run = jax.jit(jax.vmap(member, in_axes=(0, None, None)))
+    run = sgd_population(loss, steps, BATCH, POOL)
     keys = jax.random.split(jax.random.PRNGKey(0), members)
     params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, *INPUT_SHAPE)))["params"])(keys)
     return run, params

@@ -40,3 +40,22 @@ def environment() -> dict:
                        "cpu": platform.processor() or platform.machine()},
             "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def sgd_population(loss, steps: int, batch: int, pool: int, lr: float = 0.01):
+    """``run(params, x, y) -> params``, jitted: ``steps`` plain SGD steps of ``loss(params, xb, yb)`` for
+    every member (params leaves ``[K, ...]``, vmapped), batch t the rows ``t·batch mod pool`` onwards of
+    the shared ``x, y`` (a new batch each step, sliced on the device: no host round trip)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def member(params, x, y):
+        def step(params, t):
+            start = (t * batch) % pool
+            xb, yb = lax.dynamic_slice_in_dim(x, start, batch), lax.dynamic_slice_in_dim(y, start, batch)
+            grads = jax.grad(loss)(params, xb, yb)
+            return jax.tree.map(lambda p, g: p - lr * g, params, grads), None
+        return lax.scan(step, params, jnp.arange(steps))[0]
+
+    return jax.jit(jax.vmap(member, in_axes=(0, None, None)))

@@ -21,6 +21,27 @@ from jaxdyn.rundir import load_run_config
 from jaxdyn.study import expand
 
 
+def checkpointed_cohorts(run_dir, why: str):
+    """``(cohort, task, test data, state)`` of each cohort of a run that has a checkpoint (its newest),
+    for reading its members' models (``ensemble``, ``soup``); ``why`` ends the message for a task
+    without one model.
+
+    Raises:
+      ValueError: a task without one model (a GAN).
+      FileNotFoundError: no cohort has a checkpoint yet.
+    """
+    found = False
+    for cohort in expand(load_run_config(run_dir)):
+        if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
+            continue  # a run cut short before this cohort saved anything
+        if not cohort.config.task.spec().has_model:
+            raise ValueError(f"cohort {cohort.index} is a {cohort.config.task.kind} study: {why}")
+        found = True
+        yield cohort, cohort.task(), load_dataset(cohort.config.data), load_state(run_dir, cohort.index)
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no cohort has a checkpoint yet")
+
+
 def ensemble(run_dir, by=None) -> pd.DataFrame:
     """One row per setting (``by``; default: every varying hyperparameter and cohort setting,
     not the seeds): ``members`` used, the checkpoint's ``step``, ``ensemble_test_loss`` and
@@ -36,15 +57,7 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     outputs, classes, steps = {}, {}, {}
-    for cohort in expand(load_run_config(run_dir)):
-        if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
-            continue  # a run cut short before this cohort saved anything
-        task = cohort.task()
-        if not cohort.config.task.spec().has_model:
-            raise ValueError(f"cohort {cohort.index} is a {cohort.config.task.kind} study: its members make no "
-                             "predictions to average")
-        data = load_dataset(cohort.config.data)
-        state = load_state(run_dir, cohort.index)
+    for cohort, task, data, state in checkpointed_cohorts(run_dir, "its members make no predictions to average"):
         predict = jax.jit(lambda p, s, hp, x: task._outputs(task.model.apply({"params": p, **s}, x, train=False,
                                                                              hparams=hp)))
         for position, member in enumerate(cohort.members["member"]):
@@ -53,8 +66,6 @@ def ensemble(run_dir, by=None) -> pd.DataFrame:
             outputs[int(member)] = jax.nn.softmax(out, axis=-1) if task.n_classes else out
             classes[int(member)] = (task.n_classes, data.y_test)
             steps[int(member)] = int(np.asarray(state["step"])[position])
-    if not outputs:
-        raise FileNotFoundError(f"{run_dir}: no cohort has a checkpoint yet")
     rows = []
     members = res.members[(res.members.diverged_at < 0) & res.members.member.isin(list(outputs))]
     for key, group in members.groupby(keys, dropna=False, sort=True) if keys else [((), members)]:

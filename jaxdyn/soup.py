@@ -18,14 +18,10 @@ import numpy as np
 import optax
 import pandas as pd
 
-from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
-from jaxdyn.data import load_dataset
-from jaxdyn.ensemble import ensemble
+from jaxdyn.ensemble import checkpointed_cohorts, ensemble
 from jaxdyn.errors import as_path
 from jaxdyn.extract import member_parts
 from jaxdyn.results import load, varying_settings
-from jaxdyn.rundir import load_run_config
-from jaxdyn.study import expand
 
 BN_EXAMPLES = 4096  # training examples of the pass that recomputes a soup's BatchNorm statistics
 
@@ -78,18 +74,10 @@ def soup(run_dir, by=None, held_out=None) -> pd.DataFrame:
     res = load(run_dir)
     keys = list(by) if by is not None else varying_settings(res.members)
     parts, tasks = {}, {}
-    for cohort in expand(load_run_config(run_dir)):
-        if not committed_steps(cohort_checkpoint_dir(run_dir, cohort.index)):
-            continue
-        if not cohort.config.task.spec().has_model:
-            raise ValueError(f"cohort {cohort.index} is a {cohort.config.task.kind} study: no one model to average")
-        task, data = cohort.task(), load_dataset(cohort.config.data)
-        state = load_state(run_dir, cohort.index)
+    for cohort, task, data, state in checkpointed_cohorts(run_dir, "no one model to average"):
         for position, member in enumerate(cohort.members["member"]):
             parts[int(member)] = member_parts(cohort, state, position)
             tasks[int(member)] = (cohort.index, task, data)
-    if not parts:
-        raise FileNotFoundError(f"{run_dir}: no cohort has a checkpoint yet")
     rows = []
     members = res.members[(res.members.diverged_at < 0) & res.members.member.isin(list(parts))]
     for key, group in members.groupby(keys, dropna=False, sort=True) if keys else [((), members)]:

@@ -91,12 +91,12 @@ def main(argv=None) -> dict:
     rows, curves, seconds, partitions = [], {}, {}, {}
     for arm in ARMS:
         tic = time.perf_counter()
-        if args.reuse and (out / ARMS_DIR(arm) / "members.csv").exists():  # a finished arm: its tables again
-            res = jaxdyn.load(out / ARMS_DIR(arm))
+        if args.reuse and (out / arm_dir(arm) / "members.csv").exists():  # a finished arm: its tables again
+            res = jaxdyn.load(out / arm_dir(arm))
             seconds[arm] = None
         else:
             res = jaxdyn.run(config(arm, args.steps, args.seeds, args.clients, args.examples),
-                             out=out / ARMS_DIR(arm), progress=False, summary=False)
+                             out=out / arm_dir(arm), progress=False, summary=False)
             seconds[arm] = round(time.perf_counter() - tic, 1)
         members = res.members.set_index("member")
         e_of = (members["federated.local_steps"] if "federated.local_steps" in members
@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
                          "final_test_accuracy_std": float(finals[finals.E == e].value.std())})
         curves[arm] = acc.assign(round=acc.step / acc.E)
         if arm in ("shards", "dirichlet 0.1"):
-            partitions[arm] = pd.read_parquet(out / ARMS_DIR(arm) / "partition.parquet").query("cohort == 0")
+            partitions[arm] = pd.read_parquet(out / arm_dir(arm) / "partition.parquet").query("cohort == 0")
         print(f"{arm}: {seconds[arm]} s")
     table = pd.DataFrame(rows)
     print(f"\nrounds to test accuracy >= {args.target} (median over {args.seeds} federations of {args.clients} "
@@ -136,7 +136,8 @@ def main(argv=None) -> dict:
     return record
 
 
-def ARMS_DIR(arm: str) -> str:  # noqa: N802 (a name, like a constant)
+def arm_dir(arm: str) -> str:
+    """The run folder of an arm under --out."""
     return arm.replace(" ", "-").replace(",", "")
 
 
