@@ -7,7 +7,7 @@ from a config exactly as a study does, trains it with the real population chunk
 vmap, scan, divergence guard), and times chunks in interleaved best-of rounds.
 FLOPs per member step come from XLA's own cost analysis of one member's step (for
 the RNNs, counted by hand, since XLA counts a loop body once);
-the roofline is a 2048² float32 matmul on all devices, measured in the same run.
+the roofline is a 2048² (CPU) or 8192² (accelerators) float32 matmul on all devices, measured in the same run.
 
     python benchmarks/model_families.py [--sizes 8,32] [--chunk 100] [--rounds 3]
 """
@@ -127,7 +127,7 @@ def main(argv=None):
         "benchmark": "model_families",
         **environment(),
         "chunk_steps": args.chunk, "batch": 100, "rounds": args.rounds,
-        "roofline_gflops": roof,
+        "roofline_gflops": roof, "roofline_n": roof_flops["n"],
         "results": rows,
     }
     write_result(args.out, "model_families", dev.platform, result)

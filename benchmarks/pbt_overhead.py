@@ -100,9 +100,11 @@ def round_parts(s: dict, repeats: int) -> dict:
     step = chunk * s["chunk_steps"]
     parts = {"whole round": [], "scores from rows (pandas)": [], "alive read-back": [],
              "jitted gather and explore": [], "read-back of parents and hparams": [], "lineage rows (pandas)": []}
+    fresh = lambda: jax.block_until_ready(jax.tree.map(jnp.copy, state))  # the round donates its state
     for _ in range(repeats):
+        before_round = fresh()
         tic = time.perf_counter()
-        new, _ = pbt.run(state, rows, chunk, step)
+        new, _ = pbt.run(before_round, rows, chunk, step)
         jax.block_until_ready(new)
         parts["whole round"].append(time.perf_counter() - tic)
         del new
@@ -110,10 +112,11 @@ def round_parts(s: dict, repeats: int) -> dict:
         t0 = time.perf_counter()
         scores = pbt.scores(rows)
         t1 = time.perf_counter()
-        eligible = np.asarray(jax.device_get(state.alive)) & np.isfinite(scores)
+        copy = fresh()
+        eligible = np.asarray(jax.device_get(copy.alive)) & np.isfinite(scores)
         key = streams.key(pbt._root, Stream.PBT, pbt.round_index(chunk))
         t2 = time.perf_counter()
-        out = pbt._round(state, jnp.asarray(scores), jnp.asarray(eligible), jnp.asarray(pbt.groups), key)
+        out = pbt._round(copy, jnp.asarray(scores), jnp.asarray(eligible), jnp.asarray(pbt.groups), key)
         jax.block_until_ready(out)
         t3 = time.perf_counter()
         parents, before, after = jax.device_get(out[1:])

@@ -41,11 +41,16 @@ MODELS = {
 DEFAULT_SET = ("norms", "activations")
 
 
+NEEDS_ATTENTION = ("attention",)  # read sown attention weights: transformers only
+
+
 def variants() -> dict[str, tuple[str, ...]]:
+    """Probe sets timed on the MLP and the CNN (probes that need attention left out)."""
+    probes = tuple(name for name in PROBES if name not in NEEDS_ATTENTION)
     out = {"train alone": ()}
-    out.update({f"{name} alone": (name,) for name in PROBES})
+    out.update({f"{name} alone": (name,) for name in probes})
     out["default set"] = DEFAULT_SET
-    out["every probe"] = tuple(PROBES)
+    out["every probe"] = probes
     return out
 
 

@@ -125,7 +125,7 @@ def test_conv_functions_agree_under_vmap_over_kernels():
 
 
 def test_auto_picks_einsum_on_cpu():
-    assert resolve_impl("auto") == ("einsum" if jax.default_backend() == "cpu" else "lax")
+    assert resolve_impl("auto") == "einsum"  # on every backend: measured on CPU and on an H200
     assert resolve_impl("lax") == "lax"
 
 
