@@ -57,7 +57,8 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
             raise rundir.disk_full_error(trained.run_dir) from e
         raise
     if summary:
-        results.print_summary(trained.members)
+        results.print_summary(trained.members, metrics=trained.metrics,
+                              metric=trained.cohorts[0].config.study.headline)
     return Results(trained.run_dir, trained.members, trained.metrics)
 
 
@@ -71,5 +72,5 @@ def _plot_run(trained: study.Trained) -> None:
     samples = MetricParts(run_dir, "samples_").read()
     if len(samples):
         info = dataset_info(trained.cohorts[0].config.data)
-        centers = None if info.modes is None else np.asarray(info.modes[0])
-        plot_samples(trained.members, samples, info.input_shape, run_dir / "samples.png", centers)
+        centers, std = (None, None) if info.modes is None else (np.asarray(info.modes[0]), float(info.modes[1]))
+        plot_samples(trained.members, samples, info.input_shape, run_dir / "samples.png", centers, std)

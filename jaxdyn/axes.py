@@ -2,9 +2,11 @@
 
 The rule: an array can differ across members, a shape or a Python choice cannot. Every
 number a component declares as an ``HParam`` is a member hyperparameter (an array per
-member); every other setting that a grid may vary is a cohort axis (a compiled program
-per value). Both lists are derived from the declarations, never kept by hand; a user's
-module, loss or task adds its own through the same declarations.
+member); a name declared as a ``Choice`` (the initialiser) is a member choice where the
+task kind honours it (``TaskKind.choices``): each member initialises with its own inside
+the one compiled init. Every other setting that a grid may vary is a cohort axis (a
+compiled program per value). The lists are derived from the declarations, never kept by
+hand; a user's module, loss or task adds its own through the same declarations.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ from jaxdyn import data, losses, models
 from jaxdyn.federated import config as federated_config
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, closest
-from jaxdyn.hparams import HParam
+from jaxdyn.hparams import Choice, HParam
 from jaxdyn.models import ModuleConfig
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
@@ -31,7 +33,9 @@ from jaxdyn.tasks.kinds import TASK_KINDS
 # arrays under their bare name (``l2``, ``grad_clip``, ...).
 MEMBER_HPARAMS: dict[str, HParam] = {**data.HPARAMS, **losses.HPARAMS, **models.HPARAMS, **supervised.HPARAMS,
                                      **federated_config.HPARAMS}
-
+# Names that may differ per member without a compile of their own: "section.name" -> Choice.
+# Members carry each as a name in the member table (``init``) and an index at init.
+MEMBER_CHOICES: dict[str, Choice] = {**models.CHOICES}
 
 
 def section_axes(kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -41,11 +45,13 @@ def section_axes(kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 # Structural settings that a grid may vary: each value makes a cohort. Derived from
-# the declarations: every model field that is not a member hyperparameter.
+# the declarations: every model field that is not a member hyperparameter or choice. A
+# choice is structural still where the task kind or the model does not honour it
+# (``Config.is_cohort_axis``): a user's module draws its own weights.
 COHORT_AXES = (
     *(f"data.{f.name}" for f in dataclasses.fields(DataConfig) if f"data.{f.name}" not in MEMBER_HPARAMS),
     "loss.name", "train.batch_size", "train.full_batch", *(f"optim.{f}" for f in OPTIM_FIELDS),
-    *(f"model.{name}" for name in model_fields() if f"model.{name}" not in MEMBER_HPARAMS),
+    *(f"model.{name}" for name in model_fields() if f"model.{name}" not in {**MEMBER_HPARAMS, **MEMBER_CHOICES}),
     *(axis for kind in TASK_KINDS.values() for axis in section_axes(kind)[0]),  # the [gan] table's
     *federated_config.COHORT_AXES,
 )
@@ -59,7 +65,7 @@ def grid_values(key: str, values, model, loss, task, section_types: dict) -> tup
     schedule_names = sorted({k for sched in SCHEDULES.values() for k in sched.hparams})
     kind = task.spec()
     own_cohort, own_members = section_axes(kind)
-    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS,
+    valid = [*COHORT_AXES, *(f"optim.{h}" for h in hparam_names), *schedule_names, *MEMBER_HPARAMS, *MEMBER_CHOICES,
              *(declared_or_none(loss) or {}), *own_cohort, *own_members]
     user_fields = {}
     if isinstance(model, ModuleConfig):  # a user module: its own fields and numbers, not the zoo's
@@ -70,6 +76,11 @@ def grid_values(key: str, values, model, loss, task, section_types: dict) -> tup
         valid = [k for k in valid if not k.startswith("model.")] + list(user_fields)
     if section_of(key) == "loss" and declared_or_none(loss) is None and key not in valid:
         valid.append(key)  # a user loss not importable here, as above
+    if key not in valid and key in MEMBER_CHOICES and isinstance(model, ModuleConfig):
+        raise ConfigError(f"grid axis {key!r}: model.kind = {model.kind!r} is a module of your own, which draws "
+                          f"its own weights, so jaxdyn cannot choose its initialiser; give the module a field for "
+                          f"it (e.g. kernel_init: str; a field named init would hide flax's Module.init) and grid "
+                          f"over model.<that field>, one cohort per value")
     if key not in valid:
         raise ConfigError(f"unknown grid axis {key!r}{closest(key, valid)}")
     if not values:

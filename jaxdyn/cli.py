@@ -25,6 +25,7 @@ from jaxdyn.probes import DEFAULT_BATCH, PROBES
 from jaxdyn.probes.base import options_doc
 from jaxdyn.replay import parse_target, replay_study
 from jaxdyn.report import write_report
+from jaxdyn.report.compare import write_comparison
 from jaxdyn.schedules import SCHEDULES
 from jaxdyn.study import plan
 from jaxdyn.tasks.kinds import TASK_KINDS
@@ -48,8 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the cohorts x members, the programs to compile and the memory per member; "
                           "train nothing")
     run.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
-    report = sub.add_parser("report", help="write RUN_DIR/report.html (also for a run still going or interrupted)")
-    report.add_argument("run_dir", metavar="RUN_DIR")
+    report = sub.add_parser("report", help="write RUN_DIR/report.html (also for a run still going or interrupted); "
+                                           "with several runs, one comparison report: --out DIR")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", metavar="DIR", help="the folder for a comparison of several runs (DIR/index.html)")
+    report.add_argument("--label", dest="labels", action="append", metavar="NAME",
+                        help="a name per run of a comparison, in order (repeatable; default: the folder names)")
     _grouping(report)
     export = sub.add_parser("export", help="export a run's tables to another tool")
     export.add_argument("format", choices=["tensorboard"], help="tensorboard: one TensorBoard run per member")
@@ -75,7 +80,8 @@ def _list() -> None:
         fields = f"\n          fields: {', '.join(spec.fields)}" if spec.fields else ""
         print(f"  {name:<16} {spec.doc}{fields}")
     print("activations:  " + ", ".join(ACTIVATIONS))
-    print("initialisers: " + ", ".join(INITIALIZERS))
+    print("initialisers: " + ", ".join(INITIALIZERS) + " (model.init: a member choice; a grid over it is one cohort, "
+          "each member initialised with its own scheme)")
     print("optimizers:")
     for name, fam in FAMILIES.items():
         hp = ", ".join(f"{k}={v:g}" for k, v in fam.defaults.items())
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
             _dry_run(args)
             return 0
         if args.command == "report":
-            return _write_report(args.run_dir, args.aggregate, args.by)
+            return _report_command(args)
         if args.command == "export":
             try:
                 written = export_tensorboard(args.run_dir, args.out)
@@ -191,10 +197,36 @@ def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:
               f"the folder's permissions, then: jaxdyn report {run_dir}", file=sys.stderr)
         return 1
     print(f"report: {report.path} ({len(report.views)} views, {len(report.images)} images in {report.path.parent / 'report'})")
-    for key, error in report.failed.items():
-        print(f"jaxdyn: the report's {key} view failed ({error}); the others were written; please report it",
+    return _failed_parts(report.failed, "report's", "view")
+
+
+def _report_command(args) -> int:
+    """One run: its own ``report.html``; several: one comparison page in ``--out``."""
+    if len(args.run_dirs) == 1:
+        if args.out is not None or args.labels:
+            raise jaxdyn.ConfigError(f"--out and --label are for a comparison of several runs; one run's report is "
+                                     f"written in it: jaxdyn report {args.run_dirs[0]}")
+        return _write_report(args.run_dirs[0], args.aggregate, args.by)
+    if args.out is None:
+        raise jaxdyn.ConfigError(f"{len(args.run_dirs)} runs make one comparison report: give the folder to write "
+                                 "it in, e.g. --out runs/compare")
+    try:
+        with Console(stderr=True).status("writing the comparison") as status:
+            page = write_comparison(args.run_dirs, args.out, args.labels, args.aggregate, args.by,
+                                    lambda title: status.update(f"comparison: {title}"))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"jaxdyn: error: {e}", file=sys.stderr)
+        return 2
+    print(f"comparison of {len(page.runs)} runs: {page.path} ({len(page.images)} images in {page.path.parent / 'figures'})")
+    return _failed_parts(page.failed, "comparison's", "section")
+
+
+def _failed_parts(failed: dict, whose: str, noun: str) -> int:
+    """Say each part of a page that could not be drawn; the exit status: 1 if any, else 0."""
+    for key, error in failed.items():
+        print(f"jaxdyn: the {whose} {key} {noun} failed ({error}); the others were written; please report it",
               file=sys.stderr)
-    return 1 if report.failed else 0
+    return 1 if failed else 0
 
 
 def _dry_run(args) -> None:

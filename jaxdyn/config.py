@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import tomli_w
 
 from jaxdyn import extension
-from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS, declared_or_none, grid_values, section_axes
+from jaxdyn.axes import COHORT_AXES, MEMBER_CHOICES, MEMBER_HPARAMS, declared_or_none, grid_values, section_axes
 from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, brief, closest
 from jaxdyn.fork_config import ForkConfig, fork_from_dict, fork_to_dict
@@ -47,6 +47,9 @@ class StudyConfig:
     # int N -> seeds 0..N-1; or a list of ints; or a list of [init, data] pairs or
     # [init, data, dropout] triples (the dropout seed defaults to the init seed).
     seeds: Any = 1
+    # the metric the end-of-run table and the summary report (its final value over seeds): "" = the task's
+    # own (test accuracy; test MSE for regression; modes for a GAN), or e.g. "sharpness", "test_loss"
+    headline: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class TrainConfig:
     batch_size: int = 100  # examples per step, drawn with replacement by each member
     chunk_steps: int = 500  # steps per compiled chunk: the host sees the device once per chunk
     log_every: int = 100  # train loss/accuracy are averaged over windows of this many steps
-    eval_every: int = 2  # chunks between test-set evaluations (and always at the end)
+    eval_every: int = 2  # chunks between test-set evaluations (and always at step 0 and at the end)
     checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
     member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
     grad_clip: float = 0.0  # member hyperparameter: per-member global-norm clip, 0 = off
@@ -111,6 +114,9 @@ class Config:
     init: ForkConfig | None = None  # [init]: start every member from a trained member of another run
     replay: ReplayConfig | None = None  # [replay]: member hyperparameters changed at given steps
     federated: FederatedConfig | None = None  # [federated]: each setting x seed a federation of clients
+    # Member choices kept as cohort axes: a run folder written before they were members' was laid
+    # out so (``rundir.load_run_config``). Not written to TOML.
+    kept_structural: tuple[str, ...] = ()
 
     def __getattr__(self, name: str):
         """The table the task kind owns, by its name (``cfg.gan``)."""
@@ -161,10 +167,25 @@ class Config:
             values[key] = given.get(name, getattr(getattr(self, section), name, decl.default))
         return values
 
+    def member_choices(self) -> dict[str, str]:
+        """``"section.name" -> value`` of each member choice this config's members make (``MEMBER_CHOICES``):
+        those its task kind honours (``TaskKind.choices``) on a zoo model, which has the field. A user's
+        module draws its own weights, so ``model.init`` stays one of its structural fields."""
+        out = {}
+        for key in self.task.spec().choices:
+            section, name = key.split(".")
+            table = getattr(self, section, None)
+            if key in MEMBER_CHOICES and key not in self.kept_structural and hasattr(table, name) \
+                    and not isinstance(table, ModuleConfig):
+                out[key] = getattr(table, name)
+        return out
+
     def is_cohort_axis(self, key: str) -> bool:
-        """Whether grid axis ``key`` is structural (a cohort per value) rather than a member number."""
+        """Whether grid axis ``key`` is structural (a cohort per value) rather than a member number or choice."""
         if key.startswith("model.") and isinstance(self.model, ModuleConfig):
             return key not in self.model.hparams()
+        if key in MEMBER_CHOICES:
+            return key not in self.member_choices()
         return key in COHORT_AXES or key in section_axes(self.task.spec())[0]
 
     def seed_sets(self) -> list[tuple[int, int, int]]:
@@ -411,6 +432,8 @@ def to_dict(cfg: Config) -> dict:
         out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in table.items() if f"{name}.{k}" not in gridded}
         if name == "study" and not isinstance(cfg.study.seeds, int):
             out[name]["seeds"] = [list(s) if isinstance(s, (list, tuple)) else s for s in cfg.study.seeds]
+        if name == "study" and not cfg.study.headline:
+            del out[name]["headline"]  # the default, unwritten: run folders from before it resume unchanged
     out["optim"] = {k: list(getattr(cfg.optim, k)) if k == "boundaries" else getattr(cfg.optim, k)
                     for k in OPTIM_FIELDS if f"optim.{k}" not in gridded}
     out["optim"].update(cfg.optim.hparams)

@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 import re
 
-from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
+from jaxdyn.axes import COHORT_AXES, MEMBER_CHOICES, MEMBER_HPARAMS
 from jaxdyn.config import LossConfig, OptimConfig, StudyConfig, TaskConfig, TrainConfig
 from jaxdyn.data import DATASETS, DataConfig
 from jaxdyn.gan.config import GANConfig
@@ -33,7 +33,7 @@ SHARED = {
     "hidden": "widths of the hidden dense layers",
     "activation": "nonlinearity of the hidden layers (`jaxdyn list`)",
     "init": "initialiser of the kernels (`jaxdyn list`)",
-    "every": "chunks between evaluations of the probe; 0 = off (it always runs after the last chunk)",
+    "every": "chunks between evaluations of the probe; 0 = off (it always runs at step 0 and after the last chunk)",
     "kind": "the task kind: see the list below",
 }
 
@@ -151,5 +151,6 @@ def render() -> str:
     grid = ["Cohort axes (one compiled program each): " + ", ".join(f"`{a}`" for a in COHORT_AXES) + ".", "",
             "Member axes (one population, no compile per value): `optim.<number>`, `gan.<number>` and:", ""]
     grid += [f"- `{k}`: {h.describe()}" for k, h in MEMBER_HPARAMS.items()]
+    grid += [f"- `{k}`: {c.describe()}" for k, c in MEMBER_CHOICES.items()]
     section("[grid]", grid, "Each key is an axis with a list of values; the study is their product.")
     return "\n".join(out).rstrip() + "\n"

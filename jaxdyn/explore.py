@@ -2,24 +2,31 @@
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from jaxdyn.errors import brief
 
 from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 
 LOG_METRICS = ("loss", "norm", "sharpness", "trace", "noise_scale")  # drawn on a log axis when positive
 
 
-def plot_metric(frame: pd.DataFrame, metric: str, by: list[str], how: str = "mean_std") -> Figure:
-    """``frame`` (``Results.frame``) as a Figure: for each setting of ``by`` and each step,
-    the centre and band of ``how`` over seeds (``jaxdyn.aggregate``); NaN values
-    (diverged members) are left out of each step's aggregate."""
+def plot_metric(frame: pd.DataFrame, metric: str, by: list[str], how: str = "mean_std", ax=None):
+    """``frame`` (``Results.frame``) drawn against step: for each setting of ``by`` and each step,
+    the centre and band of ``how`` over seeds (``jaxdyn.aggregate``); NaN values (diverged
+    members) are left out of each step's aggregate. ``ax``: the matplotlib ``Axes`` to draw into
+    (default: a new figure's). Returns the figure drawn on (``ax.figure`` when ``ax`` is given),
+    as seaborn's plots do."""
     if how not in AGGREGATES:
         raise ValueError(f"aggregate = {how!r}: use one of {', '.join(AGGREGATES)}")
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
+    if ax is None:
+        ax = Figure(figsize=(7, 4.2), layout="constrained").subplots()
+    elif not isinstance(ax, Axes):
+        raise TypeError(f"ax = {brief(ax)}: give a matplotlib Axes (plt.subplots()[1]), or None for a new figure")
     draw_metric(ax, frame, metric, by, how)
     ax.legend(fontsize="small")
-    return fig
+    return ax.figure
 
 
 def setting_label(by, key) -> str:
@@ -61,10 +68,19 @@ def draw_metric(ax, frame: pd.DataFrame, metric: str, by: list[str], how: str, c
         color = colors[label] if colors else f"C{i % 10}"
         ax.plot(steps, centre, color=color, label=label, marker="o" if len(steps) < 3 else None)
         low = np.maximum(low, centre / 10) if log else low  # a band that stays on a log axis
-        ax.fill_between(steps, low, high, color=color, alpha=0.2)
+        if len(steps) == 1:  # one evaluation: the spread as an error bar, the value written beside it
+            spread = np.nan_to_num([centre - low, high - centre])
+            ax.errorbar(steps, centre, yerr=spread, color=color, capsize=5, linestyle="none")
+            ax.annotate(f"{centre[0]:.3g}", (steps[0], centre[0]), xytext=(6, 0), textcoords="offset points",
+                        va="center", color=color, fontsize="small")
+        else:
+            ax.fill_between(steps, low, high, color=color, alpha=0.2)
         drawn.append(label)
     if log and drawn:
         ax.set_yscale("log")
+    shown = np.unique(frame.step.to_numpy()) if len(frame) else []
+    if 0 < len(shown) <= 3:  # a few steps: ticks at them, not "-0.04 ... 0.04 + 4e1"
+        ax.set_xticks(shown, [f"{int(x):,}" for x in shown])
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: {AGGREGATES[how]}")
     ax.grid(alpha=0.3)
     return drawn

@@ -66,6 +66,7 @@ def extract_member(run_dir, member: int) -> Member:
         raise FileNotFoundError(f"{run_dir}: cohort {cohort.index} (member {member}) has no checkpoint yet")
     state = load_state(run_dir, cohort.index)
     params, model_state, hparams = member_parts(cohort, state, position)
-    variables, model = cohort.config.task.spec().member_model(cohort.task(), params, model_state)
-    return Member(int(member), cohort.index, variables, model, hparams, cohort.config,
+    alone = cohort.alone(int(member))  # its own initialiser in its config and module
+    variables, model = alone.config.task.spec().member_model(alone.task(), params, model_state)
+    return Member(int(member), cohort.index, variables, model, hparams, alone.config,
                   int(np.asarray(state["step"])[position]))

@@ -5,6 +5,10 @@ and a valid range; ``config.py`` gathers the declarations, so a new one is a gri
 axis, a ``--set`` key, a ``members.csv`` column and a ``jaxdyn list`` entry with no
 further wiring. Values reach the compiled program as float32 arrays in
 ``MemberState.hparams``, so a new value never costs a compile.
+
+A choice among names that changes no shape (``model.init``, the initialiser) is
+declared as a ``Choice``: a grid over it makes members too, and each member's
+initialisation picks its own.
 """
 
 import math
@@ -39,3 +43,31 @@ class HParam:
 
     def describe(self) -> str:
         return f"default {self.default:g}; {self.doc}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One member choice: a name among ``options`` that may differ per member, as an ``HParam``'s
+    number does.
+
+    The member table holds each member's name. A cohort compiles only the options its members
+    use (``present``), and a member reaches the compiled program as its option's position among
+    them, an int32 in the ``hparams`` its task's ``init`` gets under the choice's bare name: the
+    choices are read while a member initialises, never kept in its state.
+
+    Attributes:
+      options: the valid names.
+      doc: one line for ``jaxdyn list`` and the docs.
+    """
+
+    options: tuple[str, ...]
+    doc: str = ""
+
+    def describe(self) -> str:
+        return f"a name, a member choice (no compile per value); {self.doc}"
+
+
+def present(values) -> tuple[str, ...]:
+    """The distinct names among a cohort's members' ``values``, in member order: the options its
+    program compiles, and what each member's index counts into."""
+    return tuple(dict.fromkeys(str(v) for v in values))

@@ -35,7 +35,6 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.logs import log
 from jaxdyn.population import make_mesh, plan_layout
 from jaxdyn.runner import CohortPrograms
-from jaxdyn.tasks.supervised import Seeds
 
 # One long metric row in pandas: cohort, member (int32), step (int64), metric and
 # layer (shared string objects), value (float32) = 36 bytes, with room for the
@@ -54,8 +53,8 @@ GiB = 2**30
 
 def member_shapes(cohort, task=None):
     """One member's state as shapes and dtypes (``jax.eval_shape`` of ``init``: nothing compiles)."""
-    seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
-    hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
+    one = lambda a: jax.ShapeDtypeStruct((), a.dtype)  # what the run's init gets, less the member axis
+    seeds, hparams = jax.tree.map(one, cohort.member_arrays(lambda a: a))
     return jax.eval_shape((task or cohort.task()).init, seeds, hparams)
 
 
@@ -174,8 +173,9 @@ def _run_rows(stats: dict, per_device: int, n_members: int, cfg, probes) -> int:
     t = cfg.train
     n_chunks = t.steps // t.chunk_steps
     per_member = n_chunks * _values_per_member(stats["train chunk"], per_device)
-    per_member += (n_chunks // t.eval_every + 1) * _values_per_member(stats["evaluate"], per_device)
-    for chunk in range(1, n_chunks + 1):
+    # Step 0, every eval_every-th chunk, and the last chunk.
+    per_member += (n_chunks // t.eval_every + 2) * _values_per_member(stats["evaluate"], per_device)
+    for chunk in range(n_chunks + 1):  # chunk 0: every probe at step 0
         names = tuple(p.name for p, _ in probes.due(chunk, chunk == n_chunks) if p.fn is not None)
         if names:
             per_member += _values_per_member(stats["probes " + "+".join(names)], per_device)

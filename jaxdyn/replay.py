@@ -48,7 +48,7 @@ def replay_study(run_dir, member: int) -> Config:
         raise ConfigError(f"--replay {run_dir}:{member}: {e.args[0]}") from None
     parent = load_run_config(run_dir)
     root = tables.members.set_index("member").loc[int(schedule.member.iloc[0])]
-    cohort = expand(parent)[int(root.cohort)]
+    cohort = expand(parent)[int(root.cohort)].alone(int(schedule.member.iloc[0]))  # its own initialiser
     raw = to_dict(cohort.config)
     raw.pop("pbt", None)
     raw["grid"] = {}

@@ -39,11 +39,25 @@ class RunTables:
     members: pd.DataFrame
     metrics: pd.DataFrame
 
-    def summary(self, aggregate: str = "mean_std", by=None) -> pd.DataFrame:
-        """The final headline metric (test accuracy; test MSE for regression; modes for a GAN)
-        over seeds, per setting (``by``; default: the cohort and every varying setting):
-        ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``."""
-        return summarize(self.members, aggregate, by)
+    def summary(self, aggregate: str = "mean_std", by=None, metric: str = "") -> pd.DataFrame:
+        """The final value of ``metric`` over seeds, per setting (``by``; default: the cohort and every
+        varying setting): ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``. ``metric`` defaults
+        to the study's ``study.headline``, else the task's own (test accuracy; test MSE for regression;
+        modes for a GAN); any logged whole-model metric works (``"sharpness"``: its last value per member).
+
+        Raises:
+          ValueError: ``metric`` is neither a final column nor a logged whole-model metric.
+        """
+        metric = metric or self.chosen_headline()
+        return summarize(with_final(self.members, self.metrics, metric) if metric else self.members,
+                         aggregate, by, metric)
+
+    def chosen_headline(self) -> str:
+        """The run's ``study.headline`` ("" when unset, or when its config cannot be read)."""
+        try:
+            return load_run_config(self.run_dir).study.headline
+        except Exception:  # noqa: BLE001 -- tables without their config (several runs, a copy): the default
+            return ""
 
     def lineage(self) -> pd.DataFrame:
         """A PBT study's rounds (``lineage.parquet``, or the rows written so far): one row per
@@ -190,6 +204,24 @@ def varying_settings(members: pd.DataFrame) -> list[str]:
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
 
+def with_final(members: pd.DataFrame, metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``members`` with a ``final_<metric>`` column: as it is when the table has one, else each member's
+    last logged whole-model value of ``metric`` (``layer`` empty) in the metrics table.
+
+    Raises:
+      ValueError: the run logged no whole-model ``metric``; the message lists what it did log.
+    """
+    if f"final_{metric}" in members:
+        return members
+    rows = metrics[(metrics.metric == metric) & (metrics.layer.fillna("") == "")] if len(metrics) else metrics
+    if rows.empty:
+        logged = sorted(set(metrics[metrics.layer.fillna("") == ""].metric)) if len(metrics) else []
+        raise ValueError(f"headline {metric!r}: this run logged no whole-model {metric!r}; choose one of "
+                         f"{', '.join(logged) or 'nothing (no metrics yet)'} (study.headline or metric=)")
+    last = rows.sort_values("step").groupby("member").value.last()
+    return members.assign(**{f"final_{metric}": members.member.map(last).astype(float)})
+
+
 def headline(members: pd.DataFrame) -> str:
     """The metric a summary reports: the first final metric the task kind declares that the run
     logged (a GAN on a mixture: ``modes``), ``test_accuracy``, or ``test_loss`` when no member has
@@ -205,13 +237,14 @@ AGGREGATE_COLUMNS = {"mean_std": ("mean", "std"), "median_iqr": ("median", "q25"
                      "iqm": ("iqm", "ci_low", "ci_high")}
 
 
-def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd.DataFrame:
+def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None, metric: str = "") -> pd.DataFrame:
     """The final headline metric over seeds, and members diverged, per setting.
 
     The columns are ``<metric>_mean, <metric>_std`` (``aggregate = "mean_std"``),
     ``<metric>_median, _q25, _q75`` (``"median_iqr"``) or ``<metric>_iqm, _ci_low,
     _ci_high`` (``"iqm"``: a 95% stratified-bootstrap interval), where the metric is
-    ``test_accuracy``, ``test_loss`` (regression) or ``modes`` (GANs): ``headline``.
+    ``metric`` (its ``final_<metric>`` column; default ``headline``: ``test_accuracy``, ``test_loss``
+    for regression, ``modes`` for GANs).
     Diverged members' NaN finals are left out of the aggregate. In a federated study the unit is
     the federation (``federation_rows``): ``members`` counts federations, and one diverged only when
     every client of it did.
@@ -221,7 +254,7 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None) -> pd
     if "federation" in members:
         members = federation_rows(members)
     keys = ["cohort", *varying_settings(members)] if by is None else list(by)
-    metric = headline(members)
+    metric = metric or headline(members)
     marked = members.assign(diverged=members.diverged_at >= 0, _all=0)
     grouped = marked.groupby(keys or ["_all"], dropna=False)
     table = grouped.agg(members=("member", "size"), diverged=("diverged", "sum")).reset_index()
@@ -281,23 +314,34 @@ def _load_partial(run_dir: Path) -> RunTables:
     return RunTables(run_dir, member_table(tables), parts.read())
 
 
-def print_summary(members: pd.DataFrame, console=None) -> None:
-    """The end-of-study table: final test accuracy (or test MSE) mean ± std over seeds, and
-    members diverged."""
-    table = summarize(members)
-    metric = headline(members)
-    name = {"test_accuracy": "test accuracy", "test_loss": "test MSE", "modes": "modes covered"}[metric]
+def print_summary(members: pd.DataFrame, console=None, metrics=None, metric: str = "") -> None:
+    """The end-of-study table: the final headline metric (``metric``, else the task's own: test
+    accuracy, test MSE, modes) mean ± std over seeds, and members diverged. Long headers wrap after
+    an underscore rather than being cut, so the table fits an 80-column terminal. A ``metric`` the run
+    did not log is said, and the task's own is shown instead."""
+    console = console or Console()
+    if metric and metrics is not None:
+        try:
+            members = with_final(members, metrics, metric)
+        except ValueError as e:
+            console.print(f"[yellow]{e}; showing the task's own headline[/yellow]")
+            metric = ""
+    table = summarize(members, metric=metric)
+    metric = metric or headline(members)
+    name = {"test_accuracy": "test accuracy", "test_loss": "test MSE" if members.final_test_accuracy.isna().all()
+            else "test loss", "modes": "modes covered"}.get(metric, metric.replace("_", " "))
     out = Table(title=f"final {name} over seeds")
     keys = [c for c in table.columns if c not in ("members", f"{metric}_mean", f"{metric}_std", "diverged")]
+    if "cohort" in keys and table.cohort.nunique() == 1 and len(keys) > 1:
+        keys.remove("cohort")  # one cohort: its number says nothing
     unit = "federations" if "federation" in members else "members"
     for col in [*keys, unit, name, "diverged"]:
-        out.add_column(col, justify="right")
+        out.add_column(_wrapped(col), justify="right", overflow="fold")  # never cut with an ellipsis
     for _, row in table.iterrows():
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         std = 0.0 if np.isnan(std) else std
         out.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
                     str(int(row.members)), f"{mean:.4g} ± {std:.2g}", str(int(row.diverged)))
-    console = console or Console()
     console.print(out)
     lost = table[table.diverged == table.members]
     if len(lost):
@@ -305,3 +349,15 @@ def print_summary(members: pd.DataFrame, console=None) -> None:
         for _, row in lost.iterrows():
             setting = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys)
             console.print(f"  {setting}: {int(row.members)} of {int(row.members)} {unit} diverged")
+
+
+def _wrapped(name: str, width: int = 15) -> str:
+    """``name`` broken into lines of at most ``width`` characters after its underscores (a part
+    longer than that keeps its own line): ``d_learning_rate_multiplier`` -> ``d_learning_``,
+    ``rate_multiplier``."""
+    lines = [""]
+    for part in name.replace("_", "_\n").split("\n"):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)

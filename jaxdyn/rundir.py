@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 
 from jaxdyn.atomic import write_atomic
+from jaxdyn.axes import MEMBER_CHOICES
 from jaxdyn.checkpoint import committed_steps
 from jaxdyn.config import Config, load_config, to_toml
 from jaxdyn.data import arrays
@@ -37,9 +38,16 @@ ENV_RECORDED = ("XLA_FLAGS", "JAXDYN_CPU_DEVICES")
 def load_run_config(run_dir) -> Config:
     """A run folder's saved config, read as a resume, ``extract_member``, the ensemble and the
     report all read it: the arrays handed to ``jaxdyn.run`` for it are taken from the folder's
-    copy first, so no process has to hand them over again."""
+    copy first, so no process has to hand them over again. A folder written before a member
+    choice was one (``run.json`` does not list it) keeps it structural: its cohorts, checkpoints
+    and member ids were laid out so."""
     arrays.adopt(run_dir)
-    return load_config(Path(run_dir) / "config.toml")
+    cfg = load_config(Path(run_dir) / "config.toml")
+    try:
+        written = json.loads((Path(run_dir) / "run.json").read_text()).get("member_choices", [])
+    except (OSError, ValueError, AttributeError):  # no run.json (yet): the layout of today
+        return cfg
+    return dataclasses.replace(cfg, kept_structural=tuple(k for k in MEMBER_CHOICES if k not in written))
 
 
 def run_info(config: Config) -> dict:
@@ -47,6 +55,9 @@ def run_info(config: Config) -> dict:
     ``study_sha256`` hashes the config without ``train.steps``: a checkpoint's record of the
     study, which a continued run (more steps) still matches."""
     no_length = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=0))
+    # Which settings members choose for themselves: fewer cohorts. A folder written before lists
+    # none (``load_run_config``), and its checkpoints, which record this, still match it.
+    choices = {"member_choices": sorted(k for k in MEMBER_CHOICES if k not in config.kept_structural)}
     return {
         "config_sha256": hashlib.sha256(to_toml(config).encode()).hexdigest(),
         "study_sha256": hashlib.sha256(to_toml(no_length).encode()).hexdigest(),
@@ -55,6 +66,7 @@ def run_info(config: Config) -> dict:
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,  # shown in the report; not checked on resume
         "env": {name: os.environ.get(name) for name in ENV_RECORDED},
+        **(choices if choices["member_choices"] else {}),
     }
 
 

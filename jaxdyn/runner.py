@@ -2,7 +2,8 @@
 
 The device is seen once per chunk: run ``chunk_steps`` steps of every member,
 read back their metrics, write them, and every few chunks save a checkpoint
-while the next chunk trains.
+while the next chunk trains. A cohort that starts afresh is first measured at
+step 0 (evaluation and every probe), so each curve starts where training does.
 """
 
 import os
@@ -33,6 +34,11 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                programs: "CohortPrograms | None" = None) -> pd.DataFrame:
     """Train one cohort to the end (or on from its last whole checkpoint); return its member table.
 
+    A cohort with no checkpoint yet writes step 0 first: the test evaluation (and samples) and
+    every enabled probe of the state it starts from (``CohortPrograms.start``: its initial state,
+    or a fork's parent state). A resume from a checkpoint has those rows already and does not
+    measure step 0 again.
+
     A cohort whose members have all diverged stops at the end of that chunk: it
     is evaluated, checkpointed (the frozen state) and written like a finished one.
     A checkpoint's save is committed one chunk later, while the next chunk computes.
@@ -59,6 +65,8 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         done, state, params0 = _start(cohort, programs, ckpt, parts, metadata, run_dir, data, pbt)
         if progress is not None:
             progress.start_cohort(cohort, layout, done * t.chunk_steps)
+        if not done:  # step 0: the state training starts from, measured before it changes
+            _write_chunk(cohort, programs, parts, data, params0, state, None, 0, False)
         alive = _alive(state, k)
         pending = None  # chunk whose checkpoint is being written
         if done:
@@ -127,7 +135,8 @@ class CohortPrograms:
       snapshot: ``state -> samples [K_padded, n, D]`` for a task that makes samples (a GAN), else None.
       probes: the cohort's ``ProbeSet``.
       evaluated_in_chunk: ``train_chunk`` returns the ``test_*`` rows itself (a federated cohort's
-        global model after every round), so the runner does not evaluate after the chunk.
+        global model after every round), so the runner evaluates only at step 0 (``evaluate``: the
+        global model, which every client holds at the start).
     """
 
     init: partial
@@ -221,30 +230,37 @@ def _reopen(cohort, programs: CohortPrograms, parts: RunParts, data, params0, st
     return state
 
 
-def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state, frame: pd.DataFrame,
-                 done: int, last: bool) -> pd.DataFrame:
+def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params0, state,
+                 frame: pd.DataFrame | None, done: int, last: bool) -> pd.DataFrame:
     """Write chunk ``done``'s rows: its training windows, and what is due after it: the test
     evaluation with the samples of a task that makes them, and the probes. Returns the metric rows.
 
+    ``done = 0`` is step 0, the state training starts from (its parts are ``..._000000``): no
+    training rows, the evaluation and every probe. It only reads the state, with the programs
+    the chunks use, so the training that follows is the same bit for bit.
+
     Args:
-      frame: the chunk's training rows (tidy, ``train_`` metrics).
+      frame: the chunk's training rows (tidy, ``train_`` metrics); None at step 0.
       last: the cohort's last chunk (the end, or every member diverged): everything is due.
     """
     t = cohort.config.train
     members, step = cohort.members["member"].to_numpy(), done * t.chunk_steps
-    if not programs.evaluated_in_chunk and (done % t.eval_every == 0 or last):
+    frames = [] if frame is None else [frame]
+    # A federated chunk evaluates the global model after each of its rounds; step 0 has had none.
+    if (done % t.eval_every == 0 or last) and not (programs.evaluated_in_chunk and done):
         scores = jax.device_get(programs.evaluate(state, data.x_test, data.y_test))
-        frame = pd.concat([frame, _rows(cohort, scores, np.array([step]), "test_")], ignore_index=True)
+        frames.append(_rows(cohort, scores, np.array([step]), "test_"))
         if programs.snapshot is not None:
             samples = np.asarray(jax.device_get(programs.snapshot(state)))[: len(members)]
             parts.samples.write(cohort.index, done, sample_rows(samples, members, cohort.index, step))
     if programs.probes:
         rows, hist, pairs = programs.probes.measure(state, params0, data, done, last, step, cohort.index, members)
-        frame = pd.concat([frame, rows], ignore_index=True)
+        frames.append(rows)
         if len(hist):
             parts.histograms.write(cohort.index, done, hist)
         if len(pairs):
             parts.pairs.write(cohort.index, done, pairs)
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True)
     parts.metrics.write(cohort.index, done, frame)
     return frame
 

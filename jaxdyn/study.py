@@ -22,13 +22,14 @@ import pandas as pd
 
 from jaxdyn import fork, rundir, runner, shape_checks, stopping
 from jaxdyn.atomic import write_atomic
-from jaxdyn.axes import MEMBER_HPARAMS
+from jaxdyn.axes import MEMBER_CHOICES, MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
 from jaxdyn.data import arrays, cache_dir, dataset_info, load_dataset
-from jaxdyn.errors import ConfigError, as_path, is_disk_full
+from jaxdyn.errors import ConfigError, as_path, choice, is_disk_full
 from jaxdyn.federated import setup
 from jaxdyn.federated.config import with_epochs
 from jaxdyn.handover import handed_over
+from jaxdyn.hparams import present
 from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
@@ -37,7 +38,7 @@ from jaxdyn.population import (enable_compile_cache, make_evaluate, make_mesh, m
                                replicate)
 from jaxdyn.probes import probe_batch_size
 from jaxdyn.probes.run import ProbeSet
-from jaxdyn.progress import StudyProgress
+from jaxdyn.progress import study_progress
 from jaxdyn.tables import MetricParts, member_table
 from jaxdyn.tasks import Seeds, makes_snapshots
 from jaxdyn.validation import check_member_value, check_members, validate
@@ -51,8 +52,9 @@ class Cohort:
       index: position of the cohort in the study.
       config: the study config with this cohort's structural values applied and no grid.
       settings: the structural grid values of this cohort, e.g. ``{"model.hidden": (100,)}``.
-      members: one row per member: ``member, cohort, init_seed, data_seed, dropout_seed``
-        and one column per member hyperparameter (optimizer family, loss, model, train).
+      members: one row per member: ``member, cohort, init_seed, data_seed, dropout_seed``,
+        one column per member hyperparameter (optimizer family, loss, model, train) and one per
+        member choice, by name (``init``: the initialiser; ``config`` keeps the study's own value).
     """
 
     index: int
@@ -97,11 +99,27 @@ class Cohort:
         cfg = self.config
         return probe_batch_size(cfg.probes, cfg.data.n_train or dataset_info(cfg.data).n_train, cfg.train.full_batch)
 
+    def alone(self, member: int) -> "Cohort":
+        """This cohort as member ``member`` (its id) alone: its one row, and its member choices (its
+        initialiser) applied to the config, as a study of that member by itself would have them."""
+        row = self.members[self.members["member"] == member]
+        cfg = self.config
+        for key in cfg.member_choices():
+            cfg = _with(cfg, key, row[key.split(".")[1]].iloc[0])
+        return dataclasses.replace(self, config=cfg, members=row.reset_index(drop=True))
+
     def member_arrays(self, pad) -> tuple[Seeds, dict]:
-        """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``."""
+        """Seeds and hyperparameters as arrays ``[K_padded]``, padded by ``pad``; and for each member
+        choice the cohort mixes, each member's index among its values (int32, ``hparams.present``)."""
         col = lambda name, dtype: pad(self.members[name].to_numpy().astype(dtype))
         seeds = Seeds(*(col(name, np.int32) for name in Seeds._fields))
-        return seeds, {h: col(h, np.float32) for h in self.hparam_names}
+        hparams = {h: col(h, np.float32) for h in self.hparam_names}
+        for key in self.config.member_choices():
+            names = self.members[key.split(".")[1]]
+            options = present(names)
+            if len(options) > 1:
+                hparams[key.split(".")[1]] = pad(names.map(options.index).to_numpy().astype(np.int32))
+        return seeds, hparams
 
 
 def _with(cfg: Config, key: str, value) -> Config:
@@ -151,10 +169,10 @@ def expand(cfg: Config) -> list[Cohort]:
             fed = with_epochs(ccfg.federated, ccfg.data, dataset_info(ccfg.data), ccfg.train.batch_size)
             ccfg = dataclasses.replace(ccfg, federated=fed)
         validate(ccfg)
-        defaults, decls = ccfg.member_hparams(), ccfg.hparam_decls()
+        defaults, decls, choices = ccfg.member_hparams(), ccfg.hparam_decls(), ccfg.member_choices()
         for key, _ in member_axes:
             name = key.split(".")[1]
-            if key in decls and name in defaults:
+            if (key in decls and name in defaults) or key in choices:
                 continue
             if key in MEMBER_HPARAMS:
                 raise ConfigError(
@@ -179,16 +197,20 @@ def expand(cfg: Config) -> list[Cohort]:
             check_hparam(ccfg.optim, name, value)
         for point in itertools.product(*(v for _, v in member_axes)):
             for key, value in zip((k for k, _ in member_axes), point):
-                if key in decls:
+                if key in choices:
+                    choice(key, value, MEMBER_CHOICES[key].options)
+                elif key in decls:
                     check_member_value(key, value, decls[key])
                 elif key.split(".")[0] == ccfg.task.spec().section:  # a number of the task kind's own table
                     ccfg.task.spec().check_member(ccfg.task.options, key.split(".")[1], value)
                 else:
                     check_hparam(ccfg.optim, key.split(".")[1], value)
-            hparams = defaults | {k.split(".")[1]: float(v) for (k, _), v in zip(member_axes, point)}
+            given = dict(zip((k for k, _ in member_axes), point))
+            hparams = defaults | {k.split(".")[1]: float(v) for k, v in given.items() if k not in choices}
+            picked = {k.split(".")[1]: given.get(k, v) for k, v in choices.items()}
             for init_seed, data_seed, dropout_seed in ccfg.seed_sets():
                 rows.append({"cohort": len(cohorts), "init_seed": init_seed, "data_seed": data_seed,
-                             "dropout_seed": dropout_seed, **hparams})
+                             "dropout_seed": dropout_seed, **hparams, **picked})
         if ccfg.federated is not None:  # each row a federation of clients
             first = sum(c.members["federation"].nunique() for c in cohorts if "federation" in c.members)
             rows = setup.client_rows(rows, clients, first, ccfg.federated.local_steps)
@@ -266,6 +288,7 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
             raise ConfigError(f"--resume {resume}: no config.toml there; is it a jaxdyn run folder?")
         saved_cfg = rundir.load_run_config(resume)  # first: it adopts the arrays the folder keeps
         cfg = load_config(config if config is not None else saved, overrides, given)
+        cfg = dataclasses.replace(cfg, kept_structural=saved_cfg.kept_structural)  # the folder's cohorts
         # Compare normalised forms, so that a comment added to config.toml is no change.
         extended_from = rundir.resume_change(saved_cfg, cfg, Path(resume))
     else:
@@ -350,7 +373,7 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
     on_device = {}
     parts = MetricParts(run_dir)
     tables = []
-    bar = StudyProgress(len(cohorts)) if progress else contextlib.nullcontext()
+    bar = study_progress(len(cohorts)) if progress else contextlib.nullcontext()
     with stopping.StopFlag() as stop, bar:
         for cohort in cohorts:
             done_marker = parts.dir / f"members_c{cohort.index:03d}.csv"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jaxdyn.atomic import SUFFIX, write_atomic
-from jaxdyn.axes import MEMBER_HPARAMS
+from jaxdyn.axes import MEMBER_CHOICES, MEMBER_HPARAMS
 
 METRIC_COLUMNS = ["cohort", "member", "step", "metric", "layer", "value"]
 FINAL_COLUMNS = ["final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
@@ -32,7 +32,8 @@ def extra_finals(columns) -> list[str]:
 
 
 class MetricParts:
-    """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``.
+    """Per-chunk parquet files of one run's table: ``parts/{prefix}c{cohort}_{chunks_done}.parquet``
+    (``chunks_done = 0``: step 0, the state the cohort started from).
 
     ``prefix`` is empty for the metrics (``metrics.parquet``), ``hist_`` for the
     probes' histograms (``histograms.parquet``), ``pairs_`` for cross-member rows
@@ -168,12 +169,12 @@ def cohort_member_table(cohort, parts: MetricParts, diverged_at: np.ndarray) -> 
 def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate cohorts' member tables in a fixed column order: ids, cohort settings,
     seeds, optimizer hyperparameters (the union over families), the other member
-    hyperparameters (loss, model, train), final metrics."""
+    hyperparameters (loss, model, train) and choices (``init``), final metrics."""
     members = pd.concat(tables, ignore_index=True)
     first = ["member", "cohort"]
     settings = [c for c in members.columns if "." in c]
     seeds = ["init_seed", "data_seed", "dropout_seed"]
-    others = [key.split(".")[1] for key in MEMBER_HPARAMS if key.split(".")[1] in members.columns]
+    others = [key.split(".")[1] for key in (*MEMBER_HPARAMS, *MEMBER_CHOICES) if key.split(".")[1] in members.columns]
     finals = FINAL_COLUMNS + extra_finals(members.columns)
     optim = [c for c in members.columns if c not in {*first, *settings, *seeds, *others, *finals}]
     return members[first + settings + seeds + optim + others + finals]

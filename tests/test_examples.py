@@ -3,15 +3,13 @@
 import sys
 from pathlib import Path
 
-import jax
-import numpy as np
 import pytest
 
 import jaxdyn
 
 from jaxdyn.config import load_config
+from jaxdyn.memory import member_shapes
 from jaxdyn.study import expand
-from jaxdyn.tasks.supervised import Seeds
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
 
@@ -27,18 +25,14 @@ def test_the_catalogue_is_there():
 def test_example_expands_and_builds(path):
     cohorts = expand(load_config(path))
     for cohort in cohorts:
-        seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
-        hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
-        jax.eval_shape(cohort.task().init, seeds, hparams)  # shapes only: no compile
+        member_shapes(cohort)  # jax.eval_shape of init, with each member's inputs: no compile
 
 
 def test_paper_architectures():
     head = lambda name: expand(load_config(EXAMPLES[0].parent / f"mnist1d_{name}.toml"))[0]
     for name, features in (("cnn", 125), ("gru", 480), ("linear", 40), ("mlp", 100)):
         cohort = head(name)
-        seeds = Seeds(*(jax.ShapeDtypeStruct((), np.int32) for _ in Seeds._fields))
-        hparams = {h: jax.ShapeDtypeStruct((), np.float32) for h in cohort.hparam_names}
-        state = jax.eval_shape(cohort.task().init, seeds, hparams)
+        state = member_shapes(cohort)
         assert state.params["head"]["kernel"].shape == (features, 10), name
         assert len(cohort.members) == 8
 

@@ -57,7 +57,7 @@ def run(tmp_path_factory):
 def test_frame_summary_and_plot_of_a_run(run):
     frame = run.frame("test_accuracy")
     assert list(frame.columns) == ["member", "step", "value", "learning_rate", "init_seed"]
-    assert len(frame) == 6 * 2 and set(frame.step) == {200, 300}
+    assert len(frame) == 6 * 3 and set(frame.step) == {0, 200, 300}  # the start, then every 2 chunks and the end
     norms = run.frame("weight_norm", by=[], layer="hidden_0")
     assert list(norms.columns) == ["member", "step", "value", "init_seed"] and (norms.value > 0).all()
     with pytest.raises(KeyError, match="metrics: .*test_accuracy"):

@@ -202,8 +202,8 @@ def test_one_client_trains_as_its_member_would_alone(tmp_path):
                        summary=False)
     a = fed.frame("test_loss").set_index("step").value
     b = plain.frame("test_loss").set_index("step").value
-    assert list(a.index) == [10, 20, 30, 40] and list(b.index) == [20, 40]  # every round; every chunk
-    np.testing.assert_allclose(a[[20, 40]].to_numpy(), b.to_numpy(), rtol=1e-4)
+    assert list(a.index) == [0, 10, 20, 30, 40] and list(b.index) == [0, 20, 40]  # the start; every round; every chunk
+    np.testing.assert_allclose(a[[0, 20, 40]].to_numpy(), b.to_numpy(), rtol=1e-4)
     got = jaxdyn.extract_member(tmp_path / "fed", 0).variables["params"]
     want = jaxdyn.extract_member(tmp_path / "plain", 0).variables["params"]
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5), got, want)

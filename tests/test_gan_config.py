@@ -36,7 +36,7 @@ def test_a_gan_study_on_the_ring(tmp_path):
     # What each member generates, at every evaluation: 256 points each, and their picture.
     samples = pd.read_parquet(tmp_path / "run" / "samples.parquet")
     assert list(samples.columns) == ["cohort", "member", "step", "sample", "x0", "x1"]
-    assert sorted(samples.step.unique()) == [1000, 2000] and (samples.groupby(["member", "step"]).size() == 256).all()
+    assert sorted(samples.step.unique()) == [0, 1000, 2000] and (samples.groupby(["member", "step"]).size() == 256).all()
     final = samples[samples.step == 2000]
     assert abs(np.hypot(final.x0, final.x1).median() - 1) < 0.2  # the generators have found the unit ring
     image = plt.imread(tmp_path / "run" / "samples.png")

@@ -55,12 +55,13 @@ def test_fully_diverged_cohort_stops_and_the_study_goes_on(tmp_path, capsys):
     res = jaxdyn.load(out)
     relu, tanh = (res.members[res.members["model.activation"] == a] for a in ("relu", "tanh"))
     assert (relu.diverged_at >= 0).all() and (relu.diverged_at < 10).all() and (tanh.diverged_at == -1).all()
-    # No compute after the chunk in which the last member died: one part, one checkpoint.
-    assert [p.name for p in sorted((out / "parts").glob("c000_*.parquet"))] == ["c000_000001.parquet"]
+    # No compute after the chunk in which the last member died: step 0's part and one chunk's, one checkpoint.
+    assert [p.name for p in sorted((out / "parts").glob("c000_*.parquet"))] == ["c000_000000.parquet",
+                                                                               "c000_000001.parquet"]
     assert committed_steps(cohort_checkpoint_dir(out, 0)) == [1]
     rows = res.metrics[res.metrics.cohort == 0]
     assert rows.step.max() == 10
-    assert sorted(rows[rows.metric.str.startswith("test_")].step.unique()) == [10]  # evaluated where it stopped
+    assert sorted(rows[rows.metric.str.startswith("test_")].step.unique()) == [0, 10]  # at the start, and where it stopped
     assert relu.final_test_accuracy.notna().all()
     assert res.metrics[res.metrics.cohort == 1].step.max() == 40  # the next cohort ran to the end
     # The checkpoint holds the frozen state: finite, all members dead.
@@ -75,7 +76,8 @@ def test_fully_diverged_cohort_stops_and_the_study_goes_on(tmp_path, capsys):
     for name in ("members.csv", "metrics.parquet", "parts/members_c000.csv", "parts/members_c001.csv"):
         (out / name).unlink()
     again = jaxdyn.run(resume=out, progress=False, summary=False)
-    assert [p.name for p in sorted((out / "parts").glob("c000_*.parquet"))] == ["c000_000001.parquet"]
+    assert [p.name for p in sorted((out / "parts").glob("c000_*.parquet"))] == ["c000_000000.parquet",
+                                                                               "c000_000001.parquet"]
     pd.testing.assert_frame_equal(again.members, before.members, check_exact=True)
     pd.testing.assert_frame_equal(again.metrics, before.metrics, check_exact=True)
 

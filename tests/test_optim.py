@@ -102,7 +102,7 @@ def test_mixed_families_and_datasets_in_one_study(tmp_path, monkeypatch):
     assert list(m.columns) == [
         "member", "cohort", "optim.name", "data.name", "init_seed", "data_seed", "dropout_seed", "learning_rate",
         "momentum", "b1", "b2", "eps", "weight_decay", "label_noise", "noise_std", "l1", "l2", "label_smoothing", "init_scale", "dropout",
-        "leaky_slope", "grad_clip", "ema_decay",
+        "leaky_slope", "grad_clip", "ema_decay", "init",
         "final_train_loss", "final_test_loss", "final_test_accuracy", "diverged_at"]
     assert m.groupby(["optim.name", "data.name"]).size().to_dict() == {
         ("adamw", "flipped"): 2, ("adamw", "mnist1d"): 2, ("momentum", "flipped"): 2, ("momentum", "mnist1d"): 2}

@@ -214,8 +214,8 @@ def test_probe_rows_in_a_run_and_turning_probes_off(tmp_path):
                      progress=False, summary=False)
     m = res.metrics
     assert set(m[m.metric == "weight_norm"].layer) == {"", "hidden_0", "head"}
-    assert sorted(m[m.metric == "sharpness"].step.unique()) == [40]  # every 2 chunks
-    assert sorted(m[m.metric == "grad_norm"].step.unique()) == [20, 40]
+    assert sorted(m[m.metric == "sharpness"].step.unique()) == [0, 40]  # the initial state, then every 2 chunks
+    assert sorted(m[m.metric == "grad_norm"].step.unique()) == [0, 20, 40]
     assert (m[m.metric == "train_loss"].layer == "").all()
     assert (tmp_path / "a" / "histograms.parquet").exists()
     off = jaxdyn.run({**base, "probes": {"norms": {"every": 0}, "activations": {"every": 0}}}, out=tmp_path / "b",
@@ -417,10 +417,12 @@ def test_pairs_within_settings_and_against_a_reference(tmp_path):
            "grid": {"optim.learning_rate": [1e-3, 1e-2]}}
     res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
     pairs = __import__("pandas").read_parquet(tmp_path / "run" / "pairs.parquet")
-    cka = pairs[(pairs.metric == "cka") & (pairs.layer == "hidden_0")]
-    assert sorted(zip(cka.member_a, cka.member_b)) == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
-    lmc = pairs[pairs.metric == "lmc_barrier"]
-    assert sorted(zip(lmc.member_a, lmc.member_b)) == [(0, 1), (0, 2), (3, 4), (3, 5)]
+    assert sorted(pairs.step.unique()) == [0, 20]  # the initial state and the end: the same pairs
+    for _, at_step in pairs.groupby("step"):
+        cka = at_step[(at_step.metric == "cka") & (at_step.layer == "hidden_0")]
+        assert sorted(zip(cka.member_a, cka.member_b)) == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
+        lmc = at_step[at_step.metric == "lmc_barrier"]
+        assert sorted(zip(lmc.member_a, lmc.member_b)) == [(0, 1), (0, 2), (3, 4), (3, 5)]
     assert list(pairs.columns) == ["cohort", "member_a", "member_b", "step", "metric", "layer", "value"]
     assert choose_pairs(res.members[["member", "cohort", "init_seed", "data_seed", "dropout_seed", "learning_rate"]],
                         "reference") == [(0, 1), (0, 2), (3, 4), (3, 5)]

@@ -68,7 +68,7 @@ def test_the_maps_drawn_are_the_best_members_histogram_rows(data):
     assert f"member {best} (" in plot.caption and "highest final test accuracy" in plot.caption
     rows = data.histograms[(data.histograms.metric == "attn_map") & (data.histograms.member == best)]
     drawn = [ax for ax in plot.figure.axes if ax.get_gid()]
-    assert sorted(ax.get_gid() for ax in drawn) == sorted(f"attn_0/h{h}@{s}" for h in range(HEADS) for s in (20, 40))
+    assert sorted(ax.get_gid() for ax in drawn) == sorted(f"attn_0/h{h}@{s}" for h in range(HEADS) for s in (0, 20, 40))
     for ax in drawn:
         head, step = re.fullmatch(r"attn_0/h(\d+)@(\d+)", ax.get_gid()).groups()
         mine = rows[(rows.layer == "attn_0/example_0") & (rows.step == int(step))].sort_values("bin")

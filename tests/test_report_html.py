@@ -74,13 +74,16 @@ def test_views_draw_the_numbers_in_the_tables(run):
     heat = next(b for b in probe_views.layer_heatmaps(d).blocks if b.name == "layers_grad_norm")
     grid = heat.figure.axes[0].images[0].get_array()
     rows = metrics[(metrics.metric == "grad_norm") & (metrics.layer != "")]
-    layers = list(dict.fromkeys(rows.layer))
+    # rows from the input to the output: the MLP's hidden layers by index, then its head
+    layers = sorted(set(rows.layer), key=lambda n: (n == "head", int(n.split("_")[-1]) if n != "head" else 0))
+    assert [t.get_text() for t in heat.figure.axes[0].get_yticklabels()] == layers
     first = members[members.learning_rate == 0.05].member
     at = rows[rows.member.isin(first) & (rows.step == 20) & (rows.layer == layers[1])].value
-    np.testing.assert_allclose(grid[1, 1], at.mean(), rtol=1e-6)
+    column = list(np.sort(rows.step.unique())).index(20)
+    np.testing.assert_allclose(grid[1, column], at.mean(), rtol=1e-6)
     # 7: the dashed edge-of-stability line of each setting is 2 / its learning rate.
     (plot,) = probe_views.curvature(d).blocks
-    sharp = next(a for a in plot.figure.axes if a.get_title().startswith("sharpness"))
+    sharp = next(a for a in plot.figure.axes if a.get_title().startswith("Sharpness (top Hessian eigenvalue)\nsharpness"))
     dashed = sorted(line.get_ydata()[0] for line in sharp.lines if line.get_linestyle() == "--")
     np.testing.assert_allclose(dashed, sorted(2 / np.array([0.05, 0.5, 1e6])), rtol=1e-6)
     # The 1D loss slice at the last step: the mean over seeds at each coordinate.
@@ -90,7 +93,8 @@ def test_views_draw_the_numbers_in_the_tables(run):
     mine = rows[rows.member.isin(members[members.learning_rate == 0.5].member)]
     expected = mine.groupby(mine.layer.astype(float)).value.mean()
     np.testing.assert_allclose(ax.lines[1].get_ydata(), expected.to_numpy(), rtol=1e-6)
-    titles = {a.get_title() for a in probe_views.other_metrics(d).blocks[0].figure.axes}
+    # each panel titled in words, its metric's own name on the second line
+    titles = {a.get_title().split("\n")[-1] for a in probe_views.other_metrics(d).blocks[0].figure.axes}
     assert {"gsnr", "train_accuracy", "grad_noise_trace"} <= titles and "hessian_trace_stderr" not in titles
     # 4: the divergence table counts the blown-up members.
     table = views.divergence(d).blocks[0]
@@ -163,6 +167,19 @@ def test_the_report_renders_in_a_real_browser(report, tmp_path):
     assert dom.count('data-decoded="yes"') == n and 'data-decoded="no"' not in dom
     shown = re.findall(r'<section id="([a-z]+)" data-view=', dom)
     assert shown == report.views
+    # What a reader sees, read off the rendered page: no sticky header covers member 0's row; panels
+    # titled in words with the metric's name beside; layers from input to output as the MLP has them
+    # (16-16 hidden, then the head); curves that start at step 0 (the members as initialised).
+    assert 'data-first-rows-hidden="0"' in dom
+    curves = re.search(r'<section id="curves".*?<figure ([^>]*)>', dom, re.S)[1]
+    assert ('data-panels="Training loss (window mean) (cross-entropy) · train_loss | Test loss (cross-entropy) · '
+            'test_loss | Test accuracy · test_accuracy"') in curves and 'data-first-x="0"' in curves
+    heatmaps = re.findall(r'<figure data-panels="([^"]*): layer × step[^"]*" data-rows="([^"]*)"', dom)
+    model_order = ["hidden_0", "hidden_1", "head"]
+    for _, rows in heatmaps:  # a metric of some layers only (dead units: the hidden ones) keeps the order
+        assert rows.split() == [layer for layer in model_order if layer in rows.split()]
+    assert heatmaps and "hidden_0 hidden_1 head" in {rows for _, rows in heatmaps}
+    assert "Gradient norm · grad_norm" in {title for title, _ in heatmaps}
     # The check can fail: a cut-short image is reported on the page.
     broken = tmp_path / "broken.html"
     page = report.path.read_text()

@@ -79,7 +79,7 @@ def test_cli_runs_a_tiny_study(tmp_path, capsys):
     train = res.metrics[(res.metrics.metric == "train_loss") & (res.metrics.member == 0)]
     assert list(train.step) == list(range(5, 45, 5))
     test = res.metrics[res.metrics.metric == "test_accuracy"]
-    assert sorted(test.step.unique()) == [20, 40]
+    assert sorted(test.step.unique()) == [0, 20, 40]  # the initial state, then every eval_every = 2 chunks
     last = test[test.step == 40].set_index("member").value.sort_index()
     # members.csv keeps float32 values exactly (shortest round-trip repr).
     final = m.set_index("member").final_test_accuracy.sort_index().to_numpy().astype(np.float32)
@@ -286,7 +286,7 @@ def test_no_checkpoint_reads_back(reference_run, tmp_path):
     again = _start(["--resume", "run"], tmp_path)  # never a silent restart from scratch
     out, _ = again.communicate()
     assert again.returncode == 1 and "every checkpoint of" in out and "was set aside as damaged" in out, out
-    assert len(list((run / "parts").glob("c000_*.parquet"))) == 20  # nothing dropped
+    assert len(list((run / "parts").glob("c000_*.parquet"))) == 21  # nothing dropped: step 0 and 20 chunks
 
 
 def test_second_writer_is_refused_and_kill_9_frees_the_lock(reference_run, tmp_path):

@@ -126,7 +126,8 @@ def test_the_attention_probe_in_a_run(tmp_path):
                                  "activations": {"every": 0}}},
                      out=tmp_path / "run", progress=False, summary=False)
     entropy = res.frame("attn_entropy", layer="attn_0/h1").value.to_numpy()
-    assert entropy.shape == (4,) and np.all((entropy >= 0) & (entropy <= np.log(40) + 1e-5))
+    # 2 members at steps 0, 20 and 40
+    assert entropy.shape == (6,) and np.all((entropy >= 0) & (entropy <= np.log(40) + 1e-5))
     import pandas as pd
 
     maps = pd.read_parquet(res.run_dir / "histograms.parquet").query("metric == 'attn_map'")

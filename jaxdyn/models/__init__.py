@@ -17,7 +17,7 @@ from typing import Callable
 
 from jaxdyn.hparams import HParam
 from jaxdyn.models.cnn import CNN, CNNConfig
-from jaxdyn.models.common import HPARAMS
+from jaxdyn.models.common import CHOICES, HPARAMS
 from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, NORMS
 from jaxdyn.models.linear import Linear, LinearConfig
 from jaxdyn.models.mlp import MLP, MLPConfig
@@ -35,7 +35,9 @@ class ModelSpec:
       config: frozen dataclass of the kind's fields, each with a default; its ``kind``
         field names the kind.
       build: ``(config, input_shape, n_out, use_dropout) -> nn.Module``. ``use_dropout``
-        is False when every member's rate is 0, so the default path draws no masks.
+        is False when every member's rate is 0, so the default path draws no masks. ``config.init``
+        may be the tuple of initialisers a cohort's members use (``model.init`` is a member
+        choice); the module draws each kernel with ``layers.kernel_initializer``.
       check: ``(config, input_shape) -> None``; raises ``ConfigError`` naming the field
         (choices, sizes, a conv stack that shrinks to nothing) before anything compiles.
       doc: one line for ``jaxdyn list``.
@@ -116,5 +118,5 @@ def check_model(cfg, input_shape, output_shape=None) -> None:
         spec.check(cfg, input_shape)
 
 
-__all__ = ["ACTIVATIONS", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "ModuleConfig",
+__all__ = ["ACTIVATIONS", "CHOICES", "CNN", "HPARAMS", "INITIALIZERS", "MLP", "MODELS", "NORMS", "RNN", "ModelSpec", "ModuleConfig",
            "Transformer", "UpConv", "build_model", "check_model", "model_hparams", "model_spec"]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxdyn.errors import ConfigError
 from jaxdyn.models.common import DEFAULT_HPARAMS, check_layer_options, check_widths, choice
 from jaxdyn.models.conv import CONV_FORMS, CONV_IMPLS, out_size, pads, resolve_impl
-from jaxdyn.models.layers import INITIALIZERS, activate, dropout, normalize, sow_layer
+from jaxdyn.models.layers import INITIALIZERS, activate, dropout, kernel_initializer, normalize, sow_layer
 
 POOLS = {"none": None, "max": nn.max_pool, "avg": nn.avg_pool}
 GLOBAL_POOLS = {"none": None, "mean": jnp.mean, "max": jnp.max}
@@ -136,13 +136,14 @@ class ConvLayer(nn.Module):
     strides: tuple[int, ...]
     padding: Any
     impl: str = "auto"
-    kernel_init: str = "lecun_normal"
+    kernel_init: Any = "lecun_normal"  # an initialiser's name, or an initialiser (``layers.kernel_initializer``)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """``x [B, *spatial, C_in]`` -> ``[B, *out, features]``."""
         shape = (*self.window, x.shape[-1], self.features)
-        kernel = self.param("kernel", INITIALIZERS[self.kernel_init](), shape)
+        init = INITIALIZERS[self.kernel_init]() if isinstance(self.kernel_init, str) else self.kernel_init
+        kernel = self.param("kernel", init, shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         geometry = zip(x.shape[1:-1], self.window, self.strides)
         padding = tuple(pads(self.padding, n, k, s) for n, k, s in geometry)
@@ -169,7 +170,7 @@ class CNN(nn.Module):
     global_pool: str = "none"
     hidden: tuple[int, ...] = ()
     activation: str = "relu"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
     norm: str = "none"
     use_dropout: bool = False
     conv_impl: str = "auto"
@@ -200,16 +201,16 @@ class CNN(nn.Module):
             x = x[..., None]
         for i, (width, k, s) in enumerate(zip(self.channels, self.kernels, self.strides)):
             p = self.padding if isinstance(self.padding, str) else self.padding[i]
-            x = ConvLayer(width, (k,) * self.dims, (s,) * self.dims, p, self.conv_impl, self.kernel_init,
-                          name=f"conv_{i}")(x)
+            x = ConvLayer(width, (k,) * self.dims, (s,) * self.dims, p, self.conv_impl,
+                          kernel_initializer(self, self.kernel_init, hparams), name=f"conv_{i}")(x)
             x = normalize(self.norm, x, train, name=f"conv_norm_{i}")
             x = self._finish(x, f"conv_{i}", train, hparams, pool=True)
         spatial = tuple(range(1, 1 + self.dims))
         x = x.reshape(x.shape[0], -1) if self.global_pool == "none" else GLOBAL_POOLS[self.global_pool](x, spatial)
         for i, width in enumerate(self.hidden):
-            x = nn.Dense(width, kernel_init=INITIALIZERS[self.kernel_init](), name=f"hidden_{i}")(x)
+            x = nn.Dense(width, kernel_init=kernel_initializer(self, self.kernel_init, hparams), name=f"hidden_{i}")(x)
             x = normalize(self.norm, x, train, name=f"norm_{i}")
             x = self._finish(x, f"hidden_{i}", train, hparams, pool=False)
-        logits = nn.Dense(self.n_out, kernel_init=INITIALIZERS[self.kernel_init](), name="head")(x)
+        logits = nn.Dense(self.n_out, kernel_init=kernel_initializer(self, self.kernel_init, hparams), name="head")(x)
         sow_layer(self, "head", logits)
         return logits

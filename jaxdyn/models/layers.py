@@ -12,6 +12,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -75,6 +76,36 @@ INIT_VARIANCE = {
     "xavier_normal": lambda i, o: 2 / (i + o), "xavier_uniform": lambda i, o: 2 / (i + o),
     "orthogonal": lambda i, o: 1 / max(i, o),  # orthonormal rows or columns
 }
+
+# The entry of ``hparams`` that holds a member's position among its cohort's initialisers
+# while it initialises, when the cohort mixes them (``model.init`` as a member choice).
+INIT_INDEX = "init"
+
+
+def kernel_initializer(module: nn.Module, names, hparams):
+    """A fresh kernel initialiser for a layer of ``module``: the one ``names`` names, or this
+    member's among several.
+
+    ``names`` is an ``INITIALIZERS`` name, or the tuple of names a cohort's members use. With
+    more than one, initialisation reads the member's index ``hparams["init"]`` and
+    ``lax.switch``es to that scheme: only the schemes present are compiled, and each branch
+    draws exactly what the scheme alone draws from the same key, so the member's weights are
+    bitwise those of a cohort of that scheme alone. Outside ``init`` flax traces an initialiser
+    only for its shapes, which every scheme shares: the first stands in, and the index (not in
+    a member's state) is not read.
+    """
+    if isinstance(names, str):
+        return INITIALIZERS[names]()
+    if len(names) == 1 or not module.is_initializing():
+        return INITIALIZERS[names[0]]()
+    if hparams is None or INIT_INDEX not in hparams:
+        raise ValueError(f"this model mixes the initialisers {list(names)}: initialise it with "
+                         f"hparams={{{INIT_INDEX!r}: index, ...}}, the member's position among them")
+    index = jnp.asarray(hparams[INIT_INDEX]).astype(jnp.int32)
+    schemes = [INITIALIZERS[name]() for name in names]
+    return lambda key, shape, dtype=jnp.float32: lax.switch(
+        index, [lambda k, f=f: f(k, shape, dtype) for f in schemes], key)
+
 
 NORMS = ("none", "batch", "layer")
 ATTENTION = "attention"  # the collection attention weights are sown into ([B, heads, T, T] per layer)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdyn.models.common import check_layer_options
-from jaxdyn.models.layers import INITIALIZERS, sow_layer
+from jaxdyn.models.layers import kernel_initializer, sow_layer
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Linear(nn.Module):
     """One dense layer from the flattened input to the outputs (logistic regression with cross-entropy)."""
 
     n_out: int
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
 
     @classmethod
     def from_config(cls, cfg: LinearConfig, input_shape, n_out: int, use_dropout: bool):
@@ -33,7 +33,7 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False, hparams=None) -> jnp.ndarray:
-        logits = nn.Dense(self.n_out, kernel_init=INITIALIZERS[self.kernel_init](), name="head")(
+        logits = nn.Dense(self.n_out, kernel_init=kernel_initializer(self, self.kernel_init, hparams), name="head")(
             x.reshape(x.shape[0], -1))
         sow_layer(self, "head", logits)
         return logits

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdyn.models.common import DEFAULT_HPARAMS, check_layer_options, check_widths
-from jaxdyn.models.layers import INITIALIZERS, activate, dropout, normalize, sow_layer
+from jaxdyn.models.layers import activate, dropout, kernel_initializer, normalize, sow_layer
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class MLP(nn.Module):
     hidden: tuple[int, ...]
     n_out: int
     activation: str = "relu"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
     residual: bool = False
     norm: str = "none"
     use_dropout: bool = False
@@ -55,14 +55,14 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             # BatchNorm removes a bias's effect, leaving it a gradient of pure rounding noise
             # that Adam would blow up to full-size steps: no bias before it.
-            h = nn.Dense(width, use_bias=self.norm != "batch", kernel_init=INITIALIZERS[self.kernel_init](),
-                         name=f"hidden_{i}")(x)
+            h = nn.Dense(width, use_bias=self.norm != "batch",
+                         kernel_init=kernel_initializer(self, self.kernel_init, hparams), name=f"hidden_{i}")(x)
             h = normalize(self.norm, h, train, name=f"norm_{i}")
             h = activate(self.activation, h, hparams)
             if self.use_dropout:
                 h = dropout(self, h, hparams["dropout"], train)
             x = x + h if self.residual and x.shape[-1] == width else h
             sow_layer(self, f"hidden_{i}", x)
-        logits = nn.Dense(self.n_out, kernel_init=INITIALIZERS[self.kernel_init](), name="head")(x)
+        logits = nn.Dense(self.n_out, kernel_init=kernel_initializer(self, self.kernel_init, hparams), name="head")(x)
         sow_layer(self, "head", logits)
         return logits

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxdyn.errors import ConfigError
 from jaxdyn.models.common import DEFAULT_HPARAMS, check_layer_options, choice
-from jaxdyn.models.layers import INITIALIZERS, dropout, sow_layer
+from jaxdyn.models.layers import dropout, kernel_initializer, sow_layer
 
 # Cells by name. OptimizedLSTMCell has LSTMCell's parameter names and shapes but one
 # concatenated matmul per side instead of four, fewer and larger ops per time step.
@@ -101,7 +101,7 @@ class RNN(nn.Module):
     n_out: int
     bidirectional: bool = False
     readout: str = "last"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
     use_dropout: bool = False
 
     @classmethod
@@ -109,7 +109,7 @@ class RNN(nn.Module):
         return cls(cfg.cell, cfg.hidden_size, cfg.layers, n_out, cfg.bidirectional, cfg.readout,
                    cfg.init, use_dropout)
 
-    def _layer(self, name: str) -> nn.Module:
+    def _layer(self, name: str, hparams) -> nn.Module:
         """One recurrent layer mapping ``[B, T, F]`` to ``[B, T, H or 2H]``.
 
         The inner modules are built with ``parent=None`` so that the layer adopts
@@ -117,7 +117,7 @@ class RNN(nn.Module):
         compact method they would bind to the RNN itself as ``GRUCell_0``, ...
         """
         def cell():
-            return CELLS[self.cell](self.hidden_size, kernel_init=INITIALIZERS[self.kernel_init](),
+            return CELLS[self.cell](self.hidden_size, kernel_init=kernel_initializer(self, self.kernel_init, hparams),
                                     parent=None)
 
         if self.bidirectional:
@@ -130,10 +130,11 @@ class RNN(nn.Module):
         hparams = DEFAULT_HPARAMS if hparams is None else hparams
         h = x[..., None] if x.ndim == 2 else x
         for i in range(self.layers):
-            h = self._layer(f"layer_{i}")(h)
+            h = self._layer(f"layer_{i}", hparams)(h)
             if self.use_dropout:
                 h = dropout(self, h, hparams["dropout"], train)
             sow_layer(self, f"layer_{i}", h)
         features = readout(h, self.readout, self.bidirectional)
-        logits = nn.Dense(self.n_out, kernel_init=INITIALIZERS[self.kernel_init](), name="head")(features)
+        logits = nn.Dense(self.n_out, kernel_init=kernel_initializer(self, self.kernel_init, hparams),
+                          name="head")(features)
         return sow_layer(self, "head", logits)

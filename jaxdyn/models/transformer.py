@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxdyn.errors import ConfigError, choice
 from jaxdyn.models.common import DEFAULT_HPARAMS, check_layer_options
-from jaxdyn.models.layers import ATTENTION, INITIALIZERS, activate, dropout, sow_layer
+from jaxdyn.models.layers import ATTENTION, activate, dropout, kernel_initializer, sow_layer
 
 POSITIONS = ("learned", "sinusoidal")
 READOUTS = ("last", "mean", "cls")
@@ -81,14 +81,14 @@ class SelfAttention(nn.Module):
 
     heads: int
     causal: bool
-    kernel_init: str
+    kernel_init: str | tuple[str, ...]  # a name, or the names a cohort mixes (``layers.kernel_initializer``)
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, hparams=None):
         d = x.shape[-1]
         head_dim = d // self.heads
-        project = lambda name: nn.DenseGeneral((self.heads, head_dim), kernel_init=INITIALIZERS[self.kernel_init](),
-                                               name=name)(x)
+        init = lambda: kernel_initializer(self, self.kernel_init, hparams)
+        project = lambda name: nn.DenseGeneral((self.heads, head_dim), kernel_init=init(), name=name)(x)
         q, k, v = project("query"), project("key"), project("value")  # [B, T, H, dh]
         scores = jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(head_dim)
         if self.causal:
@@ -96,7 +96,7 @@ class SelfAttention(nn.Module):
             scores = jnp.where(jnp.tril(jnp.ones((t, t), bool)), scores, jnp.finfo(scores.dtype).min)
         weights = nn.softmax(scores, axis=-1)
         mixed = jnp.einsum("bhts,bshd->bthd", weights, v)
-        out = nn.DenseGeneral(d, axis=(-2, -1), kernel_init=INITIALIZERS[self.kernel_init](), name="out")(mixed)
+        out = nn.DenseGeneral(d, axis=(-2, -1), kernel_init=init(), name="out")(mixed)
         return out, weights
 
 
@@ -118,7 +118,7 @@ class Transformer(nn.Module):
     positions: str = "learned"
     readout: str = "last"
     activation: str = "relu"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
     use_dropout: bool = False
 
     @classmethod
@@ -132,7 +132,7 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False, hparams=None) -> jnp.ndarray:
         hparams = DEFAULT_HPARAMS if hparams is None else hparams
-        init = INITIALIZERS[self.kernel_init]
+        init = lambda: kernel_initializer(self, self.kernel_init, hparams)
         if self.vocab:
             h = nn.Embed(self.vocab, self.d_model, embedding_init=nn.initializers.normal(1.0),
                          name="embed")(x.astype(jnp.int32))
@@ -148,7 +148,7 @@ class Transformer(nn.Module):
             h = h + sinusoidal(t, self.d_model)
         for i in range(self.layers):
             attended, weights = SelfAttention(self.heads, self.causal, self.kernel_init,
-                                              name=f"attn_{i}")(self._norm(h, f"ln_attn_{i}"))
+                                              name=f"attn_{i}")(self._norm(h, f"ln_attn_{i}"), hparams)
             if self.is_mutable_collection(ATTENTION):  # put_variable: "attn_i" also names the submodule
                 self.put_variable(ATTENTION, f"attn_{i}", weights)
             if self.use_dropout:

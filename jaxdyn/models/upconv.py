@@ -27,7 +27,7 @@ from jaxdyn.errors import ConfigError
 from jaxdyn.models.cnn import ConvLayer, conv_layout
 from jaxdyn.models.common import DEFAULT_HPARAMS, check_layer_options, check_widths, choice
 from jaxdyn.models.conv import CONV_IMPLS
-from jaxdyn.models.layers import ACTIVATIONS, INITIALIZERS, activate, normalize, sow_layer
+from jaxdyn.models.layers import ACTIVATIONS, activate, kernel_initializer, normalize, sow_layer
 
 OUT_ACTIVATIONS = ("none", "sigmoid", "tanh")
 
@@ -89,7 +89,7 @@ class UpConv(nn.Module):
     kernel: int = 3
     activation: str = "relu"
     out_activation: str = "none"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str | tuple[str, ...] = "lecun_normal"  # a name, or the names a cohort mixes
     norm: str = "batch"
     conv_impl: str = "auto"
     conv_dims: int = 0
@@ -104,8 +104,8 @@ class UpConv(nn.Module):
         hparams = DEFAULT_HPARAMS if hparams is None else hparams
         sizes, out_channels = spatial(self.output_shape, self.conv_dims)
         start = tuple(n // 2 ** len(self.channels) for n in sizes)
-        init = INITIALIZERS[self.kernel_init]()
-        h = nn.Dense(math.prod(start) * self.channels[0], use_bias=self.norm != "batch", kernel_init=init,
+        init = lambda: kernel_initializer(self, self.kernel_init, hparams)
+        h = nn.Dense(math.prod(start) * self.channels[0], use_bias=self.norm != "batch", kernel_init=init(),
                      name="project")(z.reshape(z.shape[0], -1))
         h = h.reshape(z.shape[0], *start, self.channels[0])
         h = activate(self.activation, normalize(self.norm, h, train, name="project_norm"), hparams)
@@ -117,7 +117,7 @@ class UpConv(nn.Module):
             last = i == len(widths) - 1
             name = "head" if last else f"up_{i}"
             h = ConvLayer(width, (self.kernel,) * len(sizes), (1,) * len(sizes), "same", self.conv_impl,
-                          self.kernel_init, name=name)(h)
+                          init(), name=name)(h)
             if not last:
                 h = activate(self.activation, normalize(self.norm, h, train, name=f"up_norm_{i}"), hparams)
             sow_layer(self, name, h)

@@ -29,7 +29,8 @@ own statistics (as training sees it), dropout off. A Hessian-vector product is
   (optimizers that keep Adam's second moment ν: adam, adamw, rmsprop): the top
   eigenvalue of P⁻¹H with ``P = diag(√ν̂ + ε)``, ν̂ the bias-corrected second moment,
   as in the adaptive edge of stability of Cohen et al. (2022); it is found as that of
-  the symmetric ``P^{-1/2} H P^{-1/2}``, by the same solver and test (k = 1).
+  the symmetric ``P^{-1/2} H P^{-1/2}``, by the same solver and test (k = 1). NaN while
+  ν is all zero (at step 0, before the optimizer has seen a gradient).
 - ``blocks = true``: the top eigenvalue of each layer's diagonal block of H, as
   ``sharpness`` rows (and ``hessian_eig_residual_1`` rows) with the layer's name
   (PyHessian's most asked-for view); same solver and test, k = 1.
@@ -227,7 +228,10 @@ def hessian(ctx) -> dict:
             nu = nu / (1 - state.hparams["b2"] ** jnp.maximum(count, 1).astype(jnp.float32))
         scale = 1 / jnp.sqrt(jnp.sqrt(nu) + state.hparams.get("eps", jnp.float32(1e-8)))  # P^{-1/2}
         value, residual = top_eigenpairs(lambda v: scale * hvp(scale * v), start(1, 2), opts.iters, 1, opts.tol)
-        out["preconditioned_sharpness"], out["preconditioned_sharpness_residual"] = value[0], residual[0]
+        # Before the first step (step 0) ν holds no gradient yet: P would be ε alone, and λ/ε no curvature.
+        seen = jnp.any(nu != 0)
+        out["preconditioned_sharpness"] = jnp.where(seen, value[0], jnp.nan)
+        out["preconditioned_sharpness_residual"] = jnp.where(seen, residual[0], jnp.nan)
     if opts.blocks:
         values, residuals = {}, {}
         for name in state.params:

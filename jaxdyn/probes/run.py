@@ -2,9 +2,10 @@
 
 Each probe's one-member function is vmapped over the members of a device and
 sharded over the devices like the train step; it reads the state right after a
-chunk, the fixed probe batch (the first ``probes.batch_size`` training examples,
-already on the devices), and, for probes that need them, the members' initial
-parameters (recomputed from the seeds, so a resumed run has them too).
+chunk (at step 0, the state training starts from), the fixed probe batch (the
+first ``probes.batch_size`` training examples, already on the devices), and, for
+probes that need them, the members' initial parameters (recomputed from the
+seeds, so a resumed run has them too).
 """
 
 import jax
@@ -96,10 +97,11 @@ class ProbeSet:
     def due_sets(self, n_chunks: int) -> set[tuple[str, ...]]:
         """The sets of on-device probes that come due together in a run of ``n_chunks`` chunks
         (each is one program): what ``--dry-run`` counts."""
-        return {names for c in range(1, n_chunks + 1)
+        return {names for c in range(n_chunks + 1)
                 if (names := tuple(p.name for p, _ in self.due(c, c == n_chunks) if p.fn is not None))}
 
     def due(self, chunk: int, last: bool) -> list:
+        """The probes due after ``chunk`` (every one at chunk 0, step 0, and after the ``last``)."""
         return [(p, o) for p, o in self.enabled if last or chunk % o.every == 0]
 
     def measure(self, state, init_params, data, chunk: int, last: bool, step: int, cohort: int,

@@ -7,10 +7,10 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 from matplotlib.lines import Line2D
 
 from jaxdyn.explore import draw_metric, member_settings
+from jaxdyn.report.names import describe
 from jaxdyn.results import varying_settings
 
-PANELS = [("train_loss", "train loss (window mean)", "log"), ("test_loss", "test loss", "log"),
-          ("test_accuracy", "test accuracy", "linear")]
+PANELS = [("train_loss", "log"), ("test_loss", "log"), ("test_accuracy", "linear")]
 
 
 def setting_labels(members: pd.DataFrame) -> pd.Series:
@@ -38,7 +38,8 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path, loss_l
     fig = Figure(figsize=(5 * len(panels) + 2, 4), layout="constrained")
     axes = fig.subplots(1, len(panels))
     drawn_anywhere = set()
-    for ax, (metric, title, scale) in zip(axes, panels):
+    for ax, (metric, scale) in zip(axes, panels):
+        title = describe(metric, loss_label)
         rows = metrics.loc[metrics.metric == metric, ["member", "step", "value"]]
         drawn = draw_metric(ax, rows.merge(members[["member", *by]], on="member"), metric, by, "mean_std", colors,
                             log=scale == "log")
@@ -49,8 +50,6 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path, loss_l
             ax.text(0.5, 0.5, f"nothing to draw:\n{why}", ha="center", va="center", transform=ax.transAxes)
         elif skipped:
             title += f"\n{len(skipped)} of {len(settings)} settings not drawn: {why}"
-        if loss_label and metric.endswith("_loss"):
-            title += f"\n({loss_label})"
         ax.set(title=title, ylabel="")
     handles = [Line2D([], [], color=colors[s]) if s in drawn_anywhere
                else Line2D([], [], color=colors[s], linestyle="none", marker="x") for s in settings]

@@ -10,17 +10,20 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, load
-from jaxdyn.data import dataset_info
+from jaxdyn.data import dataset_info, load_dataset
 from jaxdyn.errors import ConfigError, as_path
 from jaxdyn.explore import member_settings
 from jaxdyn.losses import logged_loss
+from jaxdyn.report.names import creation_order, layer_order
 from jaxdyn.results import varying_settings
 from jaxdyn.rundir import load_run_config
+from jaxdyn.study import expand
 from jaxdyn.tables import MetricParts
 from jaxdyn.tasks import TaskKind
 
@@ -68,6 +71,8 @@ class ReportData:
     finished: bool
     aggregate: str = "mean_std"
     by: list = field(default_factory=list)
+    _model_order: list | None = field(default=None, repr=False)
+    _baselines: dict | None = field(default=None, repr=False)
 
     @property
     def members(self) -> pd.DataFrame:
@@ -81,8 +86,15 @@ class ReportData:
         except ConfigError:
             return TaskKind(build=None)
 
-    def loss_label(self) -> str:
-        """What the ``loss`` metrics measure, in words (a supervised run), else ``""``."""
+    def loss_label(self, metric: str = "train_loss") -> str:
+        """What ``metric`` (a loss) measures, in words: a supervised run's objective; a GAN's loss
+        (``train_loss``/``test_loss`` are the sum of both players'); else ``""``."""
+        if self.config is not None and self.config.task.kind == "gan":
+            varies = "gan.loss" in dict(self.config.grid)  # then each cohort's own: the legend says which
+            name = "" if varies else self.config.task.options.loss.replace("_", "-")
+            if metric in ("train_loss", "test_loss"):
+                return f"{name}, both players' sum" if name else "both players' sum"
+            return name
         if self.config is None or self.config.task.kind != "supervised":
             return ""
         try:
@@ -91,9 +103,40 @@ class ReportData:
             return ""
         return logged_loss(self.config.loss.name, regression)
 
+    def layer_order(self, names) -> list:
+        """``names`` (layers a probe wrote) from input to output: the model's own creation order
+        where it covers them, else the built-in stages (``report.names.layer_order``)."""
+        if self._model_order is None:
+            self._model_order = []
+            try:
+                (cohort, *_) = expand(self.config)
+                seeds, hparams = cohort.member_arrays(lambda a: a)
+                self._model_order = creation_order(cohort.task(), *jax.tree.map(lambda a: a[0], (seeds, hparams)))
+            except Exception:  # noqa: BLE001 -- a model that cannot be rebuilt here: the stages order it
+                pass
+        return layer_order(names, self._model_order)
+
+    def baselines(self) -> dict:
+        """Scores of a model that ignores its input, the line a curve must get below (or above):
+        ``input_blind_scores`` on the run's dataset. Empty unless a supervised run whose data settings
+        are the same for every cohort (and can be loaded here)."""
+        if self._baselines is None:
+            self._baselines = {}
+            cfg = self.config
+            if (cfg is not None and cfg.task.kind == "supervised" and self.loss_label()
+                    and not any(k.startswith("data.") for k in dict(cfg.grid))):
+                try:
+                    self._baselines = input_blind_scores(load_dataset(cfg.data), dataset_info(cfg.data).regression)
+                except (ConfigError, OSError, ValueError):
+                    pass
+        return self._baselines
+
     def curves(self) -> tuple[str, ...]:
         """The metrics the curves view draws: losses, accuracy, and what the task kind declares."""
-        return ("train_loss", "test_loss", "test_accuracy", *self.task_kind().curves)
+        declared = self.task_kind().curves
+        # a kind that logs each player's loss (train_d_loss, train_g_loss) has a summed train_loss: leave it out
+        split = {c.replace("_d_", "_").replace("_g_", "_") for c in declared}
+        return (*(m for m in ("train_loss", "test_loss", "test_accuracy") if m not in split), *declared)
 
     @property
     def metrics(self) -> pd.DataFrame:
@@ -106,6 +149,26 @@ class ReportData:
     def settings(self) -> list[str]:
         """Setting labels in the member table's order."""
         return list(dict.fromkeys(self.setting_of()))
+
+
+def input_blind_scores(data, regression: bool) -> dict:
+    """Test-set scores of the best predictor that ignores its input, fitted on the training set.
+
+    Regression: the training mean of each output, scored as the runs score it,
+    ``test_loss = ½ · mean_i Σ_j (y_ij − ȳ_j)²`` (``losses.squared_error``). Classification: the
+    training class frequencies p, ``test_loss = −mean_i log p[y_i]`` (cross-entropy), and the most
+    frequent training class, ``test_accuracy`` = its share of the test labels.
+    """
+    y, y_test = np.asarray(data.y_train), np.asarray(data.y_test)
+    if regression:
+        centre = y.reshape(len(y), -1).astype(np.float64).mean(0)
+        error = y_test.reshape(len(y_test), -1) - centre
+        return {"test_loss": float(0.5 * np.square(error).sum(-1).mean())}
+    counts = np.bincount(y.astype(np.int64), minlength=int(max(y.max(), y_test.max())) + 1)
+    freq = counts / counts.sum()
+    with np.errstate(divide="ignore"):
+        loss = float(-np.log(freq[y_test.astype(np.int64)]).mean())
+    return {"test_loss": loss, "test_accuracy": float(np.mean(y_test == counts.argmax()))}
 
 
 def load_report_data(run_dir, aggregate: str = "mean_std", by=None) -> ReportData:

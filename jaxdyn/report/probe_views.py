@@ -14,6 +14,7 @@ from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.data import dataset_info
 from jaxdyn.explore import draw_metric
 from jaxdyn.report.data import ReportData
+from jaxdyn.report.names import describe
 from jaxdyn.report.samples import plot_samples
 from jaxdyn.report.views import Plot, View, colors, legend, metric_frame, metric_panels, panel_grid
 
@@ -29,10 +30,20 @@ def _ordered(values) -> list:
 
 
 def _norm(values: np.ndarray):
+    """A log colour scale for non-negative values spanning 30x or more among the positive ones (an
+    exact 0, such as the distance from initialisation at step 0, is drawn as the lowest colour:
+    ``_for_norm``), else linear."""
     finite = values[np.isfinite(values)]
-    if finite.size and np.all(finite > 0) and finite.max() / finite.min() >= 30:
-        return LogNorm(finite.min(), finite.max())
+    positive = finite[finite > 0]
+    if positive.size and np.all(finite >= 0) and positive.max() / positive.min() >= 30:
+        return LogNorm(positive.min(), positive.max())
     return Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+
+
+def _for_norm(grid: np.ndarray, norm) -> np.ndarray:
+    """``grid`` as ``norm`` can draw it: on a log scale an exact 0 becomes the scale's floor, not a
+    grey "no value" cell."""
+    return np.where(grid == 0, norm.vmin, grid) if isinstance(norm, LogNorm) else grid
 
 
 def _panels(n: int, width: float, height: float):
@@ -53,7 +64,7 @@ def layer_heatmaps(d: ReportData) -> View | None:
     blocks = []
     for metric in _ordered(per_layer.metric):
         rows = per_layer[per_layer.metric == metric]
-        layers = _ordered(rows.layer)
+        layers = d.layer_order(rows.layer)
         steps = np.sort(rows.step.unique())
         grids = {}
         for setting in settings[:MAX_PANELS]:
@@ -65,18 +76,28 @@ def layer_heatmaps(d: ReportData) -> View | None:
         norm = _norm(np.concatenate([g.reshape(-1) for g in grids.values()]))
         fig, axes = _panels(len(settings), 4.2, 0.32 * len(layers) + 1.3)
         for ax, (setting, grid) in zip(axes, grids.items()):
-            image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", norm=norm,
+            image = ax.imshow(np.ma.masked_invalid(_for_norm(grid, norm)), aspect="auto", interpolation="nearest", norm=norm,
                               cmap=GREY_BAD, extent=(*_centred_edges(steps)[[0, -1]], len(layers) - 0.5, -0.5))
             ax.set_yticks(range(len(layers)), layers, fontsize="small")
+            step_ticks(ax, steps)
             ax.set(xlabel="step", title=setting if len(settings) > 1 else metric)
             ax.title.set_fontsize("small")
         fig.colorbar(image, ax=list(axes), label=metric, shrink=0.9)
-        fig.suptitle(f"{metric}: layer × step", fontsize="medium")
+        fig.suptitle(f"{describe(metric)}: layer × step".replace("\n", " · "), fontsize="medium")
         blocks.append(Plot(f"layers_{metric}", fig))
     return View("layers", "Per-layer probes over time",
-                "Each per-layer metric as a heatmap of layer (rows, input to output) against step, one panel "
-                f"per setting; the colour is the centre of the {AGGREGATES[d.aggregate]} over seeds. Grey cells "
+                "Each per-layer metric as a heatmap of layer (rows: the input's side at the top, the output at the bottom, in the model's order) against step, one panel "
+                f"per setting; the colour is the centre of the {AGGREGATES[d.aggregate]}. Grey cells "
                 f"have no finite value.{_more(len(settings))}", blocks)
+
+
+def step_ticks(ax, steps) -> None:
+    """Ticks at the logged steps themselves when there are few (one step would otherwise get an
+    axis of "-0.4 ... 0.4 + 1e3"), and never an offset."""
+    if len(steps) <= 6:
+        ax.set_xticks(list(steps), [f"{int(s):,}" for s in steps])
+    else:
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
 
 
 def _centred_edges(steps: np.ndarray) -> np.ndarray:
@@ -99,7 +120,7 @@ def activation_histograms(d: ReportData) -> View | None:
     blocks = []
     for metric in _ordered(hist.metric):
         rows = hist[hist.metric == metric]
-        layers = _ordered(rows.layer)
+        layers = d.layer_order(rows.layer)
         steps = np.sort(rows.step.unique())
         edges = np.append(np.sort(rows.left.unique()), rows.right.max())
         fig = Figure(figsize=(3.6 * len(settings) + 1.2, 2.3 * len(layers) + 0.6), layout="constrained")
@@ -115,9 +136,11 @@ def activation_histograms(d: ReportData) -> View | None:
                               norm=LogNorm(1e-4, 1), shading="flat")
                 ax.set(ylabel=f"{layer}\nactivation" if c == 0 else None, xlabel="step" if r == len(layers) - 1
                        else None)
+                step_ticks(ax, steps)
                 if r == 0:
                     ax.set_title(setting, fontsize="small")
-        fig.suptitle(f"{metric}: share of units per activation bin, by step (log colour)", fontsize="medium")
+        fig.suptitle(f"{describe(metric)}: share of units per activation bin, by step (log colour)".replace("\n", " · "),
+                     fontsize="medium")
         blocks.append(Plot(f"hist_{metric}", fig))
     return View("activations", "Activation histograms over time",
                 "Each layer's activations on the probe batch, binned at every probe step: the share of units "
@@ -162,7 +185,7 @@ def curvature(d: ReportData) -> View | None:
             if line is not None:
                 ax.axhline(line, color=palette[setting], linestyle="--", linewidth=1)
         if metric in ("sharpness", "preconditioned_sharpness"):
-            ax.set_title(f"{prefix}{metric}; dashed: {'2/η' if metric == 'sharpness' else '(2+2β₁)/((1−β₁)η)'}")
+            ax.set_title(f"{describe(prefix + metric)}; dashed: {'2/η' if metric == 'sharpness' else '(2+2β₁)/((1−β₁)η)'}")
     legend(fig, palette, AGGREGATES[d.aggregate])
     return View("curvature", "Curvature and gradient noise",
                 "The top Hessian eigenvalue (sharpness) against the edge-of-stability line of each setting's "
@@ -306,8 +329,9 @@ def samples(d: ReportData, out_dir) -> View | None:
     if d.samples.empty:
         return None
     info = dataset_info(d.config.data)
-    centers = None if info.modes is None else np.asarray(info.modes[0])
-    files = plot_samples(d.members, d.samples, info.input_shape, out_dir / "samples.png", centers)
+    centers, std = (None, None) if info.modes is None else (np.asarray(info.modes[0]), float(info.modes[1]))
+    files = plot_samples(d.members, d.samples, info.input_shape, out_dir / "samples.png", centers, std)
     return View("samples", "Generated samples",
                 "What each generator makes at a few evaluation steps (the last included); 2D samples are drawn "
-                "over the true modes.", list(files))
+                "over the true modes: a green ring is a mode with a sample within 3 standard deviations, a red "
+                "cross a mode the generator missed.", list(files))

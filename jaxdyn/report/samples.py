@@ -53,12 +53,25 @@ def _tile(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def draw_panel(ax, values: np.ndarray, data_shape: tuple, centers, limits) -> None:
-    """One member's samples ``[n, features]`` on ``ax``: points over the modes, an image mosaic, or lines."""
+def covered(values: np.ndarray, centers: np.ndarray, std: float) -> np.ndarray:
+    """``[modes]`` bool: a mode is covered when some sample lies within 3 standard deviations of it
+    (the criterion of ``gan.metrics``' mode count)."""
+    distance = np.linalg.norm(values[:, None, :] - centers[None, :, :], axis=-1)
+    return (distance < 3 * std).any(0)
+
+
+def draw_panel(ax, values: np.ndarray, data_shape: tuple, centers, limits, std=None) -> None:
+    """One member's samples ``[n, features]`` on ``ax``: points over the modes (a covered mode a green
+    ring, a missed one a red cross, when the modes' ``std`` is known), an image mosaic, or lines."""
     if data_shape == (2,):
-        if centers is not None:
-            ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="red", s=30, zorder=3, linewidths=1)
-        ax.scatter(values[:, 0], values[:, 1], s=2, alpha=0.5, color="C0")
+        ax.scatter(values[:, 0], values[:, 1], s=5, alpha=0.4, color="C0", linewidths=0)
+        if centers is not None and std is not None:
+            hit = covered(values, centers, std)
+            ax.scatter(*centers[hit].T, marker="o", facecolors="none", edgecolors="green", s=90, zorder=3,
+                       linewidths=1.5)
+            ax.scatter(*centers[~hit].T, marker="x", color="red", s=90, zorder=3, linewidths=2)
+        elif centers is not None:
+            ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="red", s=60, zorder=3, linewidths=1.5)
         ax.set(xlim=limits[0], ylim=limits[1], aspect="equal")
     elif len(data_shape) >= 2:
         h, w = data_shape[:2]
@@ -76,7 +89,8 @@ def panel_limits(points) -> list[tuple[float, float]]:
     return [(ref[:, i].min() - pad, ref[:, i].max() + pad) for i in range(2)]
 
 
-def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path: Path, centers=None) -> list[Path]:
+def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path: Path, centers=None,
+                 std=None) -> list[Path]:
     """Write ``path`` (and ``_2``, ``_3``, ... pages past ``PER_PAGE`` members), each atomically.
 
     Args:
@@ -84,6 +98,7 @@ def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path:
       samples: ``cohort, member, step, sample, x0 …``: rows of ``samples.parquet``.
       data_shape: the shape of one example.
       centers: ``[modes, 2]`` true modes to mark on 2D data, or None.
+      std: the modes' standard deviation: marks each mode covered or missed (3 std), or None.
 
     Returns:
       The files written.
@@ -100,7 +115,8 @@ def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path:
     written = []
     for page, start in enumerate(range(0, len(ids), PER_PAGE)):
         chunk = ids[start: start + PER_PAGE]
-        fig = Figure(figsize=(1.9 * len(steps) + 2.2, 1.9 * len(chunk) + 0.4), layout="constrained")
+        side = 3.2 if data_shape == (2,) else 2.8  # inches a panel, at 100 dpi: a missing mode is plain to see
+        fig = Figure(figsize=(side * len(steps) + 2.4, side * len(chunk) + 0.5), layout="constrained")
         axes = np.asarray(fig.subplots(len(chunk), len(steps), squeeze=False))
         for r, member in enumerate(chunk):
             for c, step in enumerate(steps):
@@ -111,12 +127,12 @@ def plot_samples(members: pd.DataFrame, samples: pd.DataFrame, data_shape, path:
                     ax.set_xticks([])
                     ax.set_yticks([])
                 else:
-                    draw_panel(ax, values, data_shape, centers, limits)
+                    draw_panel(ax, values, data_shape, centers, limits, std)
                 if r == 0:
                     ax.set_title(f"step {step:,}", fontsize="medium")
                 if c == 0:
-                    ax.set_ylabel(labels[member], fontsize="x-small", rotation=0, ha="right", va="center")
+                    ax.set_ylabel(labels[member], fontsize="small", rotation=0, ha="right", va="center")
         out = path if page == 0 else path.with_name(f"{path.stem}_{page + 1}{path.suffix}")
-        write_atomic(out, lambda p, fig=fig: fig.savefig(p, dpi=80, format="png"))
+        write_atomic(out, lambda p, fig=fig: fig.savefig(p, dpi=100, format="png"))
         written.append(out)
     return written

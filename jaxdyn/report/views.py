@@ -16,8 +16,9 @@ from jaxdyn.aggregate import AGGREGATES, aggregate as combine
 from jaxdyn.errors import ConfigError
 from jaxdyn.explore import draw_metric, setting_label
 from jaxdyn.report.data import ReportData, format_value
+from jaxdyn.report.names import describe
 from jaxdyn.report.time_to import time_to_learn
-from jaxdyn.results import headline
+from jaxdyn.results import headline, with_final
 from jaxdyn.study import expand
 
 
@@ -88,7 +89,7 @@ def summary(d: ReportData) -> View:
     facts["aggregate over seeds"] = AGGREGATES[d.aggregate]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     blocks = [f'<table class="facts">{rows}</table>']
-    metric = headline(members)
+    metric = d.results.chosen_headline() or headline(members)
     blocks.append(f"<h3>Final {metric.replace('_', ' ')} per setting</h3>")
     blocks.append(table_html(d.results.summary(d.aggregate, by=d.by or None)))
     learning = time_to_learn(d)
@@ -194,8 +195,12 @@ def metric_panels(d: ReportData, names: list[str], width: float, height: float) 
     palette = colors(d)
     for ax, metric in zip(axes, names):
         draw_metric(ax, metric_frame(d, metric), metric, d.by, d.aggregate, palette)
-        label = d.loss_label() if metric in ("train_loss", "test_loss") else ""
-        ax.set_title(f"{metric}\n({label})" if label else metric)
+        ax.set_title(describe(metric, d.loss_label(metric)))
+        blind = d.baselines().get(metric)
+        if blind is not None and np.isfinite(blind):
+            ax.axhline(blind, color="0.35", linestyle=":", linewidth=1.5, gid="baseline")
+            ax.annotate(f"input-blind baseline {blind:.3g}", (0.01, blind), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", fontsize="small", color="0.35")
     legend(fig, palette, AGGREGATES[d.aggregate])
     return fig
 
@@ -229,13 +234,14 @@ def final_vs_hparams(d: ReportData) -> View | None:
     numeric = numeric_settings(d)
     if not numeric:
         return None
-    metric = headline(d.members)
+    metric = d.results.chosen_headline() or headline(d.members)
     column = f"final_{metric}"
+    members = with_final(d.members, d.metrics, metric)
     fig = Figure(figsize=(5 * len(numeric) + 2.6, 3.8), layout="constrained")
     axes = np.asarray(fig.subplots(1, len(numeric), squeeze=False)).reshape(-1)
     for ax, hparam in zip(axes, numeric):
         others = [k for k in d.by if k != hparam]
-        groups = list(d.members.groupby(others, dropna=False, sort=True)) if others else [((), d.members)]
+        groups = list(members.groupby(others, dropna=False, sort=True)) if others else [((), members)]
         shades = palette(len(groups))
         for i, (key, group) in enumerate(groups):
             xs = np.sort(group[hparam].unique())
@@ -244,8 +250,9 @@ def final_vs_hparams(d: ReportData) -> View | None:
                         marker="o", capsize=3, color=shades[i], label=setting_label(others, key))
         if log_axis(d.members[hparam], hparam):
             ax.set_xscale("log")
-        ax.set(xlabel=hparam, ylabel=column, title=f"{column} against {hparam.split('.')[-1]}")
-        if metric == "test_loss" and log_axis(d.members[column]):
+        ax.set(xlabel=hparam, ylabel=column,
+               title=f"{describe(metric, d.loss_label(metric))} against {hparam.split('.')[-1]}".replace("\n", " · final_"))
+        if metric == "test_loss" and log_axis(members[column]):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         if others:
@@ -311,11 +318,29 @@ def divergence(d: ReportData) -> View | None:
 
 
 def members_table(d: ReportData) -> View:
-    shown = d.members.head(5000)
-    note = f" The first 5,000 of {len(d.members):,} are shown; members.csv has all." if len(d.members) > 5000 else ""
+    """Every member's row; the columns that hold one value for every member are said once above
+    it (``Shared by every member: b1 = 0.9, ...``) rather than repeated in each row."""
+    members = d.members
+    keep = {"member", "cohort"}
+    shared = [c for c in members.columns if c not in keep and len(members) > 1
+              and members[c].nunique(dropna=False) == 1]
+    shown = members.drop(columns=shared).head(5000)
+    note = f" The first 5,000 of {len(members):,} are shown; members.csv has all." if len(members) > 5000 else ""
+    blocks = []
+    if shared:
+        values = ", ".join(f"{c} = {_short(members[c].iloc[0])}" for c in shared)
+        blocks.append(f'<p class="shared"><b>Shared by every member:</b> {html.escape(values)}</p>')
+    blocks.append(table_html(shown, sortable=True))
     return View("members", "Members",
                 f"Every member with its settings, seeds, hyperparameters and final metrics; click a header to "
-                f"sort.{note}", [table_html(shown, sortable=True)])
+                f"sort.{note}", blocks)
+
+
+def _short(value) -> str:
+    """A shared value as the sentence above the members table writes it."""
+    if isinstance(value, (float, np.floating)):
+        return "NaN" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
 
 
 __all__ = ["Plot", "View", "curves", "divergence", "final_vs_hparams", "format_value", "legend", "members_table", "metric_panels", "panel_grid", "summary"]

@@ -131,6 +131,10 @@ class TaskKind:
       check_member: ``(options, name, value) -> None``: one member number's range.
       cohort_axes: the section's structural fields (a grid axis ``<section>.<field>`` makes cohorts).
       member_axes: every member number the section may take, for grid axis names.
+      choices: the member choices (``axes.MEMBER_CHOICES``, ``"model.init"``) that ``build`` honours per
+        member: a grid over one makes members, not cohorts. ``members`` then has a column of each
+        member's name, and ``init`` gets its index among the cohort's (``hparams.present``) under the
+        bare name wherever the cohort mixes them. Any other choice is structural.
       has_model: whether the task has one ``model`` whose predictions an ensemble can average.
       finals: test metrics (without ``test_``) kept in the member table as ``final_<name>``
         beside the loss and accuracy; the first one a run logs is the summary's headline.
@@ -154,6 +158,7 @@ class TaskKind:
     check_member: Callable | None = None
     cohort_axes: tuple[str, ...] = ()
     member_axes: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
     has_model: bool = False
     finals: tuple[str, ...] = ()
     curves: tuple[str, ...] = ()

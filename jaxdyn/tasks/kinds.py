@@ -5,6 +5,7 @@ A kind is a ``TaskKind`` (``tasks/base.py``): one entry of ``TASK_KINDS``, or an
 The study, runner, population and checkpoints never branch on its name.
 """
 
+import dataclasses
 from functools import partial
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pandas as pd
 from jaxdyn import extension
 from jaxdyn.data import Augment, dataset_info, dataset_spec
 from jaxdyn.errors import ConfigError, closest
+from jaxdyn.hparams import present
 from jaxdyn.gan.kind import GAN
 from jaxdyn.losses import objective_name, user_loss
 from jaxdyn.models import build_model, model_spec
@@ -32,8 +34,8 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
     # Dropout, label noise and input noise are compiled in only when some member
     # uses them, so the default path draws no masks.
     return SupervisedTask(
-        model=build_model(config.model, info.input_shape, info.n_out, _uses(members, "dropout"),
-                          vocab=info.vocab),
+        model=build_model(_with_member_choices(config, members), info.input_shape, info.n_out,
+                          _uses(members, "dropout"), vocab=info.vocab),
         optimizer=FAMILIES[config.optim.name],
         batch_size=config.train.batch_size,
         input_shape=info.input_shape,
@@ -53,6 +55,13 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
     )
 
 
+def _with_member_choices(config, members: pd.DataFrame):
+    """``config.model`` with each member choice (``model.init``) the tuple of names its members use:
+    the module compiles those, and ``layers.kernel_initializer`` picks each member's."""
+    picked = {key.split(".")[1]: present(members[key.split(".")[1]]) for key in config.member_choices()}
+    return dataclasses.replace(config.model, **picked) if picked else config.model
+
+
 def supervised_views(config, task) -> tuple[ProbeView, ...]:
     model = config.model
     return (ProbeView(task, model, model_spec(model).hidden_activation(model)),)
@@ -61,7 +70,7 @@ def supervised_views(config, task) -> tuple[ProbeView, ...]:
 TASK_KINDS: dict[str, TaskKind] = {
     "supervised": TaskKind(supervised_task, supervised_views,
                            "classification or regression of [data] by [model] with [optim] (the default)",
-                           uses_optim=True, has_model=True, member_model=one_model,
+                           uses_optim=True, has_model=True, member_model=one_model, choices=("model.init",),
                            finals=("accuracy_ema", "loss_ema")),  # with train.ema_decay
     "gan": GAN,
 }

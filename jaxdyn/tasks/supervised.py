@@ -16,7 +16,7 @@ import optax
 from jaxdyn.data import Augment, Dataset, noisy_labels
 from jaxdyn.hparams import HParam
 from jaxdyn.losses import LOSSES, is_weight, squared_error, weight_penalty
-from jaxdyn.models.layers import SOWN
+from jaxdyn.models.layers import INIT_INDEX, SOWN
 from jaxdyn import streams
 from jaxdyn.optim import OptimizerFamily
 from jaxdyn.streams import Stream
@@ -77,10 +77,12 @@ class SupervisedTask:
     ema: bool = False  # keep the weights' moving average in the optimizer state (some member's ema_decay > 0)
 
     def init(self, seeds: Seeds, hparams: dict) -> MemberState:
-        """One member's state from its seeds and hyperparameters (name -> scalar)."""
+        """One member's state from its seeds and hyperparameters (name -> scalar; and ``init``, the
+        member's index among its cohort's initialisers, where the cohort mixes them: read here only)."""
         init_key = streams.key(jax.random.PRNGKey(seeds.init_seed), Stream.INIT)
         dummy = jnp.zeros((1, *self.input_shape), jnp.float32)
         variables = self.model.init(init_key, dummy, train=False, hparams=hparams)
+        hparams = {k: v for k, v in hparams.items() if k != INIT_INDEX}
         scale = hparams["init_scale"]
         params = jax.tree_util.tree_map_with_path(
             lambda path, w: w * scale if is_weight(path) else w, variables["params"])
