@@ -147,6 +147,10 @@ def combine(runs: dict[str, Path]) -> tuple[RunTables, pd.DataFrame]:
         for key in settings:
             if key not in own:
                 own[key] = column_value(configs[label].get(key, ABSENT))
+        for key in MEMBER_CHOICES:  # a run from before a choice was per member: its config's value
+            name = key.split(".", 1)[1]
+            if name in held and name not in own and key in configs[label]:
+                own[name] = column_value(configs[label][key])
         members.append(own)
     members = member_table(members)  # its column order; ``run`` lands among the optimizer columns
     members = members[["run", *(c for c in members.columns if c != "run")]]

@@ -5,6 +5,7 @@ reads as before; ``plot(ax=)`` and the notebook display."""
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,13 @@ def test_the_cli_writes_one_comparison_report(runs, tmp_path, capsys):
     assert page.count("<h3>slow") == 1 and page.count("<h3>fast") == 1  # the summaries side by side
     assert main(["report", str(runs["slow"]), str(runs["fast"])]) == 2  # no --out: told to give one
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_run_from_before_init_was_per_member_takes_its_configs_scheme(runs, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(runs["slow"], old)
+    members = pd.read_csv(old / "members.csv")
+    members.drop(columns="init").to_csv(old / "members.csv", index=False)  # as written before issue 27
+    res = jaxdyn.load([old, runs["fast"]])
+    assert set(res.members.init) == {"lecun_normal"}  # the default scheme, from the old run's config
+    assert "init" not in res.summary().columns  # so it tells no setting apart
