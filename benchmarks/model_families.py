@@ -84,13 +84,19 @@ def population_runner(cohort, data, mesh, chunk: int):
     return one
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def family_arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark over ``FAMILIES``: --sizes, --chunk, --rounds, --families, --out."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sizes", default="8,32")
     parser.add_argument("--chunk", type=int, default=100, help="steps per timed chunk")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return parser
+
+
+def main(argv=None):
+    parser = family_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
 
     mesh = pop.make_mesh()

@@ -36,6 +36,7 @@ PLANS = {
         "probe_overhead": (2, []),
         "pbt_overhead": (2, []),
         "federated_scale": (3, []),
+        "step_overhead": (3, []),
     },
     "accelerator": {
         "population_throughput": (4, ["--sizes", "1,8,32,128,1024,4096", "--groups", "256,1024,all"]),
@@ -46,6 +47,7 @@ PLANS = {
         "probe_overhead": (3, ["--members", "1024"]),
         "rnn_speed": (2, ["--members", "1024"]),
         "pbt_overhead": (2, []),
+        "step_overhead": (3, ["--sizes", "8,1024", "--attribute-sizes", "1024"]),
     },
 }
 # --quick: the smallest run of each that still exercises its code (a smoke test, not a measurement)
@@ -58,6 +60,8 @@ QUICK = {
     "probe_overhead": ["--members", "8", "--chunk", "100", "--rounds", "1", "--models", "mlp"],
     "pbt_overhead": ["--members", "8", "--chunks", "100", "--rounds", "1", "--repeats", "2"],
     "federated_scale": ["--clients", "10", "--repeats", "1", "--rounds-per-chunk", "2"],
+    "step_overhead": ["--sizes", "8", "--chunk", "10", "--rounds", "1", "--families", "mlp",
+                      "--variants", "minimal,+guard"],
 }
 
 

@@ -112,8 +112,9 @@ class Results(results.RunTables):
         return table.sort_values("run", key=lambda runs: runs.map(order), kind="stable", ignore_index=True)
 
     def _groups(self) -> list[str]:
-        """Several runs' default grouping: the run, the cohort, then every varying setting."""
-        return ["run", "cohort", *(k for k in results.varying_settings(self.members) if k != "run")]
+        """Several runs' default grouping: the run, the cohort (unless a run splits its cohorts into
+        parts: ``results.setting_keys``), then every varying setting."""
+        return ["run", *(k for k in results.setting_keys(self.members) if k != "run")]
 
     def lineage(self) -> pd.DataFrame:
         """A PBT study's rounds (``results.RunTables.lineage``); for several runs with ``run`` first."""

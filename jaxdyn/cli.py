@@ -235,6 +235,11 @@ def _dry_run(args) -> None:
                          GiB_peak=(table.peak_bytes / 2**30).round(2)).drop(columns=["bytes_per_member", "peak_bytes"])
     print(shown.to_string(index=False))
     cfg = load_config(args.config, args.overrides)
+    if "part" in table:
+        limit = cfg.train.max_members_per_program
+        why = f"train.max_members_per_program = {limit}" if limit else "split to fit in memory"
+        print(f"{why}: the cohorts run as {len(table)} programs one after another (a split setting: one row "
+              "per part, GiB_peak each)")
     if cfg.pbt is not None:
         print(pbt_plan(cfg))
     if cfg.federated is not None:

@@ -61,6 +61,8 @@ class TrainConfig:
     eval_every: int = 2  # chunks between test-set evaluations (and always at step 0 and at the end)
     checkpoint_every: int = 4  # chunks between checkpoints (and always at the end)
     member_group: int = 0  # members stepped together per device; 0 = auto (8 on CPU, all on GPU)
+    # at most this many members in one compiled program: a larger cohort runs as consecutive parts; 0 = no limit
+    max_members_per_program: int = 0
     grad_clip: float = 0.0  # member hyperparameter: per-member global-norm clip, 0 = off
     ema_decay: float = 0.0  # member hyperparameter: the weights' moving average, evaluated as test_*_ema; 0 = off
     full_batch: bool = False  # every step on the whole training set, in order (batch_size unused)

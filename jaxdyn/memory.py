@@ -21,6 +21,7 @@ and at the end, the whole metrics table read back and written (``tables``), in
 place of the training terms. Each term is an upper bound, so the sum is too.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,23 @@ class Estimate:
         return ", ".join(f"{name} {_gib(b)}" for name, b in parts if b) + f"; x{ALLOCATOR_SLACK} allocator slack"
 
 
+class DoesNotFit(ConfigError):
+    """A cohort that would not fit in memory; ``members``: the most members per program that
+    would, from the estimate taken as linear in the members (0: not even one)."""
+
+    def __init__(self, message: str, members: int):
+        super().__init__(message)
+        self.members = members
+
+
+def _members_that_fit(e: Estimate, need: str, free: int) -> int:
+    """Members per program that fit in ``free`` bytes: what ``need`` (an ``Estimate`` property)
+    holds without the terms that grow with the members, plus the rest pro rata."""
+    fixed = getattr(dataclasses.replace(e, state=0, program=0, checkpoint=0, chunk_rows=0, tables=0), need)
+    per_member = (getattr(e, need) - fixed) / e.members
+    return max(int((free - fixed) // per_member), 0) if per_member > 0 else 0
+
+
 def estimate(cohort, mesh) -> Estimate:
     """Compile ``cohort``'s programs from abstract shapes and add up what its run holds at its peak."""
     t = cohort.config.train
@@ -191,7 +209,8 @@ def check_memory(cohorts, mesh=None) -> list[Estimate]:
       Each cohort's ``Estimate``.
 
     Raises:
-      ConfigError: with the estimate broken down, the memory available and the fix.
+      DoesNotFit: with the estimate broken down, the memory available, the fix and the members
+        per program that would fit.
     """
     mesh = mesh if mesh is not None else make_mesh()
     estimates = [estimate(cohort, mesh) for cohort in cohorts]
@@ -199,20 +218,21 @@ def check_memory(cohorts, mesh=None) -> list[Estimate]:
     host = available_bytes() + _resident()  # what this process holds already is in the estimate
     device = None if on_cpu else _device_limit(mesh)
     for cohort, e in zip(cohorts, estimates):
-        need, free = (e.total, host) if on_cpu else (e.host, host)
+        term, free = ("total", host) if on_cpu else ("host", host)
         where = "" if on_cpu else " of host memory"
         if device is not None and e.device > device:
-            need, free, where = e.device, device, " of device memory"
+            term, free, where = "device", device, " of device memory"
+        need = getattr(e, term)
         log(f"memory: cohort {cohort.index} needs about {_gib(need)}{where} at its peak, "
             f"{_gib(free)} is available")
         if need > free:
             settings = f" {cohort.settings}" if cohort.settings else ""
-            raise ConfigError(
+            raise DoesNotFit(
                 f"cohort {cohort.index}{settings} needs about {_gib(need)}{where} at its peak but "
                 f"{_gib(free)} is available: {e.members:,} members; {e.breakdown()}.\n"
                 "To fit, use fewer members or a smaller model: fewer seeds or grid values per cohort "
-                "(or split the study), a smaller train.chunk_steps (fewer metrics held per chunk), "
-                "or a narrower or shallower model."
+                "(or split the study; train.max_members_per_program splits a cohort), a smaller train.chunk_steps (fewer metrics held per chunk), "
+                "or a narrower or shallower model.", _members_that_fit(e, term, free)
             )
     return estimates
 

@@ -40,8 +40,8 @@ class RunTables:
     metrics: pd.DataFrame
 
     def summary(self, aggregate: str = "mean_std", by=None, metric: str = "") -> pd.DataFrame:
-        """The final value of ``metric`` over seeds, per setting (``by``; default: the cohort and every
-        varying setting): ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``. ``metric`` defaults
+        """The final value of ``metric`` over seeds, per setting (``by``; default: ``setting_keys``, the
+        cohort and every varying setting): ``aggregate`` is one of ``jaxdyn.aggregate.AGGREGATES``. ``metric`` defaults
         to the study's ``study.headline``, else the task's own (test accuracy; test MSE for regression;
         modes for a GAN); any logged whole-model metric works (``"sharpness"``: its last value per member).
 
@@ -167,7 +167,7 @@ class RunTables:
         """
         if aggregate not in TIME_AGGREGATES:
             raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(TIME_AGGREGATES)}")
-        keys = ["cohort", *varying_settings(self.members)] if by is None else list(by)
+        keys = setting_keys(self.members) if by is None else list(by)
         missing = [k for k in keys if k not in self.members.columns]
         if missing:
             raise KeyError(f"by = {missing}: not columns of members.csv ({', '.join(self.members.columns)})")
@@ -195,11 +195,18 @@ def _one_threshold(threshold, below) -> tuple[float, bool]:
     return value, threshold is None
 
 
+def setting_keys(members: pd.DataFrame) -> list[str]:
+    """The columns that group a run's members by setting: the cohort and the varying settings; a
+    setting split into parts (``train.max_members_per_program``, a ``part`` column) spans several
+    cohorts, so then the settings alone, which tell every setting apart."""
+    return varying_settings(members) if "part" in members else ["cohort", *varying_settings(members)]
+
+
 def varying_settings(members: pd.DataFrame) -> list[str]:
     """Member-table columns that tell settings apart: cohort settings and hyperparameters
     that take more than one value (not ids, seeds or results; a federated client's ``federation``
     and ``client`` are ids)."""
-    fixed = {"member", "cohort", "init_seed", "data_seed", "dropout_seed", "federation", "client", "local_steps", *FINAL_COLUMNS,
+    fixed = {"member", "cohort", "part", "init_seed", "data_seed", "dropout_seed", "federation", "client", "local_steps", *FINAL_COLUMNS,
              *extra_finals(members.columns)}
     return [c for c in members.columns if c not in fixed and members[c].nunique(dropna=False) > 1]
 
@@ -253,7 +260,7 @@ def summarize(members: pd.DataFrame, aggregate: str = "mean_std", by=None, metri
         raise ValueError(f"aggregate = {aggregate!r}: use one of {', '.join(AGGREGATES)}")
     if "federation" in members:
         members = federation_rows(members)
-    keys = ["cohort", *varying_settings(members)] if by is None else list(by)
+    keys = setting_keys(members) if by is None else list(by)
     metric = metric or headline(members)
     marked = members.assign(diverged=members.diverged_at >= 0, _all=0)
     grouped = marked.groupby(keys or ["_all"], dropna=False)

@@ -30,7 +30,8 @@ from jaxdyn.federated import setup
 from jaxdyn.federated.config import with_epochs
 from jaxdyn.handover import handed_over
 from jaxdyn.hparams import present
-from jaxdyn.memory import check_memory, member_shapes, member_state_bytes
+from jaxdyn.logs import log
+from jaxdyn.memory import DoesNotFit, check_memory, member_shapes, member_state_bytes
 from jaxdyn.models import MODELS, ModuleConfig
 from jaxdyn.optim_config import OPTIM_FIELDS, check_hparam
 from jaxdyn.federated.chunk import make_federated_chunk, make_federated_evaluate
@@ -44,6 +45,13 @@ from jaxdyn.tasks import Seeds, makes_snapshots
 from jaxdyn.validation import check_member_value, check_members, validate
 
 
+class Part(NamedTuple):
+    """A sub-population: part ``number`` (0-based) of ``of`` of the members of one setting."""
+
+    number: int
+    of: int
+
+
 @dataclass(frozen=True)
 class Cohort:
     """One structural setting and its members.
@@ -52,7 +60,10 @@ class Cohort:
       index: position of the cohort in the study.
       config: the study config with this cohort's structural values applied and no grid.
       settings: the structural grid values of this cohort, e.g. ``{"model.hidden": (100,)}``.
-      members: one row per member: ``member, cohort, init_seed, data_seed, dropout_seed``,
+      part: when ``train.max_members_per_program`` splits a setting's members, which part of them
+        this cohort (one compiled program, its own checkpoints) holds; None when not split.
+      members: one row per member: ``member, cohort, init_seed, data_seed, dropout_seed`` (and
+        ``part`` when the setting is split),
         one column per member hyperparameter (optimizer family, loss, model, train) and one per
         member choice, by name (``init``: the initialiser; ``config`` keeps the study's own value).
     """
@@ -62,6 +73,7 @@ class Cohort:
     settings: dict
     members: pd.DataFrame
     parent: fork.Parent | None = None  # [init]: where the members start (a trained member of another run)
+    part: Part | None = None  # train.max_members_per_program: which part of its setting's members
 
     @property
     def hparam_names(self) -> list[str]:
@@ -120,6 +132,27 @@ class Cohort:
             if len(options) > 1:
                 hparams[key.split(".")[1]] = pad(names.map(options.index).to_numpy().astype(np.int32))
         return seeds, hparams
+
+
+def _split(ccfg: Config, table: pd.DataFrame, first_index: int) -> list[tuple[pd.DataFrame, Part | None]]:
+    """A setting's member table cut into contiguous parts of at most ``train.max_members_per_program``
+    members, each with the cohort index it runs as; the members keep their ids, seeds and hyperparameters.
+
+    Raises:
+      ConfigError: a split that would change what the members do: a [pbt] population (its exploit
+        ranks the whole cohort) or a [federated] cohort (its federations share the cohort's partition).
+    """
+    limit, n = ccfg.train.max_members_per_program, len(table)
+    if not limit or n <= limit:
+        return [(table, None)]
+    for section, why in (("pbt", "its exploit step ranks the whole cohort together"),
+                         ("federated", "its federations share one partition of the data per cohort")):
+        if getattr(ccfg, section) is not None:
+            raise ConfigError(f"train.max_members_per_program = {limit} would split a [{section}] cohort of {n} "
+                              f"members, but {why}; set it to 0 (no limit) or at least {n}")
+    cuts = range(0, n, limit)
+    return [(table.iloc[i:i + limit].assign(cohort=first_index + j, part=j).reset_index(drop=True),
+             Part(j, len(cuts))) for j, i in enumerate(cuts)]
 
 
 def _with(cfg: Config, key: str, value) -> Config:
@@ -218,7 +251,11 @@ def expand(cfg: Config) -> list[Cohort]:
         next_member += len(rows)
         table = pd.DataFrame(rows)
         check_members(ccfg, table)
-        cohorts.append(Cohort(len(cohorts), ccfg, settings, table))
+        for members, part in _split(ccfg, table, len(cohorts)):
+            cohorts.append(Cohort(len(cohorts), ccfg, settings, members, part=part))
+    if any(c.part is not None for c in cohorts):  # every member table then says its part (0: not split)
+        cohorts = [c if c.part is not None else dataclasses.replace(c, members=c.members.assign(part=0))
+                   for c in cohorts]
     if cfg.init is not None:
         parents = _parent_cohorts(cfg.init.run)
         label = lambda c: f"of cohort {c.index} " if len(cohorts) > 1 else ""
@@ -240,27 +277,57 @@ def plan(config=None, *, overrides=()) -> pd.DataFrame:
     members (and padded members), members stepped together per device, state bytes per
     member, and the programs it compiles (initialisation, the train chunk, evaluation,
     samples for a task that makes them, and one per set of probes that come due
-    together). Validates the config as ``train`` does.
+    together); a setting split by ``train.max_members_per_program`` has a row per part, with
+    its ``part`` ("2/3") and ``member_ids``. Validates the config as ``train`` does.
     """
     cfg = load_config(config, overrides)
     mesh = make_mesh()
     cohorts = expand(cfg)
+    for cohort in cohorts:
+        task = cohort.task()
+        check_traced(cohort, task, cohort.probes(task, mesh))
+    enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
+    cfg, cohorts, estimates = fit_memory(cfg, cohorts, mesh)
     rows = []
     for cohort in cohorts:
         t = cohort.config.train
         layout = plan_layout(len(cohort.members), mesh.size, t.member_group, mesh.devices.flat[0].platform)
         task = cohort.task()
-        probes = cohort.probes(task, mesh)
-        check_traced(cohort, task, probes)
-        probe_sets = probes.due_sets(t.steps // t.chunk_steps)
+        probe_sets = cohort.probes(task, mesh).due_sets(t.steps // t.chunk_steps)
         rows.append({"cohort": cohort.index, **{k: str(list(v)) if isinstance(v, tuple) else v
                                                 for k, v in cohort.settings.items()},
+                     **({} if cohort.part is None else {"part": f"{cohort.part.number + 1}/{cohort.part.of}",
+                                                         "member_ids": _id_range(cohort.members["member"])}),
                      "members": len(cohort.members), "padded": layout.n_padded, "devices": mesh.size,
                      "group": layout.group_size, "bytes_per_member": member_state_bytes(cohort),
                      "programs": 3 + makes_snapshots(task) + len(probe_sets)})
-    enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
-    estimates = check_memory(cohorts, mesh)
     return pd.DataFrame(rows).assign(peak_bytes=[e.total for e in estimates])
+
+
+def fit_memory(cfg: Config, cohorts: list[Cohort], mesh, may_split: bool = True) -> tuple[Config, list[Cohort], list]:
+    """``check_memory``; a study that does not fit and sets no ``train.max_members_per_program``
+    gets the largest that fits (estimated, then checked with the same margin): the config with it
+    (the run folder keeps it, so a resume runs the same split), its cohorts and their estimates.
+
+    Raises:
+      ConfigError: a cohort that does not fit even split, or may not be split ([pbt], [federated]).
+    """
+    try:
+        return cfg, cohorts, check_memory(cohorts, mesh)
+    except DoesNotFit as e:
+        fixed = cfg.train.max_members_per_program or cfg.pbt is not None or cfg.federated is not None
+        if fixed or not may_split or e.members < 1:  # a resume keeps its run's cohorts
+            raise
+        limit = e.members
+    log(f"memory: a cohort does not fit in one program; splitting each into programs of at most {limit} "
+        f"members (train.max_members_per_program = {limit}), run one after another")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_members_per_program=limit))
+    cohorts = expand(cfg)
+    return cfg, cohorts, check_memory(cohorts, mesh)
+
+
+def _id_range(ids: pd.Series) -> str:
+    return f"{ids.min()}-{ids.max()}" if len(ids) > 1 else str(ids.iloc[0])
 
 
 class Trained(NamedTuple):
@@ -301,7 +368,8 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
         task = cohort.task()
         check_traced(cohort, task, cohort.probes(task, mesh))
     enable_compile_cache(cache_dir() / "xla")  # the programs the check compiles are kept for the run
-    programs = {e.cohort: e.programs for e in check_memory(cohorts, mesh)}  # compiled: the run reuses them
+    cfg, cohorts, estimates = fit_memory(cfg, cohorts, mesh, may_split=resume is None)
+    programs = {e.cohort: e.programs for e in estimates}  # compiled: the run reuses them
     info = rundir.run_info(cfg)
     if resume is None:
         folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)

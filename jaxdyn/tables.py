@@ -171,7 +171,7 @@ def member_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     seeds, optimizer hyperparameters (the union over families), the other member
     hyperparameters (loss, model, train) and choices (``init``), final metrics."""
     members = pd.concat(tables, ignore_index=True)
-    first = ["member", "cohort"]
+    first = ["member", "cohort", *(["part"] if "part" in members else [])]  # part: train.max_members_per_program
     settings = [c for c in members.columns if "." in c]
     seeds = ["init_seed", "data_seed", "dropout_seed"]
     others = [key.split(".")[1] for key in (*MEMBER_HPARAMS, *MEMBER_CHOICES) if key.split(".")[1] in members.columns]

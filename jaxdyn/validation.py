@@ -100,6 +100,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{name} = {getattr(t, name)}: must be >= 1")
     if t.member_group < 0:
         raise ConfigError(f"train.member_group = {t.member_group}: must be >= 1, or 0 for automatic")
+    if t.max_members_per_program < 0:
+        raise ConfigError(f"train.max_members_per_program = {t.max_members_per_program}: must be >= 1, or 0 for "
+                          "no limit (every cohort in one program)")
     if t.batch_size > n_train and not t.full_batch:
         raise ConfigError(
             f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "

@@ -71,7 +71,7 @@ class LMCOptions:
 
 def choose_pairs(members: pd.DataFrame, mode: str) -> list[tuple[int, int]]:
     """Pairs of member ids: within each setting (all hyperparameters equal, seeds aside)."""
-    settings = [c for c in members.columns if c not in ("member", "cohort", "init_seed", "data_seed", "dropout_seed")]
+    settings = [c for c in members.columns if c not in ("member", "cohort", "part", "init_seed", "data_seed", "dropout_seed")]
     out = []
     for _, group in members.groupby(settings, sort=False, dropna=False):
         ids = group.member.tolist()

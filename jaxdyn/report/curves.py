@@ -13,9 +13,15 @@ from jaxdyn.results import varying_settings
 PANELS = [("train_loss", "log"), ("test_loss", "log"), ("test_accuracy", "linear")]
 
 
+def _grouping(members: pd.DataFrame) -> list[str]:
+    """The varying settings, else the cohort (one setting per cohort); a setting split into parts
+    (a ``part`` column) is one setting over several cohorts, so nothing then."""
+    return varying_settings(members) or ([] if "part" in members else ["cohort"])
+
+
 def setting_labels(members: pd.DataFrame) -> pd.Series:
     """A readable label per member from the columns that vary across settings (not seeds)."""
-    return member_settings(members, varying_settings(members) or ["cohort"])
+    return member_settings(members, _grouping(members))
 
 
 def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path, loss_label: str = "") -> Figure:
@@ -31,7 +37,7 @@ def plot_curves(members: pd.DataFrame, metrics: pd.DataFrame, path: Path, loss_l
     the loss panels measure (``losses.logged_loss``). Returns the figure.
     """
     panels = [p for p in PANELS if p[0] != "test_accuracy" or (metrics.metric == "test_accuracy").any()]
-    by = varying_settings(members) or ["cohort"]
+    by = _grouping(members)
     labels = member_settings(members, by)
     settings = list(dict.fromkeys(labels))
     colors = {s: f"C{i % 10}" for i, s in enumerate(settings)}

@@ -214,7 +214,7 @@ def legend(fig: Figure, palette: dict, title: str) -> None:
                    title_fontsize="small")
 
 
-IDS = ("member", "cohort", "init_seed", "data_seed", "dropout_seed")  # numbers, but not hyperparameters
+IDS = ("member", "cohort", "part", "init_seed", "data_seed", "dropout_seed")  # numbers, but not hyperparameters
 
 
 def numeric_settings(d: ReportData) -> list[str]:
