@@ -37,6 +37,7 @@ PLANS = {
         "pbt_overhead": (2, []),
         "federated_scale": (3, []),
         "step_overhead": (3, []),
+        "scaling": (2, []),
     },
     "accelerator": {
         "population_throughput": (4, ["--sizes", "1,8,32,128,1024,4096", "--groups", "256,1024,all"]),
@@ -48,6 +49,7 @@ PLANS = {
         "rnn_speed": (2, ["--members", "1024"]),
         "pbt_overhead": (2, []),
         "step_overhead": (3, ["--sizes", "8,1024", "--attribute-sizes", "1024"]),
+        "scaling": (2, ["--members", "4096", "--steps", "2000", "--chunk", "500"]),
     },
 }
 # --quick: the smallest run of each that still exercises its code (a smoke test, not a measurement)
@@ -62,6 +64,7 @@ QUICK = {
     "federated_scale": ["--clients", "10", "--repeats", "1", "--rounds-per-chunk", "2"],
     "step_overhead": ["--sizes", "8", "--chunk", "10", "--rounds", "1", "--families", "mlp",
                       "--variants", "minimal,+guard"],
+    "scaling": ["--members", "8", "--steps", "40", "--chunk", "10", "--rounds", "1"],
 }
 
 

@@ -4,6 +4,7 @@ from jaxdyn import _cpu_devices
 
 _cpu_devices.configure()  # must precede the first jax import; see _cpu_devices
 
+from jaxdyn import distributed  # noqa: E402 (jaxdyn.distributed.initialize: several processes)
 from jaxdyn.analysis import Results, compare, load  # noqa: E402
 from jaxdyn.api import run  # noqa: E402
 from jaxdyn.config import Config, load_config  # noqa: E402
@@ -17,4 +18,5 @@ from jaxdyn.tasks import Task, TaskKind  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Config", "ConfigError", "HParam", "Interrupted", "Member", "ProbeContext", "Results", "RunError", "RunInUse",
-           "Task", "TaskKind", "compare", "extract_member", "load", "load_config", "run", "write_report"]
+           "Task", "TaskKind", "compare", "distributed", "extract_member", "load", "load_config", "run",
+           "write_report"]

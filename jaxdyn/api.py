@@ -7,7 +7,7 @@ Nothing in jaxdyn imports it but the package's ``__init__``.
 
 import numpy as np
 
-from jaxdyn import results, rundir, study
+from jaxdyn import distributed, results, rundir, study
 from jaxdyn.analysis import Results
 from jaxdyn.data import dataset_info
 from jaxdyn.errors import is_disk_full
@@ -50,6 +50,8 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     """
     trained = study.train(config, overrides=overrides, out=out, resume=resume, progress=progress,
                           model=model, data=data, loss=loss, probes=probes)
+    if not distributed.is_writer():  # with several processes, process 0 plots and prints
+        return Results(trained.run_dir, trained.members, trained.metrics)
     try:
         _plot_run(trained)
     except Exception as e:  # matplotlib reports a full disk as whatever its writer raised

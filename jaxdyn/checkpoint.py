@@ -28,6 +28,7 @@ from typing import Callable
 import jax
 import orbax.checkpoint as ocp
 
+from jaxdyn import distributed
 from jaxdyn.atomic import write_atomic
 from jaxdyn.errors import RunError
 
@@ -133,7 +134,8 @@ class CohortCheckpoints:
         """Block until the save in flight is on disk and in the manifest; raise its error if it failed."""
         self._manager.wait_until_finished()
         if self._in_flight is not None:
-            self._record(self._in_flight)
+            if distributed.is_writer():  # with several processes, process 0 keeps the manifest
+                self._record(self._in_flight)
             self._in_flight = None
 
     def restore_newest(self, check_host: Callable[[dict], None], like_state: Callable[[], object]):
@@ -286,11 +288,13 @@ class CohortCheckpoints:
                 break
             target = damaged / f"{self.dir.name}_chunk{step}-{i}"
         reason = _reason(error)
-        shutil.move(source, target)
+        if distributed.is_writer():  # every process found the same damage; process 0 moves it
+            shutil.move(source, target)
+            manifest = self._read_manifest()
+            if manifest.pop(str(step), None) is not None:  # a rerun may commit this step number again
+                self._write_manifest(manifest)
+        distributed.barrier(f"jaxdyn-set-aside-{self.dir.name}-{step}")
         self._manager.reload()
-        manifest = self._read_manifest()
-        if manifest.pop(str(step), None) is not None:  # a rerun may commit this step number again
-            self._write_manifest(manifest)
         summary = f"checkpoint {source} is damaged ({reason}); moved to {target}"
         self._log(f"{summary}; trying an older one")
         return summary
@@ -384,8 +388,10 @@ def load_state(run_dir, cohort: int = 0, chunks_done: int | None = None):
     """A saved population state of a cohort as a pytree of arrays ``[K_padded, ...]``: the
     newest, or the one saved after ``chunks_done`` chunks.
 
-    Read without a target, so containers come back as dicts and lists (a NamedTuple as a
-    dict of its fields); for analysis, tests and forks, not for resuming.
+    Read without the live state's structure, so containers come back as dicts and lists (a
+    NamedTuple as a dict of its fields); for analysis, tests and forks, not for resuming. Every
+    array is read whole onto this process's first device, whatever devices and processes saved
+    it (Orbax would otherwise ask for the saving run's device topology).
 
     Raises:
       FileNotFoundError: the cohort has no committed checkpoint (after ``chunks_done``).
@@ -400,6 +406,11 @@ def load_state(run_dir, cohort: int = 0, chunks_done: int | None = None):
         mgr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
         try:
             step = chunks_done if chunks_done is not None else steps[-1]
-            return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+            saved = ocp.StandardCheckpointer().metadata(path / str(step) / "state")
+            tree = getattr(saved, "item_metadata", saved)
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
+                                  getattr(tree, "tree", tree))
+            return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
         finally:
             mgr.close()

@@ -11,6 +11,7 @@ import traceback
 from rich.console import Console
 
 import jaxdyn
+from jaxdyn import distributed
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.config import load_config
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
@@ -49,6 +50,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the cohorts x members, the programs to compile and the memory per member; "
                           "train nothing")
     run.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
+    dist = run.add_argument_group(
+        "several processes (jax.distributed; README: Scaling out)",
+        "Every process runs the same command; the member axis is sharded over all their devices. Without "
+        "--coordinator/--num-processes/--process-id, JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+        "JAX_PROCESS_ID are read, else jax detects SLURM or a TPU pod.")
+    dist.add_argument("--distributed", action="store_true",
+                      help="join the other processes of this run (also JAXDYN_DISTRIBUTED=1)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    dist.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    dist.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 ... N-1")
+    dist.add_argument("--init-timeout", type=float, metavar="SECONDS",
+                      help=f"wait this long for every process to join, then stop with a message "
+                           f"(default {distributed.DEFAULT_INIT_TIMEOUT}; JAXDYN_INIT_TIMEOUT)")
+    dist.add_argument("--heartbeat-timeout", type=float, metavar="SECONDS",
+                      help=f"a process silent this long counts as lost and every process stops "
+                           f"(default {distributed.DEFAULT_HEARTBEAT_TIMEOUT}; JAXDYN_HEARTBEAT_TIMEOUT)")
     report = sub.add_parser("report", help="write RUN_DIR/report.html (also for a run still going or interrupted); "
                                            "with several runs, one comparison report: --out DIR")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -146,6 +163,9 @@ def main(argv=None) -> int:
         _quiet_libraries()
     hint = "" if debug else " (JAXDYN_DEBUG=1 shows the traceback)"
     try:
+        if args.command == "run" and _wants_distributed(args):  # before anything uses a device
+            distributed.initialize(distributed.Settings(args.coordinator, args.num_processes, args.process_id,
+                                                        args.init_timeout, args.heartbeat_timeout))
         if getattr(args, "replay", None) is not None:
             if args.config is not None or args.resume is not None:
                 raise jaxdyn.ConfigError("--replay builds its own study: give no CONFIG and no --resume with it")
@@ -176,13 +196,31 @@ def main(argv=None) -> int:
                        "was made, jaxdyn run --resume RUN_DIR continues from its last one")
         return 130
     except Exception as e:  # noqa: BLE001 -- our bug: say so briefly, show the traceback on request
+        if distributed.is_lost_peer(e):
+            if debug:
+                traceback.print_exc()
+            first_line = (str(e).splitlines() or [""])[0][:300]
+            distributed.exit_lost_peer(
+                f"jaxdyn: error: process {distributed.index()} of {distributed.count()}: another process of this "
+                f"run stopped or cannot be reached ({first_line}); every process stops. Committed checkpoints "
+                "are kept: start all processes again with --resume RUN_DIR to continue")
         first_line = (str(e).splitlines() or [""])[0][:300]
         _report(debug, f"jaxdyn: internal error: {type(e).__name__}: {first_line}{hint}; please report it")
         return 1
+    if not distributed.is_writer():  # process 0 says where the results are and writes the report
+        return 0
     print(f"results in {results.run_dir}")
     if not args.no_report:
         return _write_report(results.run_dir)
     return 0
+
+
+def _wants_distributed(args) -> bool:
+    given = (args.coordinator, args.num_processes, args.process_id, args.init_timeout, args.heartbeat_timeout)
+    if any(v is not None for v in given) and not args.distributed:
+        raise jaxdyn.ConfigError("--coordinator, --num-processes, --process-id and the timeouts join several "
+                                 "processes: add --distributed")
+    return args.distributed or os.environ.get("JAXDYN_DISTRIBUTED", "") not in ("", "0")
 
 
 def _write_report(run_dir, aggregate: str = "mean_std", by=None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxdyn import distributed
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.errors import ConfigError
 
@@ -171,7 +172,7 @@ def start(init, parent: Parent):
     k = len(parent.rows)
 
     def place(fresh, copied):
-        rows = np.concatenate([copied, np.asarray(jax.device_get(fresh))[k:]])
+        rows = np.concatenate([copied, np.asarray(distributed.host(fresh))[k:]])
         return jax.device_put(rows, fresh.sharding)
 
     return state._replace(**{f: jax.tree.map(place, getattr(state, f), leaves[f]) for f in parent.fields})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 
+from jaxdyn import distributed
 from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_CHOICES
 from jaxdyn.checkpoint import committed_steps
@@ -63,6 +64,7 @@ def run_info(config: Config) -> dict:
         "study_sha256": hashlib.sha256(to_toml(no_length).encode()).hexdigest(),
         "versions": _versions(),
         "n_devices": len(jax.devices()),
+        **distributed.describe(),
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,  # shown in the report; not checked on resume
         "env": {name: os.environ.get(name) for name in ENV_RECORDED},
@@ -256,6 +258,13 @@ def _check_resume(run_dir: Path, current: dict) -> None:
             f"device(s), this process has {current['n_devices']} {current['platform']}; resume on the "
             "same devices (JAXDYN_CPU_DEVICES sets the CPU device count)"
         )
+    processes = saved.get("n_processes", 1)
+    if processes != current.get("n_processes", 1):
+        raise ConfigError(
+            f"cannot resume {run_dir} bitwise: it ran as {processes} process(es) and this run has "
+            f"{current.get('n_processes', 1)}; resume with the same process count and devices per process "
+            f"(jaxdyn run --resume {run_dir} --distributed --num-processes {processes}"
+            + (", or without --distributed" if processes == 1 else "") + ")")
     changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
                if current["versions"].get(k) != v}
     if changed:

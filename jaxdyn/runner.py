@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import fork
+from jaxdyn import distributed, fork
 from jaxdyn import population as pop
 from jaxdyn.checkpoint import CohortCheckpoints, cohort_checkpoint_dir
 from jaxdyn.errors import ConfigError
@@ -31,7 +31,7 @@ from jaxdyn.tasks import makes_snapshots
 
 
 def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop: StopFlag,
-               programs: "CohortPrograms | None" = None) -> pd.DataFrame:
+               programs: "CohortPrograms | None" = None, tables: Path | None = None) -> pd.DataFrame:
     """Train one cohort to the end (or on from its last whole checkpoint); return its member table.
 
     A cohort with no checkpoint yet writes step 0 first: the test evaluation (and samples) and
@@ -51,13 +51,15 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
       stop: checked after every chunk; when set, checkpoint and raise ``Interrupted``.
       programs: the cohort's ``CohortPrograms`` built for this layout and mesh (already compiled
         by the memory check), or None to build them here.
+      tables: where this process writes the table parts (default ``run_dir``; with several
+        processes, a scratch folder in all but process 0: ``processes.open_run``).
     """
     t = cohort.config.train
     n_chunks, k = t.steps // t.chunk_steps, len(cohort.members)
     layout = pop.plan_layout(k, mesh.size, t.member_group, mesh.devices.flat[0].platform)
     metadata = {**metadata, "n_devices": mesh.size, "chunk_steps": t.chunk_steps,
                 "member_group": layout.group_size, "n_padded": layout.n_padded}
-    parts = RunParts.of(run_dir)
+    parts = RunParts.of(tables if tables is not None else run_dir)
     ckpt = CohortCheckpoints(cohort_checkpoint_dir(run_dir, cohort.index), log)
     try:
         programs = programs if programs is not None else CohortPrograms.build(cohort, layout, mesh)
@@ -82,7 +84,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
                 stop.committed(cohort.index, pending, run_dir)
                 pending = None
                 _pause_for_tests()
-            metrics = jax.device_get(metrics)
+            metrics = distributed.host(metrics)
             alive = _alive(state, k)
             last = done == n_chunks or not alive.any()
             train_rows = _train_rows(cohort, metrics, done)
@@ -94,6 +96,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
             _write_timing(parts.timing, cohort, done, seconds, alive)
             if progress is not None:
                 progress.advance(t.chunk_steps, k * t.chunk_steps / seconds, int(alive.sum()))
+            stop.agree(distributed.any_process)  # a signal that reached only some processes stops them all
             if done % t.checkpoint_every == 0 or last or stop.requested:
                 # "last": a longer run continued from here reopens this chunk (``_reopen``).
                 ckpt.save(done, state, {"chunks_done": done, "metadata": metadata, "last": last})
@@ -117,7 +120,7 @@ def run_cohort(cohort, data, run_dir: Path, mesh, metadata: dict, progress, stop
         raise
     ckpt.close()
     log(f"cohort {cohort.index}: {programs.compiled()} programs compiled")
-    return cohort_member_table(cohort, parts.metrics, np.asarray(jax.device_get(state.diverged_at)))
+    return cohort_member_table(cohort, parts.metrics, np.asarray(distributed.host(state.diverged_at)))
 
 
 @dataclass(frozen=True)
@@ -248,10 +251,10 @@ def _write_chunk(cohort, programs: CohortPrograms, parts: RunParts, data, params
     frames = [] if frame is None else [frame]
     # A federated chunk evaluates the global model after each of its rounds; step 0 has had none.
     if (done % t.eval_every == 0 or last) and not (programs.evaluated_in_chunk and done):
-        scores = jax.device_get(programs.evaluate(state, data.x_test, data.y_test))
+        scores = distributed.host(programs.evaluate(state, data.x_test, data.y_test))
         frames.append(_rows(cohort, scores, np.array([step]), "test_"))
         if programs.snapshot is not None:
-            samples = np.asarray(jax.device_get(programs.snapshot(state)))[: len(members)]
+            samples = np.asarray(distributed.host(programs.snapshot(state)))[: len(members)]
             parts.samples.write(cohort.index, done, sample_rows(samples, members, cohort.index, step))
     if programs.probes:
         rows, hist, pairs = programs.probes.measure(state, params0, data, done, last, step, cohort.index, members)
@@ -283,7 +286,7 @@ def _pause_for_tests() -> None:
 
 def _alive(state, k: int) -> np.ndarray:
     """Which of the ``k`` real members (padding cut off) are still training."""
-    return np.asarray(jax.device_get(state.alive))[:k]
+    return np.asarray(distributed.host(state.alive))[:k]
 
 
 def _train_rows(cohort, metrics: dict, done: int) -> pd.DataFrame:
@@ -308,6 +311,8 @@ def _rows(cohort, values: dict, steps: np.ndarray, prefix: str) -> pd.DataFrame:
 
 def _check_resumable(saved: dict, current: dict, run_dir: Path) -> None:
     # A checkpoint from before ``study_sha256`` existed holds only the full config hash.
+    # ... and one from before several processes were possible ran as one.
+    saved = {"n_processes": 1, **saved}
     diff = {k: (saved.get(k), v) for k, v in current.items()
             if k not in ("versions", "env", "device_kind") and saved.get(k) != v
             and (k != "study_sha256" or k in saved)}

@@ -115,6 +115,12 @@ class StopFlag:
         log(f"{name}: finishing the chunk in flight, then saving a checkpoint (at most {self.grace():.0f} s; "
             f"a second {name} stops at once)")
 
+    def agree(self, any_process: Callable[[bool], bool]) -> None:
+        """Stop here if any process was asked to (``any_process``: ``distributed.any_process``,
+        one collective per chunk with several processes), so that all checkpoint the same chunk."""
+        if any_process(self.requested) and not self.requested:
+            self.requested, self.signum, self.signal_name = True, signal.SIGTERM, "another process's SIGTERM"
+
     def check_deadline(self) -> None:
         """End the process if the stop was requested and its grace has run out."""
         if self.deadline is not None and self._clock() >= self.deadline:

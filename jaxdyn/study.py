@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxdyn import fork, rundir, runner, shape_checks, stopping
+from jaxdyn import distributed, fork, processes, rundir, runner, shape_checks, stopping
 from jaxdyn.atomic import write_atomic
 from jaxdyn.axes import MEMBER_CHOICES, MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, load_config, to_toml
@@ -372,18 +373,21 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     programs = {e.cohort: e.programs for e in estimates}  # compiled: the run reuses them
     info = rundir.run_info(cfg)
     if resume is None:
-        folder = rundir.open_new(out, cfg.study.name, to_toml(cfg), info)
+        folder = partial(rundir.open_new, out, cfg.study.name, to_toml(cfg), info)
     else:
-        folder = rundir.open_existing(resume, info)
-    with folder as run_dir:
+        folder = partial(rundir.open_existing, resume, info)
+
+    def prepare(run_dir: Path) -> None:  # in process 0 only, when there are several
         if extended_from is not None:
             rundir.extend(run_dir, to_toml(cfg), extended_from, cfg.train.steps)
         _keep_arrays(cohorts, run_dir)
         partition = setup.partition_frame(cohorts)  # first: a report of a run still going shows it
         if len(partition):
             write_atomic(run_dir / "partition.parquet", lambda p: partition.to_parquet(p, index=False))
+
+    with processes.open_run(folder, prepare) as (run_dir, tables):
         try:
-            return _run_and_write(cohorts, datasets, run_dir, info, progress, mesh, programs)
+            return _run_and_write(cohorts, datasets, run_dir, info, progress, mesh, programs, tables)
         except Exception as e:  # Orbax reports a full disk from its threads as a plain Exception
             if is_disk_full(e):
                 raise rundir.disk_full_error(run_dir) from e
@@ -416,11 +420,19 @@ def check_traced(cohort, task, probes: ProbeSet) -> None:
         shape_checks.check_probes(probes, state, x, y)
 
 
-def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, mesh, programs: dict) -> Trained:
+def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool, mesh, programs: dict,
+                   tables: Path) -> Trained:
+    """Run the cohorts, then write the run's tables (process 0; the others only wait for it).
+
+    ``tables``: where this process writes its table parts (``processes.open_run``)."""
     enable_compile_cache(cache_dir() / "xla")
     # A checkpoint records the study without its length (a continued run still matches it).
     layout_info = {k: v for k, v in info.items() if k not in ("env", "config_sha256")}
-    members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress, mesh, programs))
+    progress = progress and distributed.is_writer()
+    members = member_table(_run_cohorts(cohorts, datasets, run_dir, layout_info, progress, mesh, programs, tables))
+    if not distributed.is_writer():
+        processes.finish(run_dir)
+        return Trained(run_dir, cohorts, members, MetricParts(tables).read())
     write_atomic(run_dir / "members.csv", lambda p: members.to_csv(p, index=False))
     metrics = MetricParts(run_dir).read()
     write_atomic(run_dir / "metrics.parquet", lambda p: metrics.to_parquet(p, index=False))
@@ -431,15 +443,16 @@ def _run_and_write(cohorts, datasets, run_dir: Path, info: dict, progress: bool,
             write_atomic(run_dir / name, lambda p, table=table: table.to_parquet(p, index=False))
     timing = MetricParts(run_dir, "time_").read()
     write_atomic(run_dir / "timing.csv", lambda p: timing.to_csv(p, index=False))
+    processes.finish(run_dir)
     return Trained(run_dir, cohorts, members, metrics)
 
 
 def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: bool, mesh,
-                 programs: dict) -> list[pd.DataFrame]:
+                 programs: dict, tables_dir: Path) -> list[pd.DataFrame]:
     """Run the cohorts not finished yet, in turn, with their ``programs`` (cohort index ->
     ``CohortPrograms``, compiled by the memory check); return every cohort's member table."""
     on_device = {}
-    parts = MetricParts(run_dir)
+    parts = MetricParts(tables_dir)
     tables = []
     bar = study_progress(len(cohorts)) if progress else contextlib.nullcontext()
     with stopping.StopFlag() as stop, bar:
@@ -451,7 +464,7 @@ def _run_cohorts(cohorts, datasets, run_dir: Path, run_info: dict, progress: boo
                     on_device[name] = replicate(datasets[name], mesh)
                 try:
                     table = runner.run_cohort(cohort, on_device[name], run_dir, mesh, run_info,
-                                              bar if progress else None, stop, programs.get(cohort.index))
+                                              bar if progress else None, stop, programs.get(cohort.index), tables_dir)
                 except stopping.Interrupted as e:
                     e.run_dir = run_dir
                     raise

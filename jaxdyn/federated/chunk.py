@@ -159,7 +159,7 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
                             in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P(), P(), P()),
                             out_specs=(P(pop.AXIS), P(pop.AXIS)), check_vma=False)
     chunk = jax.jit(sharded, donate_argnums=0)
-    ids = jax.device_put(ClientIds(*(jnp.asarray(a) for a in fed.ids)), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
+    ids = jax.device_put(ClientIds(*(np.asarray(a) for a in fed.ids)), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
     parts = pop.replicate(tuple(jnp.asarray(a) for a in fed.examples), mesh)
 
     def train_chunk(state, data):
@@ -211,7 +211,7 @@ def make_federated_evaluate(task: FederatedTask, mesh, fed: Federation):
     sharded = jax.shard_map(device_evaluate, mesh=mesh, in_specs=(P(pop.AXIS), P(pop.AXIS), P(), P()),
                             out_specs=P(pop.AXIS), check_vma=False)
     program = jax.jit(sharded)
-    federation = jax.device_put(jnp.asarray(fed.ids.federation), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
+    federation = jax.device_put(np.asarray(fed.ids.federation), jax.sharding.NamedSharding(mesh, P(pop.AXIS)))
 
     def evaluate(state, x, y):
         return program(state, federation, x, y)

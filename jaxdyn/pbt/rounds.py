@@ -9,11 +9,10 @@ sharding kept so the next chunk does not recompile.
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxdyn import streams
+from jaxdyn import distributed, streams
 from jaxdyn.pbt.config import explorable, explore_range
 from jaxdyn.pbt.round import PBTRoundOptions, pbt_round
 from jaxdyn.streams import Stream
@@ -56,16 +55,17 @@ class CohortPBT:
         """One round after chunk ``chunk``: rank the members by ``pbt.metric`` in that chunk's
         ``rows``, exploit and explore. Returns ``(state, lineage rows)``."""
         scores = self.scores(rows)
-        eligible = np.asarray(jax.device_get(state.alive)) & np.isfinite(scores)
+        eligible = np.asarray(distributed.host(state.alive)) & np.isfinite(scores)
         key = streams.key(self._root, Stream.PBT, self.round_index(chunk))
         if self._round is None:  # the state's own sharding in and out: the next chunk does not recompile
             shardings = jax.tree.map(lambda a: a.sharding, state)
             # Donated: the gathered state reuses the old one's buffers instead of a second copy.
             self._round = jax.jit(partial(pbt_round, options=self.options),
                                   out_shardings=(shardings, None, None, None), donate_argnums=0)
-        state, parents, before, after = self._round(state, jnp.asarray(scores), jnp.asarray(eligible),
-                                                    jnp.asarray(self.groups), key)
-        parents, before, after = jax.device_get((parents, before, after))
+        # Host values go in as numpy: with several processes, every process hands in the same ones.
+        state, parents, before, after = self._round(state, np.asarray(scores), np.asarray(eligible),
+                                                    np.asarray(self.groups), np.asarray(key))
+        parents, before, after = distributed.host((parents, before, after))
         return state, self.lineage(chunk, step, scores, np.asarray(parents), before, after)
 
     def scores(self, rows: pd.DataFrame) -> np.ndarray:
@@ -111,13 +111,13 @@ class CohortSchedule:
         """Set the values due after chunk ``chunk``. Returns ``(state, lineage rows)``: each value
         before (read from the state) and after (read back from the new state)."""
         i, k = self.at[chunk], len(self.members)
-        before = jax.device_get({n: state.hparams[n] for n in self.values})
+        before = distributed.host({n: state.hparams[n] for n in self.values})
         hparams = dict(state.hparams)
         for name, values in self.values.items():
             old = state.hparams[name]
             hparams[name] = jax.device_put(np.full(old.shape, values[i], np.float32), old.sharding)
         state = state._replace(hparams=hparams)
-        after = jax.device_get({n: state.hparams[n] for n in self.values})
+        after = distributed.host({n: state.hparams[n] for n in self.values})
         frame = pd.DataFrame({
             "cohort": np.int32(self.cohort), "round": np.int32(i + 1), "chunk": np.int32(chunk),
             "step": np.int64(step), "member": self.members.astype(np.int32), "parent": self.members.astype(np.int32),

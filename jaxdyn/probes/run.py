@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import PartitionSpec as P
 
+from jaxdyn import distributed
 from jaxdyn.logs import log
 from jaxdyn.population import AXIS
 from jaxdyn.probes import DEFAULT_BATCH
@@ -116,7 +117,7 @@ class ProbeSet:
         rows, hists, pairs = [], [], []
         steps = np.array([step])
         on_device = tuple(p.name for p, _ in due if p.fn is not None)
-        results = jax.device_get(self._program(on_device)(state, params0, x, y)) if on_device else {}
+        results = distributed.host(self._program(on_device)(state, params0, x, y)) if on_device else {}
         host_state = None
         for view in self.views:
             named = lambda metric: view.prefix + metric
@@ -125,7 +126,7 @@ class ProbeSet:
                 piece = None if piece is None else jax.tree.map(lambda a: np.asarray(a)[:k], piece)
                 if probe.kind == "pairs":
                     if host_state is None and probe.fn is None:
-                        host_state = jax.tree.map(lambda a: np.asarray(a)[:k], jax.device_get(state))
+                        host_state = jax.tree.map(lambda a: np.asarray(a)[:k], distributed.host(state))
                     pairs.append(self._pair_rows(view, probe, options, piece, host_state, x, y, members, cohort,
                                                  step))
                     continue
