@@ -38,6 +38,7 @@ PLANS = {
         "federated_scale": (3, []),
         "step_overhead": (3, []),
         "scaling": (2, []),
+        "torch_peers": (2, ["--families", "mlp,cnn"]),
     },
     "accelerator": {
         "population_throughput": (4, ["--sizes", "1,8,32,128,1024,4096", "--groups", "256,1024,all"]),
@@ -50,6 +51,7 @@ PLANS = {
         "pbt_overhead": (2, []),
         "step_overhead": (3, ["--sizes", "8,1024", "--attribute-sizes", "1024"]),
         "scaling": (2, ["--members", "4096", "--steps", "2000", "--chunk", "500"]),
+        "torch_peers": (2, ["--sizes", "8,1024", "--families", "mlp,cnn"]),
     },
 }
 # --quick: the smallest run of each that still exercises its code (a smoke test, not a measurement)
@@ -65,6 +67,7 @@ QUICK = {
     "step_overhead": ["--sizes", "8", "--chunk", "10", "--rounds", "1", "--families", "mlp",
                       "--variants", "minimal,+guard"],
     "scaling": ["--members", "8", "--steps", "40", "--chunk", "10", "--rounds", "1"],
+    "torch_peers": ["--sizes", "2", "--steps", "5", "--rounds", "1", "--families", "mlp,cnn"],
 }
 
 

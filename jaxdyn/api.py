@@ -1,13 +1,13 @@
 """``run``: a study end to end, from the config to its ``Results``.
 
-The top layer: it joins the training side (``study``, which trains and writes the run
+The top layer: it joins the training side (``training``, which trains and writes the run
 folder) to the side that reads a run folder back (``analysis.Results``, ``report``).
 Nothing in jaxdyn imports it but the package's ``__init__``.
 """
 
 import numpy as np
 
-from jaxdyn import distributed, results, rundir, study
+from jaxdyn import distributed, results, rundir, training
 from jaxdyn.analysis import Results
 from jaxdyn.data import dataset_info
 from jaxdyn.errors import is_disk_full
@@ -48,7 +48,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
       stopping.Interrupted: SIGTERM or Ctrl-C arrived; the run was checkpointed and
         can be resumed (``e.run_dir``).
     """
-    trained = study.train(config, overrides=overrides, out=out, resume=resume, progress=progress,
+    trained = training.train(config, overrides=overrides, out=out, resume=resume, progress=progress,
                           model=model, data=data, loss=loss, probes=probes)
     if not distributed.is_writer():  # with several processes, process 0 plots and prints
         return Results(trained.run_dir, trained.members, trained.metrics)
@@ -64,7 +64,7 @@ def run(config=None, *, overrides=(), out=None, resume=None, progress: bool = Tr
     return Results(trained.run_dir, trained.members, trained.metrics)
 
 
-def _plot_run(trained: study.Trained) -> None:
+def _plot_run(trained: training.Trained) -> None:
     """``curves.png``, and ``samples.png`` for a task that generates (a GAN): what each member
     makes, over time."""
     run_dir = trained.run_dir
