@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import subprocess
 import sys
 import threading
 import traceback
@@ -207,12 +208,15 @@ def main(argv=None) -> int:
         first_line = (str(e).splitlines() or [""])[0][:300]
         _report(debug, f"jaxdyn: internal error: {type(e).__name__}: {first_line}{hint}; please report it")
         return 1
-    if not distributed.is_writer():  # process 0 says where the results are and writes the report
+    several = distributed.count() > 1
+    if not distributed.leave():  # process 0 says where the results are and writes the report
         return 0
     print(f"results in {results.run_dir}")
-    if not args.no_report:
-        return _write_report(results.run_dir)
-    return 0
+    if args.no_report:
+        return 0
+    if several:  # the report in a process of its own (distributed.leave)
+        return subprocess.call([sys.executable, "-m", "jaxdyn", "report", str(results.run_dir)])
+    return _write_report(results.run_dir)
 
 
 def _wants_distributed(args) -> bool:

@@ -222,6 +222,18 @@ def exit_lost_peer(message: str) -> None:
     os._exit(LOST_PEER_EXIT)
 
 
+def leave() -> bool:
+    """Meet every process at jax's shutdown barrier and leave the multi-process runtime; True in
+    the process that wrote the run (process 0, or the only one). What comes after the training
+    (the report: ensembles and soups evaluate checkpoints) is then one process's work, done in a
+    fresh single-process ``jaxdyn report``: a program over the global devices would wait for
+    processes that have gone."""
+    writer = is_writer()
+    if jax.process_count() > 1:
+        jax.distributed.shutdown()
+    return writer
+
+
 def describe() -> dict:
     """What ``run.json`` and every checkpoint record: the process count (a resume needs the same)."""
     return {"n_processes": jax.process_count()}

@@ -128,12 +128,14 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path, one_process):
     """``scripts/launch_local.sh 2``: the rows, the member tables and every checkpointed array
-    are bitwise those of one process with the same two devices."""
+    are bitwise those of one process with the same two devices; process 0 writes the report."""
     done = subprocess.run(["bash", str(ROOT / "scripts" / "launch_local.sh"), "2", _study(tmp_path), "--out", "run",
-                           "--no-progress", "--no-report"], cwd=tmp_path, capture_output=True, text=True,
+                           "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
                           env=_env(1, PYTHON=sys.executable, JAXDYN_LOG_DIR=str(tmp_path / "logs")), timeout=WAIT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "results in run" in done.stdout
+    # the report (its ensemble evaluates checkpoints) is written after the processes part, by one process
+    assert "report: run/report.html" in done.stdout and (tmp_path / "run" / "report.html").is_file()
     assert (tmp_path / "logs" / "process_1.log").is_file()
     assert "results in" not in (tmp_path / "logs" / "process_1.log").read_text()  # process 0 speaks
     info = pd.read_json(tmp_path / "run" / "run.json", typ="series")
