@@ -135,7 +135,8 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path, one_process)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "results in run" in done.stdout
     # the report (its ensemble evaluates checkpoints) is written after the processes part, by one process
-    assert "report: run/report.html" in done.stdout and (tmp_path / "run" / "report.html").is_file()
+    assert "report: run/report.html" in done.stdout
+    assert "2 × cpu (cpu), over 2 processes (jax.distributed)" in (tmp_path / "run" / "report.html").read_text()
     assert (tmp_path / "logs" / "process_1.log").is_file()
     assert "results in" not in (tmp_path / "logs" / "process_1.log").read_text()  # process 0 speaks
     info = pd.read_json(tmp_path / "run" / "run.json", typ="series")

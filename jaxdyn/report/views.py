@@ -82,8 +82,10 @@ def summary(d: ReportData) -> View:
             if len(later) else "")
     info = d.info
     if info:
+        processes = info.get("n_processes", 1)
         facts["device"] = (f"{info.get('n_devices', '?')} × {info.get('platform', '?')} "
-                           f"({info.get('device_kind', 'unknown kind')})")
+                           f"({info.get('device_kind', 'unknown kind')})"
+                           + (f", over {processes} processes (jax.distributed)" if processes > 1 else ""))
         facts["versions"] = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
     facts["grouped by"] = ", ".join(d.by) or "nothing: every member is one setting"
     facts["aggregate over seeds"] = AGGREGATES[d.aggregate]
