@@ -37,9 +37,16 @@ FAMILIES = {
 }
 
 
-def cohort_for(model: dict, k: int):
+# The default probes off: the norms probe adds per-layer update norms to every train step
+# (``step_metrics``); a study that turns them off trains with the bare step.
+NO_PROBES = {"norms": {"every": 0}, "activations": {"every": 0}}
+
+
+def cohort_for(model: dict, k: int, probes: bool = True):
+    """A cohort of ``k`` members of ``model`` (Adam at 1e-3, batch 100, MNIST-1D), with the
+    default probes (``probes``) or none."""
     cfg = load_config({"study": {"seeds": k}, "model": model, "optim": {"learning_rate": 1e-3},
-                       "train": {"batch_size": 100}})
+                       "train": {"batch_size": 100}, **({} if probes else {"probes": NO_PROBES})})
     (cohort,) = expand(cfg)
     return cohort
 

@@ -3,7 +3,10 @@
 For every model family of ``model_families.FAMILIES`` (MLP, CNN in both convolution
 forms, GRU, LSTM) at K = 8 and 32 members, this times, in interleaved best-of rounds:
   - jaxdyn: the real population chunk (``population.make_train_chunk``), as
-    ``model_families.population_runner`` builds it;
+    ``model_families.population_runner`` builds it, for a study with the default probes
+    turned off (what the minimal loop does: no per-step update norms);
+  - jaxdyn+probes: the same with the default probes on, whose norms probe adds each
+    layer's update norm and update/weight ratio to every train step (its step metrics);
   - minimal: the same flax model (``cohort.task().model``, same initial weights), Adam
     at the cohort's learning rate (optax), batch 100 drawn per step from the on-device
     MNIST-1D training set by ``jax.random`` under each member's own key, written by hand
@@ -12,10 +15,13 @@ forms, GRU, LSTM) at K = 8 and 32 members, this times, in interleaved best-of ro
   - the minimal loop plus ONE jaxdyn feature each, to say where the gap goes:
       metrics  loss and accuracy computed every step, averaged over the chunk and returned;
       guard    every step, ``isfinite(loss)`` and a finite check of the whole new state
-               (params and optimizer state), then a ``where`` keeping the old state if not;
-      penalty  the objective as jaxdyn writes it when everything is off: cross-entropy
-               against smoothed one-hot labels (per-member smoothing 0), plus an L1/L2
-               weight penalty (per-member 0), and per-member global-norm clipping (0 = off);
+               (params and optimizer state), then a ``where`` keeping the old state if not
+               (the per-step guard; jaxdyn now checks the state once per chunk and runs
+               this form only again for a chunk in which a member failed);
+      penalty  the objective as jaxdyn wrote it before it compiled these out when every
+               member's numbers are 0: cross-entropy against smoothed one-hot labels
+               (per-member smoothing 0), plus an L1/L2 weight penalty (per-member 0), and
+               per-member global-norm clipping (0 = off);
       inject   ``optax.inject_hyperparams(optax.adam)`` with each member's own learning
                rate, b1, b2 and eps written into the optimizer state every step;
     and ``all``: the four together (how much of the gap they explain jointly).
@@ -151,8 +157,10 @@ def main(argv=None):
     runners, work = {}, {}
     for name in args.families.split(","):
         for k in sizes:
-            cohort = cohort_for(FAMILIES[name], k)
+            cohort = cohort_for(FAMILIES[name], k, probes=False)
             runners[f"{name}_K{k}_jaxdyn"] = population_runner(cohort, data, mesh, args.chunk)
+            runners[f"{name}_K{k}_jaxdyn+probes"] = population_runner(cohort_for(FAMILIES[name], k), data, mesh,
+                                                                      args.chunk)
             for v in (variants if k in attribute else ["minimal"]):
                 runners[f"{name}_K{k}_{v}"] = minimal_runner(cohort, data, mesh, args.chunk, VARIANTS[v])
             work[(name, k)] = k * args.chunk
@@ -160,17 +168,20 @@ def main(argv=None):
     best = best_times(runners, args.rounds)
     rows = []
     for (name, k), steps in work.items():
-        rate = {v: steps / best[f"{name}_K{k}_{v}"] for v in ["jaxdyn", *variants] if f"{name}_K{k}_{v}" in best}
+        rate = {v: steps / best[f"{name}_K{k}_{v}"] for v in ["jaxdyn", "jaxdyn+probes", *variants]
+                if f"{name}_K{k}_{v}" in best}
         base = rate["minimal"]
         row = {"family": name, "members": k, "member_steps_per_s": rate,
                "best_seconds": {v: best[f"{name}_K{k}_{v}"] for v in rate},
                "jaxdyn_vs_minimal": rate["jaxdyn"] / base, "verdict": verdict(rate["jaxdyn"] / base),
+               "jaxdyn_default_probes_vs_minimal": rate["jaxdyn+probes"] / base,
                "attribution": {v: {"vs_minimal": rate[v] / base, "verdict": verdict(rate[v] / base)}
-                               for v in rate if v not in ("minimal", "jaxdyn")}}
+                               for v in rate if v not in ("minimal", "jaxdyn", "jaxdyn+probes")}}
         rows.append(row)
         parts = "  ".join(f"{v} {r['vs_minimal']:.2f}" for v, r in row["attribution"].items())
         print(f"{name:<11} K={k:3d}: minimal {base:8.0f} member-steps/s  jaxdyn/minimal "
-              f"{row['jaxdyn_vs_minimal']:.2f}  | {parts}", flush=True)
+              f"{row['jaxdyn_vs_minimal']:.2f} (default probes {row['jaxdyn_default_probes_vs_minimal']:.2f})  "
+              f"| {parts}", flush=True)
     dev = jax.devices()[0]
     result = {
         "benchmark": "step_overhead",

@@ -8,7 +8,9 @@ member separately, from the MNIST-1D training set held in memory as float32. For
 ``--sizes`` this times one chunk of ``--steps`` steps of every variant in interleaved
 best-of rounds (``timing.best_times``):
   - jaxdyn: the real population chunk, as ``model_families.population_runner`` builds it
-    (for ``cnn``, the convolution in jaxdyn's default form, ``conv_impl = "auto"``);
+    (for ``cnn``, the convolution in jaxdyn's default form, ``conv_impl = "auto"``), for a
+    study with the default probes off, since no other variant logs per-step update norms
+    (``step_overhead.py`` times them too);
   - jax_minimal: ``step_overhead.minimal_runner``, the same flax model written by hand as
     ``jit(shard_map(vmap(scan(step))))``, without guard or metrics;
   - torch_eager_loop: K ``nn.Module`` models, each with its own ``torch.optim.Adam``,
@@ -312,7 +314,7 @@ def main(argv=None):
     runners, checks = {}, {}
     for family in families:
         for k in sizes:
-            cohort = cohort_for(JAX_MODELS[family], k)
+            cohort = cohort_for(JAX_MODELS[family], k, probes=False)
             runners[f"{family}_K{k}_jaxdyn"] = population_runner(cohort, data, mesh, args.steps)
             runners[f"{family}_K{k}_jax_minimal"] = minimal_runner(cohort, data, mesh, args.steps)
             peers, checks[(family, k)] = torch_runners(family, k, args.steps, tx, ty)

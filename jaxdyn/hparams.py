@@ -71,3 +71,15 @@ def present(values) -> tuple[str, ...]:
     """The distinct names among a cohort's members' ``values``, in member order: the options its
     program compiles, and what each member's index counts into."""
     return tuple(dict.fromkeys(str(v) for v in values))
+
+
+def may_be_positive(config, members, name: str) -> bool:
+    """Whether member hyperparameter ``name`` (a bare name: ``"dropout"``) is above 0 for some member
+    of a cohort, now or later: a column of ``members`` (a DataFrame) above 0, or a number that PBT
+    explores or a replay sets in ``config``. Code that only a positive value needs (dropout masks,
+    a penalty, FedProx's pull) is compiled in only then; a later draw above 0 must find it there."""
+    if name in members and bool((members[name] > 0).any()):
+        return True
+    changed = [*(config.pbt.hparams if config.pbt is not None else ()),
+               *(key for key, _ in (config.replay.hparams if config.replay is not None else ()))]
+    return any(key.split(".")[-1] == name for key in changed)

@@ -1,6 +1,8 @@
 """Member hyperparameters beyond the optimizer: L1/L2, label smoothing, gradient clipping,
 initial scale. Each is checked against a closed form, and new values never recompile."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -97,6 +99,43 @@ def test_new_member_values_never_recompile(mesh, device_data):
         seeds, hp = member_arrays("adam", [0, 1], [0, 1], l1=values, l2=values[::-1], grad_clip=values,
                                   label_smoothing=[v / 4 for v in values], init_scale=[v + 1 for v in values])
         chunk(pop.init_population(task, seeds, hp, mesh), device_data)
+
+
+def test_penalty_and_clipping_left_out_at_zero_train_the_same(mesh, device_data):
+    """With every member's l1, l2 and grad_clip at 0 the task compiles the penalty and the clip out:
+    the same training as with them compiled in at 0 (the objective + 0, the gradients x 1), to float
+    rounding (XLA fuses the two programs differently: 3e-7 relative after 30 Adam steps); compiled in,
+    a member's l2 and clip do act, and the others train as with them left out."""
+    with_them = make_task("adam")
+    without = dataclasses.replace(with_them, penalty=False, clip=False)
+
+    def train(task, **hparams):
+        seeds, hp = member_arrays("adam", [0, 1, 2, 6], [3, 4, 5, 7], **hparams)
+        chunk = pop.make_train_chunk(task, 30, 10, 2, mesh)
+        return jax.tree.map(np.asarray, chunk(pop.init_population(task, seeds, hp, mesh), device_data))
+
+    chex.assert_trees_all_close(train(with_them), train(without), rtol=1e-5, atol=1e-7)
+    on = train(with_them, l2=[0.0, 0.5, 0.0, 0.0], grad_clip=[0.0, 0.0, 1e-3, 0.0])[0].params
+    off = train(without, l2=[0.0, 0.5, 0.0, 0.0], grad_clip=[0.0, 0.0, 1e-3, 0.0])[0].params
+    kernel = lambda params, i: params["hidden_0"]["kernel"][i]
+    np.testing.assert_allclose(kernel(on, 0), kernel(off, 0), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(kernel(on, 1), kernel(off, 1)) and not np.allclose(kernel(on, 2), kernel(off, 2))
+
+
+@pytest.mark.parametrize("extra, compiled", [
+    ({}, (False, False, False)),
+    ({"grid": {"loss.l2": [0.0, 1e-3], "train.grad_clip": [0.0, 1.0]}}, (True, True, False)),
+    ({"pbt": {"every": 2, "hparams": ["loss.l1", "model.dropout"], "explore": "resample",
+              "bounds": {"loss.l1": [0.0, 1e-3], "model.dropout": [0.0, 0.5]}}}, (True, False, True)),
+    ({"replay": {"steps": [10], "hparams": {"train.grad_clip": [1.0]}}}, (False, True, False)),
+])
+def test_code_for_a_number_is_compiled_in_when_any_member_may_use_it(extra, compiled):
+    """The penalty, the clip and dropout are compiled in when some member's number is above 0 now,
+    or may be later: PBT explores it, a replay sets it (a draw above 0 must find them there)."""
+    cfg = {"study": {"seeds": 2}, "model": {"hidden": [8]},
+           "train": {"steps": 20, "batch_size": 16, "chunk_steps": 10, "log_every": 10}, **extra}
+    task = expand(load_config(cfg))[0].task()
+    assert (task.penalty, task.clip, task.model.use_dropout) == compiled
 
 
 def test_member_axes_in_grid_and_table(tmp_path):

@@ -13,6 +13,7 @@ from jaxdyn.federated.chunk import Federation, FederatedTask
 from jaxdyn.federated.config import selected_per_round
 from jaxdyn.federated.partition import ClientExamples, partition, partition_table
 from jaxdyn.federated.round import ClientIds, server_optimizer
+from jaxdyn.hparams import may_be_positive
 
 
 def client_rows(rows: list[dict], clients: int, first_federation: int, local_steps: int) -> list[dict]:
@@ -81,8 +82,8 @@ def partition_frame(cohorts) -> pd.DataFrame:
 def federated_task(task, config, members: pd.DataFrame) -> FederatedTask:
     """The cohort's supervised ``task`` with its members as clients: the server's optimizer from
     ``[federated]``, and FedProx's term compiled in only when some member's ``prox_mu`` is above 0."""
-    proximal = bool((members.get("prox_mu", pd.Series([0.0])) > 0).any())
-    if bool((members.get("ema_decay", pd.Series([0.0])) > 0).any()):
+    proximal = may_be_positive(config, members, "prox_mu")
+    if may_be_positive(config, members, "ema_decay"):
         raise ConfigError("train.ema_decay > 0 with [federated]: a client's moving average would follow its own "
                           "local weights, not the global model's; jaxdyn does not average those yet, so remove "
                           "train.ema_decay")

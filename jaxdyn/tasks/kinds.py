@@ -13,7 +13,7 @@ import pandas as pd
 from jaxdyn import extension
 from jaxdyn.data import Augment, dataset_info, dataset_spec
 from jaxdyn.errors import ConfigError, closest
-from jaxdyn.hparams import present
+from jaxdyn.hparams import may_be_positive, present
 from jaxdyn.gan.kind import GAN
 from jaxdyn.losses import objective_name, user_loss
 from jaxdyn.models import build_model, model_spec
@@ -24,30 +24,30 @@ from jaxdyn.tasks.base import TaskKind, one_model, track_updates
 from jaxdyn.tasks.supervised import SupervisedTask
 
 
-def _uses(members: pd.DataFrame, name: str) -> bool:
-    return bool((members.get(name, pd.Series([0.0])) > 0).any())
-
-
 def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
     data = config.data
     info = dataset_info(data)
-    # Dropout, label noise and input noise are compiled in only when some member
-    # uses them, so the default path draws no masks.
+    # Dropout, label noise, input noise, weight averaging, the weight penalties and gradient
+    # clipping are compiled in only when some member uses them (or may: PBT, replay), so the
+    # default path draws no masks and makes no extra passes over the weights.
+    uses = partial(may_be_positive, config, members)
     return SupervisedTask(
         model=build_model(_with_member_choices(config, members), info.input_shape, info.n_out,
-                          _uses(members, "dropout"), vocab=info.vocab),
+                          uses("dropout"), vocab=info.vocab),
         optimizer=FAMILIES[config.optim.name],
         batch_size=config.train.batch_size,
         input_shape=info.input_shape,
         loss=objective_name(config.loss.name, info.regression),
         custom_loss=user_loss(config.loss.name) if extension.is_path(config.loss.name) else None,
         sample=dataset_spec(data.name).sample(data) if data.fresh else None,
-        ema=_uses(members, "ema_decay"),
+        ema=uses("ema_decay"),
         full_batch=config.train.full_batch,
-        label_noise=_uses(members, "label_noise"),
+        label_noise=uses("label_noise"),
+        penalty=uses("l1") or uses("l2"),
+        clip=uses("grad_clip"),
         n_classes=info.n_classes,
         target_shape=info.target_shape,
-        augment=Augment(data.shift, _uses(members, "noise_std"), data.crop, data.flip),
+        augment=Augment(data.shift, uses("noise_std"), data.crop, data.flip),
         track_updates=track_updates(config),
         # A constant schedule is no schedule: the default path stays as it was.
         schedule=None if config.optim.schedule == "constant" else partial(

@@ -66,6 +66,10 @@ class SupervisedTask:
     schedule: Callable | None = None  # (count, hparams) -> this member's learning rate; None: constant
     full_batch: bool = False  # every step on the whole training set, in order: gradient descent
     label_noise: bool = False  # compiled in only when some member's data.label_noise > 0
+    # The L1/L2 penalties and global-norm clipping: each compiled out when every member's numbers are
+    # 0 (an identity then: the objective + 0, the gradients x 1), saving passes over the weights.
+    penalty: bool = True
+    clip: bool = True
     n_classes: int = 10
     target_shape: tuple[int, ...] = ()
     augment: Augment = Augment()  # training batches only; empty (the default) compiles to nothing
@@ -153,7 +157,8 @@ class SupervisedTask:
             state.params, state.model_state, x, y, hp, rngs)
         if anchor is not None:
             grads = jax.tree.map(lambda g, w, a: g + hp["prox_mu"].astype(g.dtype) * (w - a), grads, state.params, anchor)
-        grads = _clip_global_norm(grads, hp["grad_clip"])
+        if self.clip:
+            grads = _clip_global_norm(grads, hp["grad_clip"])
         # The optimizer reads this member's numbers from state.hparams (copied into
         # inject_hyperparams' state); the placeholder values here only shape the init.
         numbers = {k: hp[k] for k in self.optimizer.defaults}
@@ -196,7 +201,7 @@ class SupervisedTask:
             fit = squared_error(self._outputs(logits), y)
         else:
             fit = LOSSES[self.loss](self._outputs(logits), y, hp["label_smoothing"])
-        return fit + weight_penalty(params, hp["l1"], hp["l2"])
+        return fit + weight_penalty(params, hp["l1"], hp["l2"]) if self.penalty else fit
 
     def probe_loss(self, params, state: MemberState, x, y, batch_stats: bool = True) -> jax.Array:
         """The training objective as probes see it: dropout off, the running statistics
