@@ -26,11 +26,11 @@ from jaxdyn.data import DataConfig
 from jaxdyn.errors import ConfigError, brief, closest
 from jaxdyn.fork_config import ForkConfig, fork_from_dict, fork_to_dict
 from jaxdyn.hparams import HParam
-from jaxdyn.logs import log
 from jaxdyn.models import MODELS, ModuleConfig, model_hparams
 from jaxdyn.models.user import declared_hparams
 from jaxdyn.optim import FAMILIES
 from jaxdyn.optim_config import OPTIM_FIELDS, OptimConfig
+from jaxdyn.overrides import apply_overrides, lay_over
 from jaxdyn.parsing import check_type, field_types, frozen, model_from_dict
 from jaxdyn.federated.config import FederatedConfig, federated_from_dict, federated_to_dict
 from jaxdyn.pbt.config import PBTConfig, ReplayConfig, pbt_from_dict, pbt_to_dict, replay_from_dict, replay_to_dict
@@ -328,98 +328,9 @@ def load_config(source=None, overrides=(), given=None) -> Config:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not a valid UTF-8 TOML file: {e}") from None
-    for section, table in (given or {}).items():
-        if section == "model":
-            raw["model"] = _handed_model(raw, table, written)
-        else:
-            current = raw.get(section, {})
-            raw[section] = {**(current if isinstance(current, Mapping) else {}), **table}
-            if section == "probes":
-                raw[section] = {k: {**(current.get(k, {}) if isinstance(current, Mapping) else {}), **v}
-                                if isinstance(v, Mapping) else v for k, v in raw[section].items()}
-    kind = raw.get("model", {}).get("kind", "mlp") if isinstance(raw.get("model"), Mapping) else None
-    typed = [_apply_override(raw, item) for item in overrides]
-    _switch_model_kind(raw, kind, {key.split(".", 1)[1] for key in typed if key.startswith("model.")})
+    lay_over(raw, given or {}, written)
+    apply_overrides(raw, overrides)
     return from_dict(raw)
-
-
-def _switch_model_kind(raw: dict, before, typed: set) -> None:
-    """After ``--set model.kind=...``: the old kind's fields that the new kind lacks and that were
-    not typed on the command line leave ``[model]``, with a one-line notice."""
-    table = raw.get("model")
-    if not isinstance(table, Mapping) or table.get("kind", "mlp") == before or table.get("kind") not in MODELS:
-        return
-    kind = table["kind"]
-    takes = set(field_types(MODELS[kind].config))
-    dropped = [k for k in table if k not in takes and k not in typed]
-    if dropped:
-        raw["model"] = {k: v for k, v in table.items() if k not in dropped}
-        log(f"model.kind = {kind!r}: left out {', '.join(dropped)} ({before!r} fields that {kind!r} does not take)")
-
-
-def _handed_model(raw: dict, table: dict, written: bool) -> dict:
-    """``[model]`` for a module handed to ``run``: the instance's table, less the fields a grid
-    varies (the grid sets them). A ``[model]`` the user wrote that says otherwise is refused
-    rather than silently replaced."""
-    gridded = {k.split(".", 1)[1] for k in raw.get("grid", {}) if k.startswith("model.")}
-    own = raw.get("model")
-    if written and isinstance(own, Mapping):
-        clash = {k: v for k, v in own.items() if table.get(k, None) != v and k not in gridded}
-        if clash:
-            raise ConfigError(f"model= gives the model, but the config's [model] also sets "
-                              f"{', '.join(f'{k} = {v!r}' for k, v in clash.items())}; remove [model] from the config "
-                              "(the module's own fields say it all), or set the fields on the module")
-    return {k: v for k, v in table.items() if k not in gridded}
-
-
-def _key_path(key: str, item: str) -> list[str]:
-    """The table path of a dotted ``--set`` key, read as TOML reads one (quotes allowed:
-    ``probes."mypkg.probes:margin".every``)."""
-    try:
-        tree = tomllib.loads(f"{key} = 0")
-    except tomllib.TOMLDecodeError:
-        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key; quote a part that holds dots or a "
-                          "colon: probes.\"mypkg.probes:margin\".every=2") from None
-    path = []
-    while isinstance(tree, dict):
-        (name, tree), = tree.items()
-        path.append(name)
-    return path
-
-
-def _apply_override(raw: dict, item: str) -> str:
-    """Apply one ``--set KEY=VALUE`` to the raw tables; returns the dotted key it set."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or "." not in key:
-        raise ConfigError(f"--set {item!r}: write section.key=value, e.g. optim.learning_rate=0.01")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()  # bare word: a string such as tanh
-    if key.startswith("grid."):  # an axis name is one key: grid.optim.learning_rate
-        section, name, path = "grid", key[len("grid."):], ["grid", key[len("grid."):]]
-    else:
-        path = _key_path(key, item)
-        section, name = path[0], ".".join(path[1:])
-    node = raw
-    for i, part in enumerate(path[:-1]):  # copy each table on the way: the source's stay untouched
-        table = node.get(part, {})
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])} is not a table")
-        node[part] = dict(table)
-        node = node[part]
-    node[path[-1]] = value
-    key = f"{section}.{name}"
-    # The override is the last word: a plain value replaces a grid axis over the
-    # same key, and a grid axis replaces a plain value.
-    if section == "grid" and "." in name:
-        axis_section, axis_name = name.split(".", 1)
-        if isinstance(raw.get(axis_section), Mapping) and axis_name in raw[axis_section]:
-            raw[axis_section] = {k: v for k, v in raw[axis_section].items() if k != axis_name}
-    elif isinstance(raw.get("grid"), Mapping) and key in raw["grid"]:
-        raw["grid"] = {k: v for k, v in raw["grid"].items() if k != key}
-    return key
 
 
 def to_dict(cfg: Config) -> dict:
