@@ -80,6 +80,13 @@ def may_be_positive(config, members, name: str) -> bool:
     a penalty, FedProx's pull) is compiled in only then; a later draw above 0 must find it there."""
     if name in members and bool((members[name] > 0).any()):
         return True
-    changed = [*(config.pbt.hparams if config.pbt is not None else ()),
-               *(key for key, _ in (config.replay.hparams if config.replay is not None else ()))]
-    return any(key.split(".")[-1] == name for key in changed)
+    return name in changed_later(config)
+
+
+def changed_later(config) -> dict[str, str]:
+    """The member hyperparameters ``config`` changes while a run goes on, by bare name: each
+    ``"section.name"`` that ``[pbt]`` explores (-> ``"pbt.hparams"``) or ``[replay]`` sets
+    (-> ``"replay.hparams"``)."""
+    changed = {key: "replay.hparams" for key, _ in (config.replay.hparams if config.replay is not None else ())}
+    changed.update({key: "pbt.hparams" for key in (config.pbt.hparams if config.pbt is not None else ())})
+    return {key.split(".")[-1]: f"{where} ({key})" for key, where in changed.items()}

@@ -149,6 +149,17 @@ def test_an_lstm_learns_a_short_adding_problem(tmp_path):
     ({"name": "teacher", "label_noise": 0.1}, {}, "data.label_noise = 0.1: needs one class label per example"),
     ({"name": "copy"}, {"grid": {"data.label_noise": [0.0, 0.2]}}, "data.label_noise = 0.2: needs one class label"),
     ({"name": "teacher"}, {"loss": {"label_smoothing": 0.1}}, "loss.label_smoothing = 0.1: needs class labels"),
+    # what PBT or a replay may set above 0 later is checked now
+    ({"name": "teacher"}, {"pbt": {"every": 2, "metric": "train_loss", "mode": "min", "hparams": ["data.label_noise"],
+                                   "explore": "resample", "bounds": {"data.label_noise": [0.0, 0.5]}}},
+     "pbt.hparams (data.label_noise) changes data.label_noise, which needs one class label per example"),
+    ({"name": "teacher"}, {"train": {"steps": 20, "chunk_steps": 10, "log_every": 10},
+                           "replay": {"steps": [10], "hparams": {"loss.label_smoothing": [0.1]}}},
+     "replay.hparams (loss.label_smoothing) changes loss.label_smoothing, which needs class labels"),
+    ({"name": "modular"}, {"pbt": {"every": 2, "metric": "train_loss", "mode": "min", "hparams": ["data.noise_std"],
+                                "explore": "resample", "bounds": {"data.noise_std": [0.0, 0.5]}}},
+     "pbt.hparams (data.noise_std) changes data.noise_std, which adds noise to the inputs, but data.name = 'modular' "
+     "gives token ids"),
 ])
 def test_bad_generated_data_settings(data, extra, message):
     from jaxdyn.config import load_config
