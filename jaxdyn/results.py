@@ -342,13 +342,23 @@ def print_summary(members: pd.DataFrame, console=None, metrics=None, metric: str
     if "cohort" in keys and table.cohort.nunique() == 1 and len(keys) > 1:
         keys.remove("cohort")  # one cohort: its number says nothing
     unit = "federations" if "federation" in members else "members"
-    for col in [*keys, unit, name, "diverged"]:
-        out.add_column(_wrapped(col), justify="right", overflow="fold")  # never cut with an ellipsis
+    rows = []
     for _, row in table.iterrows():
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         std = 0.0 if np.isnan(std) else std
-        out.add_row(*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
-                    str(int(row.members)), f"{mean:.4g} ± {std:.2g}", str(int(row.diverged)))
+        rows.append([*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
+                     str(int(row.members)), f"{mean:.4g} ± {std:.2g}", str(int(row.diverged))])
+    headers = [*keys, unit, name, "diverged"]
+    widths = [max((len(r[i]) for r in rows), default=1) for i in range(len(headers))]
+    # A value keeps its line (its width is the column's least) and a header wraps, when the values and
+    # the headers' lines fit the console (each column's padding and rule take 3 characters); else
+    # values fold too: never cut.
+    longest = [max(max(len(line) for line in _wrapped(h).split("\n")), w) for h, w in zip(headers, widths)]
+    fits = sum(w + 3 for w in longest) + 1 <= console.width
+    for col, width in zip(headers, widths):
+        out.add_column(_wrapped(col), justify="right", overflow="fold", min_width=width if fits else None)
+    for cells in rows:
+        out.add_row(*cells)
     console.print(out)
     lost = table[table.diverged == table.members]
     if len(lost):
@@ -359,11 +369,11 @@ def print_summary(members: pd.DataFrame, console=None, metrics=None, metric: str
 
 
 def _wrapped(name: str, width: int = 15) -> str:
-    """``name`` broken into lines of at most ``width`` characters after its underscores (a part
-    longer than that keeps its own line): ``d_learning_rate_multiplier`` -> ``d_learning_``,
-    ``rate_multiplier``."""
+    """``name`` broken into lines of at most ``width`` characters after its underscores and dots
+    (a part longer than that keeps its own line): ``d_learning_rate_multiplier`` -> ``d_learning_``,
+    ``rate_multiplier``; ``model.activation`` -> ``model.``, ``activation``."""
     lines = [""]
-    for part in name.replace("_", "_\n").split("\n"):
+    for part in name.replace("_", "_\n").replace(".", ".\n").split("\n"):
         if lines[-1] and len(lines[-1]) + len(part) > width:
             lines.append("")
         lines[-1] += part

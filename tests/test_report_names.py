@@ -128,3 +128,27 @@ def test_a_zero_at_step_0_keeps_a_log_colour_scale_and_draws_as_its_floor():
     np.testing.assert_array_equal(drawn[:, 0], [1.0, 1.0])
     assert np.isnan(drawn[1, 2])  # no value stays no value (grey)
     assert not isinstance(_norm(np.array([-1.0, 1.0, 100.0])), LogNorm)
+
+
+def test_end_of_run_values_keep_their_line_when_they_fit_and_are_never_cut():
+    """At 80 columns each "mean ± std" stays on one line (headers wrap after underscores and dots);
+    at 50, where the values cannot all keep their width, they fold but nothing is cut off."""
+    members = pd.DataFrame({"member": range(8), "cohort": [0] * 4 + [1] * 4,
+                            "model.activation": ["relu"] * 4 + ["tanh"] * 4, "init_seed": [0, 1] * 4,
+                            "data_seed": [0, 1] * 4, "dropout_seed": [0, 1] * 4,
+                            "learning_rate": [0.001, 0.001, 0.003, 0.003] * 2,
+                            "final_train_loss": [1.0] * 8, "final_test_loss": [2.0] * 8,
+                            "final_test_accuracy": [0.26, 0.35, 0.52, 0.61, 0.25, 0.39, 0.61, 0.81],
+                            "diverged_at": [-1] * 8})
+    cells = {f"{m:.4g} ± {s:.2g}" for m, s in members.groupby(["model.activation", "learning_rate"])
+             .final_test_accuracy.agg(["mean", "std"]).itertuples(index=False)}
+    for width in (80, 50):
+        out = io.StringIO()
+        print_summary(members, Console(file=out, width=width, force_terminal=False, color_system=None))
+        lines = out.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width and "…" not in out.getvalue()
+        row_ends = [line.rstrip().rsplit("│", 2)[-2].strip() for line in lines if line.rstrip().endswith("│")]
+        assert "0" in row_ends  # the last column (diverged) is there on every row: nothing cropped
+        if width == 80:
+            assert all(any(cell in line for line in lines) for cell in cells), out.getvalue()
+            assert any("model." in line for line in lines) and any("activation" in line for line in lines)
