@@ -83,10 +83,10 @@ def may_be_positive(config, members, name: str) -> bool:
     return name in changed_later(config)
 
 
-def changed_later(config) -> dict[str, str]:
-    """The member hyperparameters ``config`` changes while a run goes on, by bare name: each
-    ``"section.name"`` that ``[pbt]`` explores (-> ``"pbt.hparams"``) or ``[replay]`` sets
-    (-> ``"replay.hparams"``)."""
+def changed_later(config) -> dict[str, tuple[str, str]]:
+    """The member hyperparameters ``config`` changes while a run goes on, by bare name, each as
+    ``(where, "section.name")``: ``where`` is ``"pbt.hparams"`` (``[pbt]`` explores it) or
+    ``"replay.hparams"`` (``[replay]`` sets it)."""
     changed = {key: "replay.hparams" for key, _ in (config.replay.hparams if config.replay is not None else ())}
     changed.update({key: "pbt.hparams" for key in (config.pbt.hparams if config.pbt is not None else ())})
-    return {key.split(".")[-1]: f"{where} ({key})" for key, where in changed.items()}
+    return {key.split(".")[-1]: (where, key) for key, where in changed.items()}

@@ -205,8 +205,8 @@ class CheckedChunk:
     stays so under a step's arithmetic (``p + u``, running averages, ``max``), so a state
     finite at the end was finite all along, and with no member frozen the guard's ``where``
     selects every new state. Otherwise ``careful`` (the per-step guard) runs the chunk again
-    from the same state, compiled on first need. Measured (MLP 40-100-100-10, K = 8 / 32, CPU):
-    1.19 / 1.23x the member-steps/s of the per-step guard; no gain for the CNN, whose
+    from the same state, compiled on first need. Measured (MLP 40-100-100-10, K = 8 / 32, 2-core
+    CPU): 1.21 / 1.28x the member-steps/s of the per-step guard; 1.01-1.02x for the CNN, whose
     arithmetic dominates. It costs a copy of the state while a chunk runs (not donated).
     """
 

@@ -15,7 +15,7 @@ from jaxdyn.config import MAX_MEMBERS, Config, StudyConfig
 from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, check_token_inputs, dataset_info, dataset_spec
 from jaxdyn import extension
 from jaxdyn.errors import ConfigError, choice, closest
-from jaxdyn.hparams import changed_later
+from jaxdyn.hparams import changed_later, may_be_positive
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.losses import check_user_loss
 from jaxdyn.models import ModuleConfig, model_spec
@@ -167,9 +167,9 @@ def check_members(cfg: Config, members) -> None:
     if "noise_std" in members and (members["noise_std"] > 0).any():
         check_token_inputs(cfg.data, info, float(members["noise_std"][members["noise_std"] > 0].iloc[0]))
     if "noise_std" in later and info.vocab:
-        raise ConfigError(f"{later['noise_std']} changes data.noise_std, which adds noise to the inputs, but "
-                          f"data.name = {cfg.data.name!r} gives token ids as inputs; remove it from "
-                          f"{later['noise_std'].split()[0]}")
+        where, key = later["noise_std"]
+        raise ConfigError(f"{where} ({key}) changes data.noise_std, which adds noise to the inputs, but "
+                          f"data.name = {cfg.data.name!r} gives token ids as inputs; remove it from {where}")
     for name, why in (("label_noise", "one class label per example"), ("label_smoothing", "class labels")):
         ok = not info.regression and (name == "label_smoothing" or info.target_shape == ())
         section = "data" if name == "label_noise" else "loss"
@@ -178,10 +178,10 @@ def check_members(cfg: Config, members) -> None:
             raise ConfigError(f"{section}.{name} = {members[name][used].iloc[0]:g}: needs {why}, which "
                               f"data.name = {cfg.data.name!r} does not have; set it to 0")
         if name in later and not ok:
-            raise ConfigError(f"{later[name]} changes {section}.{name}, which needs {why}, which data.name = "
-                              f"{cfg.data.name!r} does not have; remove it from {later[name].split()[0]}")
-    smoothed = ("label_smoothing" in members and (members["label_smoothing"] > 0).any()) or "label_smoothing" in later
-    if extension.is_path(cfg.loss.name) and smoothed:
+            where, key = later[name]
+            raise ConfigError(f"{where} ({key}) changes {section}.{name}, which needs {why}, which data.name = "
+                              f"{cfg.data.name!r} does not have; remove it from {where}")
+    if extension.is_path(cfg.loss.name) and may_be_positive(cfg, members, "label_smoothing"):
         raise ConfigError(f"loss.label_smoothing applies to jaxdyn's classification losses, but loss.name = "
                           f"{cfg.loss.name!r} gets the raw targets; set it to 0 and leave it out of [pbt] and "
                           "[replay] (or smooth inside your loss)")

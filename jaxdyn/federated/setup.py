@@ -81,7 +81,8 @@ def partition_frame(cohorts) -> pd.DataFrame:
 
 def federated_task(task, config, members: pd.DataFrame) -> FederatedTask:
     """The cohort's supervised ``task`` with its members as clients: the server's optimizer from
-    ``[federated]``, and FedProx's term compiled in only when some member's ``prox_mu`` is above 0."""
+    ``[federated]``, and FedProx's term compiled in only when some member's ``prox_mu`` is above 0
+    or may be later (``hparams.may_be_positive``)."""
     proximal = may_be_positive(config, members, "prox_mu")
     if may_be_positive(config, members, "ema_decay"):
         raise ConfigError("train.ema_decay > 0 with [federated]: a client's moving average would follow its own "
