@@ -33,23 +33,28 @@ def weight_penalty(params, l1: jax.Array, l2: jax.Array) -> jax.Array:
     return l1 * abs_sum + 0.5 * l2 * sq_sum
 
 
-def _targets(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
-    """One-hot targets ``[B, C]`` smoothed by ``smoothing`` (Szegedy et al. 2016)."""
-    return optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+def _targets(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | None) -> jax.Array:
+    """One-hot targets ``[B, C]`` smoothed by ``smoothing`` (Szegedy et al. 2016); None: not smoothed."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1])
+    return onehot if smoothing is None else optax.smooth_labels(onehot, smoothing)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy against smoothed one-hot labels."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | None) -> jax.Array:
+    """Mean softmax cross-entropy against smoothed one-hot labels. ``smoothing`` None (no member
+    smooths): against the integer labels, with no one-hot ``[B, C]`` built (the same number up to
+    rounding: ``logsumexp - logit`` rather than ``-Σ onehot · log_softmax``)."""
+    if smoothing is None:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return optax.softmax_cross_entropy(logits, _targets(logits, labels, smoothing)).mean()
 
 
-def mse(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+def mse(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | None) -> jax.Array:
     """``½ · mean over examples of Σ_outputs (output − onehot)²``: the squared loss of the
     edge-of-stability papers (Cohen et al. 2021), whose sharpness this scaling fixes."""
     return 0.5 * jnp.square(logits - _targets(logits, labels, smoothing)).sum(-1).mean()
 
 
-def bce(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+def bce(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | None) -> jax.Array:
     """Sigmoid binary cross-entropy of every output against the one-hot target, summed over
     outputs and averaged over examples (each class a yes/no question)."""
     return optax.sigmoid_binary_cross_entropy(logits, _targets(logits, labels, smoothing)).sum(-1).mean()

@@ -3,6 +3,7 @@
 Each process here has one CPU device; the reference is one process with two, the same
 global devices and member layout, so the rows and the checkpoints must agree bit for bit."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -241,3 +242,36 @@ def test_a_folder_process_0_cannot_open_stops_every_process(tmp_path):
     assert [p.returncode for p in procs] == [ConfigError.exit_code] * 2, "\n".join(outs)
     assert "output folder run is not empty" in outs[0]
     assert "process 0 could not open the run folder: output folder run is not empty" in outs[1]
+
+
+@pytest.mark.parametrize("writer", [False, True])
+def test_a_process_that_cannot_see_the_run_folder_stops_every_process(tmp_path, monkeypatch, writer):
+    """The run folder must be on a filesystem every process sees (Orbax writes each process's
+    shards there). A follower that cannot find process 0's folder says so, and process 0, told
+    through the collective that some process missed it, refuses too: both name --out."""
+    from jaxdyn import distributed, processes
+    from jaxdyn.errors import ConfigError as Refused
+
+    run_dir = tmp_path / "on-process-0s-disk"
+    answers = []
+    monkeypatch.setattr(distributed, "count", lambda: 2)
+    monkeypatch.setattr(distributed, "index", lambda: 0 if writer else 1)
+    monkeypatch.setattr(distributed, "is_writer", lambda: writer)
+    monkeypatch.setattr(distributed, "writer_text", lambda text: text if writer else str(run_dir))
+    # the other process's answer: when this is the writer, the follower missed the folder
+    monkeypatch.setattr(distributed, "any_process", lambda flag: answers.append(flag) or True)
+    monkeypatch.setattr(distributed, "wait_for", lambda path, seconds=30.0: path.exists())
+    monkeypatch.setattr(distributed, "barrier", lambda name: pytest.fail("no barrier after a refusal"))
+
+    def open_folder():
+        run_dir.mkdir()
+        (run_dir / "run.json").write_text("{}")
+        return contextlib.nullcontext(run_dir)
+
+    with pytest.raises(Refused) as refused:
+        with processes.open_run(open_folder, lambda d: None):
+            pytest.fail("the run went on")
+    who = "another process" if writer else "process 1"
+    assert f"{who} cannot see the run folder {run_dir}" in str(refused.value)
+    assert "put --out on a filesystem every process shares" in str(refused.value)
+    assert answers == [not writer]  # the follower reports its miss; the writer sees its own folder

@@ -101,13 +101,15 @@ def test_new_member_values_never_recompile(mesh, device_data):
         chunk(pop.init_population(task, seeds, hp, mesh), device_data)
 
 
-def test_penalty_and_clipping_left_out_at_zero_train_the_same(mesh, device_data):
-    """With every member's l1, l2 and grad_clip at 0 the task compiles the penalty and the clip out:
-    the same training as with them compiled in at 0 (the objective + 0, the gradients x 1), to float
-    rounding (XLA fuses the two programs differently: 3e-7 relative after 30 Adam steps); compiled in,
-    a member's l2 and clip do act, and the others train as with them left out."""
+def test_penalty_clipping_and_smoothing_left_out_at_zero_train_the_same(mesh, device_data):
+    """With every member's l1, l2, grad_clip and label_smoothing at 0 the task compiles the penalty,
+    the clip and the smoothing out: the same training as with them compiled in at 0 (the objective
+    + 0, the gradients x 1, targets (1 - 0) one-hot + 0), to float rounding (XLA fuses the programs
+    differently, and the unsmoothed cross-entropy is ``logsumexp - logit``: 3e-7 relative after 30
+    Adam steps); compiled in, a member's l2, clip and smoothing do act, and the others train as
+    with them left out."""
     with_them = make_task("adam")
-    without = dataclasses.replace(with_them, penalty=False, clip=False)
+    without = dataclasses.replace(with_them, penalty=False, clip=False, smoothing=False)
 
     def train(task, **hparams):
         seeds, hp = member_arrays("adam", [0, 1, 2, 6], [3, 4, 5, 7], **hparams)
@@ -115,27 +117,31 @@ def test_penalty_and_clipping_left_out_at_zero_train_the_same(mesh, device_data)
         return jax.tree.map(np.asarray, chunk(pop.init_population(task, seeds, hp, mesh), device_data))
 
     chex.assert_trees_all_close(train(with_them), train(without), rtol=1e-5, atol=1e-7)
-    on = train(with_them, l2=[0.0, 0.5, 0.0, 0.0], grad_clip=[0.0, 0.0, 1e-3, 0.0])[0].params
-    off = train(without, l2=[0.0, 0.5, 0.0, 0.0], grad_clip=[0.0, 0.0, 1e-3, 0.0])[0].params
+    used = dict(l2=[0.0, 0.5, 0.0, 0.0], grad_clip=[0.0, 0.0, 1e-3, 0.0], label_smoothing=[0.0, 0.0, 0.0, 0.3])
+    on, off = train(with_them, **used)[0].params, train(without, **used)[0].params
     kernel = lambda params, i: params["hidden_0"]["kernel"][i]
     np.testing.assert_allclose(kernel(on, 0), kernel(off, 0), rtol=1e-5, atol=1e-7)
-    assert not np.allclose(kernel(on, 1), kernel(off, 1)) and not np.allclose(kernel(on, 2), kernel(off, 2))
+    for i in (1, 2, 3):
+        assert not np.allclose(kernel(on, i), kernel(off, i), rtol=1e-3), i
 
 
 @pytest.mark.parametrize("extra, compiled", [
-    ({}, (False, False, False)),
-    ({"grid": {"loss.l2": [0.0, 1e-3], "train.grad_clip": [0.0, 1.0]}}, (True, True, False)),
-    ({"pbt": {"every": 2, "hparams": ["loss.l1", "model.dropout"], "explore": "resample",
-              "bounds": {"loss.l1": [0.0, 1e-3], "model.dropout": [0.0, 0.5]}}}, (True, False, True)),
-    ({"replay": {"steps": [10], "hparams": {"train.grad_clip": [1.0]}}}, (False, True, False)),
+    ({}, (False, False, False, False)),
+    ({"grid": {"loss.l2": [0.0, 1e-3], "train.grad_clip": [0.0, 1.0]}}, (True, True, False, False)),
+    ({"grid": {"loss.label_smoothing": [0.0, 0.1]}}, (False, False, False, True)),
+    ({"pbt": {"every": 2, "hparams": ["loss.l1", "model.dropout", "loss.label_smoothing"], "explore": "resample",
+              "bounds": {"loss.l1": [0.0, 1e-3], "model.dropout": [0.0, 0.5], "loss.label_smoothing": [0.0, 0.2]}}},
+     (True, False, True, True)),
+    ({"replay": {"steps": [10], "hparams": {"train.grad_clip": [1.0]}}}, (False, True, False, False)),
 ])
 def test_code_for_a_number_is_compiled_in_when_any_member_may_use_it(extra, compiled):
-    """The penalty, the clip and dropout are compiled in when some member's number is above 0 now,
-    or may be later: PBT explores it, a replay sets it (a draw above 0 must find them there)."""
+    """The penalty, the clip, dropout and label smoothing are compiled in when some member's number
+    is above 0 now, or may be later: PBT explores it, a replay sets it (a draw above 0 must find
+    them there)."""
     cfg = {"study": {"seeds": 2}, "model": {"hidden": [8]},
            "train": {"steps": 20, "batch_size": 16, "chunk_steps": 10, "log_every": 10}, **extra}
     task = expand(load_config(cfg))[0].task()
-    assert (task.penalty, task.clip, task.model.use_dropout) == compiled
+    assert (task.penalty, task.clip, task.model.use_dropout, task.smoothing) == compiled
 
 
 def test_member_axes_in_grid_and_table(tmp_path):
@@ -177,6 +183,11 @@ def test_mse_and_bce_are_their_formulas():
     p = 1 / (1 + np.exp(-np.asarray(logits)))
     expected = -(onehot * np.log(p) + (1 - onehot) * np.log(1 - p)).sum(1).mean()
     np.testing.assert_allclose(bce(logits, y, 0.0), expected, rtol=1e-5)
+    for loss in (mse, bce):  # no smoothing (None, compiled out) is smoothing 0
+        np.testing.assert_allclose(loss(logits, y, None), loss(logits, y, 0.0), rtol=1e-7)
+    log_p = np.asarray(logits) - np.log(np.exp(np.asarray(logits)).sum(1, keepdims=True))
+    for smoothing in (None, 0.0):
+        np.testing.assert_allclose(cross_entropy(logits, y, smoothing), -(onehot * log_p).sum(1).mean(), rtol=1e-6)
     smoothed = (1 - 0.3) * onehot + 0.3 / 3
     np.testing.assert_allclose(mse(logits, y, 0.3), 0.5 * ((np.asarray(logits) - smoothed) ** 2).sum(1).mean(),
                                rtol=1e-6)

@@ -27,9 +27,9 @@ from jaxdyn.tasks.supervised import SupervisedTask
 def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
     data = config.data
     info = dataset_info(data)
-    # Dropout, label noise, input noise, weight averaging, the weight penalties and gradient
-    # clipping are compiled in only when some member uses them (or may: PBT, replay), so the
-    # default path draws no masks and makes no extra passes over the weights.
+    # Dropout, label noise, input noise, weight averaging, the weight penalties, gradient
+    # clipping and label smoothing are compiled in only when some member uses them (or may:
+    # PBT, replay), so the default path draws no masks and makes no extra passes over the weights.
     uses = partial(may_be_positive, config, members)
     return SupervisedTask(
         model=build_model(_with_member_choices(config, members), info.input_shape, info.n_out,
@@ -45,6 +45,7 @@ def supervised_task(config, members: pd.DataFrame) -> SupervisedTask:
         label_noise=uses("label_noise"),
         penalty=uses("l1") or uses("l2"),
         clip=uses("grad_clip"),
+        smoothing=uses("label_smoothing"),
         n_classes=info.n_classes,
         target_shape=info.target_shape,
         augment=Augment(data.shift, uses("noise_std"), data.crop, data.flip),

@@ -70,6 +70,9 @@ class SupervisedTask:
     # 0 (an identity then: the objective + 0, the gradients x 1), saving passes over the weights.
     penalty: bool = True
     clip: bool = True
+    # Label smoothing, compiled out likewise when no member smooths: the cross-entropy then reads the
+    # integer labels (no one-hot), the very expression of the ``loss`` metric, which XLA computes once.
+    smoothing: bool = True
     n_classes: int = 10
     target_shape: tuple[int, ...] = ()
     augment: Augment = Augment()  # training batches only; empty (the default) compiles to nothing
@@ -200,7 +203,7 @@ class SupervisedTask:
         elif not self.n_classes:
             fit = squared_error(self._outputs(logits), y)
         else:
-            fit = LOSSES[self.loss](self._outputs(logits), y, hp["label_smoothing"])
+            fit = LOSSES[self.loss](self._outputs(logits), y, hp["label_smoothing"] if self.smoothing else None)
         return fit + weight_penalty(params, hp["l1"], hp["l2"]) if self.penalty else fit
 
     def probe_loss(self, params, state: MemberState, x, y, batch_stats: bool = True) -> jax.Array:
