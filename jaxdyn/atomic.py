@@ -13,7 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdyn.errors import ConfigError
+
 SUFFIX = ".tmp"  # leftovers of a killed writer end so: a folder's owner may sweep them
+
+
+def check_writable(folder, what: str, fix: str) -> None:
+    """Raise ``ConfigError`` unless files can be made in ``folder``: a scratch folder is made and
+    removed at once in it, or, when it does not exist yet, in the nearest folder above it that
+    does (nothing is left behind). ``what`` names the folder in the message (``output folder
+    runs/a``, ``--out cmp``), ``fix`` says what to do."""
+    folder = Path(folder)
+    base = next((p for p in (folder, *folder.absolute().parents) if p.exists()), Path("."))
+    if not base.is_dir():
+        raise ConfigError(f"{what} is not writable ({base} is a file); {fix}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".jaxdyn-check-", dir=base))
+    except OSError as e:
+        raise ConfigError(f"{what} is not writable ({e.strerror or e}); {fix}") from None
 
 
 def write_atomic(path, write) -> None:

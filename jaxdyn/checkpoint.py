@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from jaxdyn import distributed
 from jaxdyn.atomic import write_atomic
-from jaxdyn.errors import RunError
+from jaxdyn.errors import RunError, causes
 
 
 def cohort_checkpoint_dir(run_dir, cohort_index: int) -> Path:
@@ -320,7 +320,7 @@ def _about_content(error: Exception) -> bool:
     The checkpoint folder itself was just found (``_verify``), so a file missing under it is
     the checkpoint's own loss.
     """
-    chain = _chain(error)
+    chain = causes(error)
     for e in chain:
         if isinstance(e, (MemoryError, PermissionError)) or any(t in str(e)[:2000] for t in _NOT_CONTENT_TEXT):
             return False
@@ -334,14 +334,6 @@ def _about_content(error: Exception) -> bool:
     return False
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    chain, e = [], error
-    while e is not None and len(chain) < 20:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    return chain
-
-
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
@@ -350,7 +342,7 @@ def _is_dir(path: Path) -> bool:
 
 
 def _innermost(error: BaseException) -> BaseException:
-    return _chain(error)[-1]
+    return causes(error)[-1]
 
 
 def _reason(error: BaseException) -> str:

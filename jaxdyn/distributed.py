@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxdyn.errors import ConfigError
+from jaxdyn.errors import ConfigError, causes
 from jaxdyn.logs import set_quiet
 
 DEFAULT_INIT_TIMEOUT = 300  # seconds; jax's own default
@@ -202,11 +202,7 @@ def is_lost_peer(error: BaseException) -> bool:
     coordination service reporting a task as unhealthy."""
     if jax.process_count() == 1:
         return False
-    chain, e = [], error
-    while e is not None and len(chain) < 20:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    return any(t in str(e)[:4000] for e in chain for t in _LOST_PEER_TEXT)
+    return any(t in str(e)[:4000] for e in causes(error) for t in _LOST_PEER_TEXT)
 
 
 _LOST_PEER_TEXT = ("Gloo", "Connection closed by peer", "Connection reset by peer", "heartbeat timeout",

@@ -63,6 +63,17 @@ def choice(where: str, value, options) -> None:
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")
 
 
+def causes(exc: BaseException | None, limit: int = 20) -> list[BaseException]:
+    """``exc`` and what it was raised from (``__cause__``, else ``__context__``), outermost first;
+    at most ``limit`` of them, each once (a cycle ends the walk)."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(chain) < limit:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True if ``exc`` or anything it was raised from is ENOSPC/EDQUOT.
 
@@ -70,12 +81,5 @@ def is_disk_full(exc: BaseException) -> bool:
     exception whose text carries the OS message, so the text is checked as well
     as ``errno``.
     """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(exc).lower() for text in _DISK_FULL_TEXT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+               or any(text in str(e).lower() for text in _DISK_FULL_TEXT) for e in causes(exc))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jaxdyn.atomic import check_writable
 from jaxdyn.results import load
 from jaxdyn.tables import FINAL_COLUMNS, MetricParts, extra_finals
 
@@ -128,6 +129,7 @@ def export_tensorboard(run_dir, out, progress: bool = True) -> list[Path]:
     Raises:
       FileNotFoundError: ``run_dir`` is not a run folder, or nothing is written yet.
       FileExistsError: ``out`` already holds an export (choose a new folder).
+      ConfigError: ``out`` cannot be written.
     """
     import logging
 
@@ -135,6 +137,7 @@ def export_tensorboard(run_dir, out, progress: bool = True) -> list[Path]:
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # a diverged member's NaN is its value
 
     run_dir, out = Path(run_dir), Path(out)
+    check_writable(out, f"export folder {out}", "give a folder you can write to")
     res = load(run_dir)
     taken = [p for p in (out.iterdir() if out.is_dir() else [])
              if p.name.startswith(("member_", "events.out.tfevents"))]

@@ -17,9 +17,34 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from jaxdyn import distributed
-from jaxdyn.errors import ConfigError, RunError
+from jaxdyn.errors import ConfigError, RunError, RunInUse
 
 _ERROR = "\0error\0"
+
+
+def check_first(check: Callable[[], None]) -> None:
+    """Run ``check`` (``rundir.check_new`` / ``check_existing``) in process 0, and raise its
+    error in every process: the run folder is refused before anything compiles."""
+    if distributed.count() == 1:
+        check()
+        return
+    if distributed.is_writer():
+        try:
+            check()
+        except (ConfigError, RunError) as e:
+            distributed.writer_text(f"{_ERROR}{type(e).__name__}\0{e}")
+            raise
+        distributed.writer_text("")
+    else:
+        _raise_writer_error(distributed.writer_text(None), "refused the run folder")
+
+
+def _raise_writer_error(text: str, what: str) -> None:
+    """Raise in a follower the error process 0 sent (``text``), if it sent one."""
+    if text.startswith(_ERROR):
+        kind, message = text[len(_ERROR):].split("\0", 1)
+        error = {"RunError": RunError, "RunInUse": RunInUse}.get(kind, ConfigError)
+        raise error(f"process 0 {what}: {message}")
 
 
 @contextlib.contextmanager
@@ -53,10 +78,7 @@ def open_run(open_folder: Callable[[], ContextManager[Path]], prepare: Callable[
             distributed.writer_text(str(Path(run_dir).absolute()))
         else:
             text = distributed.writer_text(None)
-            if text.startswith(_ERROR):
-                kind, message = text[len(_ERROR):].split("\0", 1)
-                error = RunError if kind == "RunError" else ConfigError
-                raise error(f"process 0 could not open the run folder: {message}")
+            _raise_writer_error(text, "could not open the run folder")
             run_dir = Path(text)
         tables = run_dir if distributed.is_writer() else _scratch(run_dir, stack)
         missing = tables is None

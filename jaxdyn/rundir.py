@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 from jaxdyn import distributed
-from jaxdyn.atomic import write_atomic
+from jaxdyn.atomic import check_writable, write_atomic
 from jaxdyn.axes import MEMBER_CHOICES
 from jaxdyn.checkpoint import committed_steps
 from jaxdyn.config import Config, load_config, to_toml
@@ -101,6 +101,41 @@ def open_new(out, study_name: str, config_toml: str, info: dict):
             raise ConfigError(f"cannot write to output folder {run_dir} ({e.strerror or e}); free space "
                               "or choose another --out folder") from None
         yield run_dir
+
+
+def check_new(out) -> None:
+    """What ``open_new`` would refuse, found without creating anything, so that a study fails
+    before it compiles: ``out`` is a file or lies under one, holds another run or anything
+    else, or is not writable (tried with a scratch folder in it, or in the nearest folder
+    above it that exists, removed at once). ``out`` None: a fresh folder under ``runs/``.
+
+    Raises:
+      ConfigError: the folder cannot be a new run's; the message names it and the fix.
+      RunInUse: a live process holds the folder.
+    """
+    run_dir = Path(out) if out is not None else Path("runs")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output folder {run_dir} is a file; choose a new --out folder")
+    if out is not None and run_dir.is_dir():
+        if (run_dir / LOCK_NAME).exists():
+            _Lock(run_dir / LOCK_NAME).release()  # RunInUse if a live process holds it
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            raise ConfigError(f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}")
+    check_writable(run_dir, f"output folder {run_dir}", "choose another --out folder")
+
+
+def check_existing(run_dir, info: dict) -> None:
+    """What ``open_existing`` would refuse (a folder in use, not writable, or one that cannot
+    continue bitwise under ``info``), found without changing it, before anything compiles.
+
+    Raises:
+      ConfigError, RunInUse: as ``open_existing``.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / LOCK_NAME).exists():
+        _Lock(run_dir / LOCK_NAME).release()
+    check_writable(run_dir, f"output folder {run_dir}", "make it writable to resume it")
+    _check_resume(run_dir, info, warn=False)
 
 
 @contextlib.contextmanager
@@ -242,8 +277,9 @@ def _locked(run_dir: Path, created: list[Path], fix: str):
         lock.release()
 
 
-def _check_resume(run_dir: Path, current: dict) -> None:
-    """Refuse a resume that cannot continue bitwise; warn when versions or XLA settings changed."""
+def _check_resume(run_dir: Path, current: dict, warn: bool = True) -> None:
+    """Refuse a resume that cannot continue bitwise; warn when versions or XLA settings changed
+    (``warn``: the check made before compiling stays quiet; the folder's opening says it)."""
     try:
         saved = json.loads((run_dir / "run.json").read_text())
         saved["n_devices"], saved["platform"], saved["versions"]
@@ -265,6 +301,8 @@ def _check_resume(run_dir: Path, current: dict) -> None:
             f"{current.get('n_processes', 1)}; resume with the same process count and devices per process "
             f"(jaxdyn run --resume {run_dir} --distributed --num-processes {processes}"
             + (", or without --distributed" if processes == 1 else "") + ")")
+    if not warn:
+        return
     changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
                if current["versions"].get(k) != v}
     if changed:

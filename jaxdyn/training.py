@@ -60,6 +60,11 @@ def train(config=None, *, overrides=(), out=None, resume=None, progress: bool = 
     cohorts = expand(cfg)
     # NaN or malformed data fails here, before any folder or compile.
     datasets = {d: load_dataset(d) for d in dict.fromkeys(c.config.data.source() for c in cohorts)}
+    # The run folder is refused here, before the memory check compiles the programs.
+    if resume is None:
+        processes.check_first(partial(rundir.check_new, out))
+    else:
+        processes.check_first(partial(rundir.check_existing, resume, rundir.run_info(cfg)))
     mesh = make_mesh()
     for cohort in cohorts:  # a probe of the user's that fails, fails here: shapes only, nothing compiles
         task = cohort.task()

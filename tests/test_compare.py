@@ -174,6 +174,11 @@ def test_the_cli_writes_one_comparison_report(runs, tmp_path, capsys):
     assert page.count("<h3>slow") == 1 and page.count("<h3>fast") == 1  # the summaries side by side
     assert main(["report", str(runs["slow"]), str(runs["fast"])]) == 2  # no --out: told to give one
     assert "--out" in capsys.readouterr().err
+    # a folder that cannot be written: said before anything is drawn, naming it (/proc refuses even root)
+    for bad, why in (("/proc/jaxdyn-cmp", "No such file or directory"), (str(out / "index.html"), "is a file")):
+        assert main(["report", *map(str, runs.values()), "--out", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"out = {bad} is not writable" in err and why in err and "give a folder you can write to" in err
 
 
 def test_a_run_from_before_init_was_per_member_takes_its_configs_scheme(runs, tmp_path):

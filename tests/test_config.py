@@ -27,7 +27,7 @@ def no_compile(monkeypatch):
 
     monkeypatch.setattr(population, "init_population", boom)
     monkeypatch.setattr(population, "make_train_chunk", boom)
-    monkeypatch.setattr(study, "check_memory", lambda cohorts, mesh=None: [])  # it compiles (test_memory.py)
+    monkeypatch.setattr(study, "check_memory", boom)  # it compiles the programs (test_memory.py)
 
 
 def with_(section, **values):
@@ -106,6 +106,39 @@ def test_non_empty_output_folder(tmp_path, no_compile):
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):
         jaxdyn.run(TINY, out=tmp_path, progress=False)
+
+
+def test_a_folder_in_use_is_refused_before_compiling(tmp_path, no_compile):
+    from jaxdyn import rundir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = rundir._Lock(out / rundir.LOCK_NAME)
+    try:
+        with pytest.raises(jaxdyn.RunInUse, match=f"{out} is in use by process {os.getpid()}"):
+            jaxdyn.run(TINY, out=out, progress=False)
+    finally:
+        holder.release()
+    assert [p.name for p in out.iterdir()] == [rundir.LOCK_NAME]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda info: {**info, "n_devices": info["n_devices"] + 1}, "it ran on {n} cpu device(s), this process has"),
+    (lambda info: {**info, "n_processes": 2}, "it ran as 2 process(es) and this run has 1"),
+    (lambda info: {"versions": {}}, "run.json is missing or damaged"),
+], ids=["devices", "processes", "damaged"])
+def test_a_resume_that_cannot_continue_is_refused_before_compiling(tmp_path, no_compile, damage, message):
+    import json
+
+    from jaxdyn import rundir
+
+    cfg = load_config(TINY)
+    info = damage(rundir.run_info(cfg))
+    (tmp_path / "config.toml").write_text(to_toml(cfg))
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError) as err:
+        jaxdyn.run(resume=tmp_path, progress=False)
+    assert message.format(n=info.get("n_devices")) in str(err.value)
 
 
 def test_nan_data_fails_before_run_folder(tmp_path, monkeypatch, no_compile):

@@ -173,6 +173,7 @@ def test_sigterm_then_resume_in_two_processes(tmp_path, one_process):
                            text=True, timeout=WAIT)
     assert alone.returncode == ConfigError.exit_code, alone.stdout + alone.stderr
     assert "ran as 2 process(es) and this run has 1" in alone.stderr
+    assert "memory:" not in alone.stderr  # refused before the memory check compiles anything
     assert "--num-processes 2" in alone.stderr
 
 
@@ -233,7 +234,8 @@ def test_cli_needs_distributed_for_its_options(tmp_path):
 
 
 def test_a_folder_process_0_cannot_open_stops_every_process(tmp_path):
-    """Process 0 refuses a non-empty --out; process 1 stops too, saying why, instead of waiting."""
+    """Process 0 refuses a non-empty --out before anything compiles; process 1 stops too, saying
+    why, instead of waiting."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("someone else's")
     port, study = _free_port(), _study(tmp_path)
@@ -241,7 +243,8 @@ def test_a_folder_process_0_cannot_open_stops_every_process(tmp_path):
     outs = _finish(procs)
     assert [p.returncode for p in procs] == [ConfigError.exit_code] * 2, "\n".join(outs)
     assert "output folder run is not empty" in outs[0]
-    assert "process 0 could not open the run folder: output folder run is not empty" in outs[1]
+    assert "process 0 refused the run folder: output folder run is not empty" in outs[1]
+    assert "memory:" not in outs[0]  # the memory check, which compiles the programs, never ran
 
 
 @pytest.mark.parametrize("writer", [False, True])

@@ -126,3 +126,5 @@ def test_a_second_export_into_the_same_folder_is_refused(export):
     (tb.parent / "only_root" / next(tb.glob("events.out.tfevents*")).name).touch()
     with pytest.raises(FileExistsError, match="export into a new folder"):
         export_tensorboard(run, tb.parent / "only_root", progress=False)
+    with pytest.raises(jaxdyn.ConfigError, match="export folder /proc/jaxdyn-tb is not writable"):
+        export_tensorboard(run, "/proc/jaxdyn-tb", progress=False)  # /proc refuses even root

@@ -17,7 +17,7 @@ import jaxdyn
 from jaxdyn import rundir
 from jaxdyn.checkpoint import cohort_checkpoint_dir, committed_steps, load_state
 from jaxdyn.cli import main
-from jaxdyn.errors import is_disk_full
+from jaxdyn.errors import causes, is_disk_full
 from jaxdyn.report import plot_curves
 from jaxdyn.tables import MetricParts
 
@@ -193,6 +193,9 @@ def test_disk_full_is_recognised_through_wrappers():
     assert is_disk_full(wrapped)
     assert is_disk_full(ValueError("RESOURCE_EXHAUSTED: Failed to write: No space left on device [os_error_code='28']"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    looped, inner = RuntimeError("outer"), OSError(errno.EACCES, "Permission denied")
+    looped.__context__, inner.__context__ = inner, looped  # a cycle (a handler re-raising what it caught)
+    assert causes(looped) == [looped, inner] and not is_disk_full(looped)
 
 
 def _toml(raw: dict) -> str:

@@ -236,3 +236,20 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(run, tmp_pat
         from jaxdyn.export import export_tensorboard
 
         export_tensorboard(run, tmp_path / "tb", progress=False)
+
+
+def test_a_run_folder_that_cannot_be_written_is_said_before_drawing(run, monkeypatch):
+    """The report is written into the run folder; a read-only one (a shared disk) is named with the
+    fix, not met as an OSError halfway through the drawing. Read-only for root too: mkdtemp fails."""
+    import errno
+
+    from jaxdyn import atomic
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic.tempfile, "mkdtemp", read_only)
+    with pytest.raises(jaxdyn.ConfigError) as refused:
+        write_report(run)
+    assert f"run folder {run} is not writable (Read-only file system)" in str(refused.value)
+    assert "copy the run folder somewhere writable" in str(refused.value)

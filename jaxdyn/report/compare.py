@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter
 
 from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.analysis import Results, compare
-from jaxdyn.atomic import write_atomic
+from jaxdyn.atomic import check_writable, write_atomic
 from jaxdyn.comparison import flat_config
 from jaxdyn.data import dataset_info
 from jaxdyn.errors import ConfigError, as_path
@@ -101,6 +101,7 @@ def write_comparison(runs, out, labels=None, aggregate: str = "mean_std", by=Non
     out = as_path(out, "out")
     if (out / "config.toml").exists():
         raise ConfigError(f"out = {out}: that is a run folder; give a new folder for the comparison report")
+    check_writable(out, f"out = {out}", "give a folder you can write to for the comparison report")
     res = compare(runs, labels=labels)
     keys = list(by) if by is not None else within_runs(res)
     missing = [k for k in keys if k not in res.members.columns]

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxdyn.report import attention_view, federated_view, lineage_view, probe_views, views
 from jaxdyn.report.data import load_report_data
-from jaxdyn.atomic import write_atomic
+from jaxdyn.atomic import check_writable, write_atomic
 
 VIEWS = {  # key: (title when it fails, the view)
     "summary": ("Summary", views.summary),
@@ -77,9 +77,12 @@ def write_report(run_dir, aggregate: str = "mean_std", by=None, progress=None) -
 
     Raises:
       FileNotFoundError: not a run folder, or nothing written yet.
+      ConfigError: the run folder is not writable.
       ValueError: a bad ``aggregate`` or ``by``.
     """
     data = load_report_data(run_dir, aggregate, by)
+    check_writable(data.run_dir, f"run folder {data.run_dir}", "the report is written into it: copy the run "
+                   "folder somewhere writable and report the copy")
     out_dir = data.run_dir / "report"
     out_dir.mkdir(exist_ok=True)
     report = Report(data.run_dir / "report.html")
