@@ -7,6 +7,7 @@ write their own temporary and the last rename wins whole; a kill or a full disk
 leaves the old file (or none), never a torn one.
 """
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,8 @@ def check_writable(folder, what: str, fix: str) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".jaxdyn-check-", dir=base))
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free space on that disk, or {fix}"
         raise ConfigError(f"{what} is not writable ({e.strerror or e}); {fix}") from None
 
 

@@ -31,7 +31,7 @@ def check_first(check: Callable[[], None]) -> None:
     if distributed.is_writer():
         try:
             check()
-        except (ConfigError, RunError) as e:
+        except Exception as e:  # whatever it is, the others must not wait for an answer that never comes
             distributed.writer_text(f"{_ERROR}{type(e).__name__}\0{e}")
             raise
         distributed.writer_text("")
@@ -43,8 +43,10 @@ def _raise_writer_error(text: str, what: str) -> None:
     """Raise in a follower the error process 0 sent (``text``), if it sent one."""
     if text.startswith(_ERROR):
         kind, message = text[len(_ERROR):].split("\0", 1)
-        error = {"RunError": RunError, "RunInUse": RunInUse}.get(kind, ConfigError)
-        raise error(f"process 0 {what}: {message}")
+        known = {"ConfigError": ConfigError, "RunError": RunError, "RunInUse": RunInUse}
+        if kind not in known:  # process 0 failed in its check itself: it prints the traceback
+            raise RunError(f"process 0 {what}: {kind}: {message}")
+        raise known[kind](f"process 0 {what}: {message}")
 
 
 @contextlib.contextmanager

@@ -114,14 +114,17 @@ def check_new(out) -> None:
       RunInUse: a live process holds the folder.
     """
     run_dir = Path(out) if out is not None else Path("runs")
+    fix = "choose another --out folder"
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output folder {run_dir} is a file; choose a new --out folder")
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ConfigError(f"output folder {run_dir} is a link to {os.readlink(run_dir)}, which does not exist; "
+                          f"create that folder, or {fix}")
     if out is not None and run_dir.is_dir():
-        if (run_dir / LOCK_NAME).exists():
-            _Lock(run_dir / LOCK_NAME).release()  # RunInUse if a live process holds it
+        _try_lock(run_dir, fix)
         if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             raise ConfigError(f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}")
-    check_writable(run_dir, f"output folder {run_dir}", "choose another --out folder")
+    check_writable(run_dir, f"output folder {run_dir}", fix)
 
 
 def check_existing(run_dir, info: dict) -> None:
@@ -132,10 +135,20 @@ def check_existing(run_dir, info: dict) -> None:
       ConfigError, RunInUse: as ``open_existing``.
     """
     run_dir = Path(run_dir)
-    if (run_dir / LOCK_NAME).exists():
-        _Lock(run_dir / LOCK_NAME).release()
+    _try_lock(run_dir, "make it writable to resume it")
     check_writable(run_dir, f"output folder {run_dir}", "make it writable to resume it")
     _check_resume(run_dir, info, warn=False)
+
+
+def _try_lock(run_dir: Path, fix: str) -> None:
+    """Take and release the folder's lock if it has one: ``RunInUse`` if a live process holds it,
+    ``ConfigError`` if the lock file cannot be opened for writing (a read-only disk, another user's)."""
+    if not (run_dir / LOCK_NAME).exists():
+        return
+    try:
+        _Lock(run_dir / LOCK_NAME).release()
+    except OSError as e:
+        raise ConfigError(f"output folder {run_dir} is not writable ({e.strerror or e}); {fix}") from None
 
 
 @contextlib.contextmanager

@@ -141,6 +141,37 @@ def test_a_resume_that_cannot_continue_is_refused_before_compiling(tmp_path, no_
     assert message.format(n=info.get("n_devices")) in str(err.value)
 
 
+def test_a_dangling_link_and_an_unopenable_lock_are_refused_before_compiling(tmp_path, no_compile):
+    import json
+
+    from jaxdyn import rundir
+
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=f"link to {tmp_path / 'nowhere'}, which does not exist; create that"):
+        jaxdyn.run(TINY, out=tmp_path / "link", progress=False)
+    run = tmp_path / "run"  # a lock that cannot be opened for writing (a read-only disk; here a folder)
+    (run / rundir.LOCK_NAME).mkdir(parents=True)
+    cfg = load_config(TINY)
+    (run / "config.toml").write_text(to_toml(cfg))
+    (run / "run.json").write_text(json.dumps(rundir.run_info(cfg)))
+    with pytest.raises(ConfigError, match=f"output folder {run} is not writable .*make it writable to resume it"):
+        jaxdyn.run(resume=run, progress=False)
+
+
+def test_a_full_disk_says_to_free_space(tmp_path, no_compile, monkeypatch):
+    import errno
+
+    from jaxdyn import atomic
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.tempfile, "mkdtemp", full)
+    with pytest.raises(ConfigError, match="not writable \\(No space left on device\\); free space on that disk, or "
+                                          "choose another --out folder"):
+        jaxdyn.run(TINY, out=tmp_path / "run", progress=False)
+
+
 def test_nan_data_fails_before_run_folder(tmp_path, monkeypatch, no_compile):
     def nan_data():
         x = np.zeros((4000, 40), np.float32)

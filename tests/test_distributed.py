@@ -278,3 +278,23 @@ def test_a_process_that_cannot_see_the_run_folder_stops_every_process(tmp_path, 
     assert f"{who} cannot see the run folder {run_dir}" in str(refused.value)
     assert "put --out on a filesystem every process shares" in str(refused.value)
     assert answers == [not writer]  # the follower reports its miss; the writer sees its own folder
+
+
+@pytest.mark.parametrize("sent, raised, text", [
+    ("ConfigError\0output folder run is not empty", ConfigError, "process 0 refused the run folder: output folder"),
+    ("RunInUse\0run is in use by process 7", "RunInUse", "process 0 refused the run folder: run is in use"),
+    ("PermissionError\0[Errno 13] denied", "RunError", "process 0 refused the run folder: PermissionError: "),
+])
+def test_a_follower_raises_what_process_0_met_in_its_folder_check(monkeypatch, sent, raised, text):
+    """Whatever process 0's check of the run folder raised, each follower raises it too (an error it
+    does not know as a RunError naming it), rather than waiting for an answer that never comes."""
+    import jaxdyn
+    from jaxdyn import distributed, processes
+
+    monkeypatch.setattr(distributed, "count", lambda: 2)
+    monkeypatch.setattr(distributed, "is_writer", lambda: False)
+    monkeypatch.setattr(distributed, "writer_text", lambda text: processes._ERROR + sent)
+    kind = getattr(jaxdyn, raised) if isinstance(raised, str) else raised
+    with pytest.raises(kind) as refused:
+        processes.check_first(lambda: pytest.fail("only process 0 checks"))
+    assert type(refused.value) is kind and str(refused.value).startswith(text)
