@@ -42,6 +42,11 @@ PLANS = {
     },
     "accelerator": {
         "population_throughput": (4, ["--sizes", "1,8,32,128,1024,4096", "--groups", "256,1024,all"]),
+        # second, and the MLP alone: is the gap to 200x a sequential loop at K = 1,024 jaxdyn's own
+        # overhead or the ceiling of a vmapped population of this model on the chip? The minimal
+        # hand-written population answers it (the 2026-11-30 GPU run spent its budget before this).
+        "step_overhead": (3, ["--families", "mlp", "--sizes", "8,1024", "--attribute-sizes", "1024",
+                              "--chunk", "500"]),
         "federated_scale": (3, ["--clients", "10,100,1000,10000", "--loop-clients", "1000"]),
         "conv_forms": (1, ["--members", "1024", "--steps", "20"]),
         "model_families": (4, ["--sizes", "8,1024"]),
@@ -49,7 +54,6 @@ PLANS = {
         "probe_overhead": (3, ["--members", "1024"]),
         "rnn_speed": (2, ["--members", "1024"]),
         "pbt_overhead": (2, []),
-        "step_overhead": (3, ["--sizes", "8,1024", "--attribute-sizes", "1024"]),
         "scaling": (2, ["--members", "4096", "--steps", "2000", "--chunk", "500"]),
         "torch_peers": (2, ["--sizes", "8,1024", "--families", "mlp,cnn"]),
     },
