@@ -82,18 +82,13 @@ def open_new(out, study_name: str, config_toml: str, info: dict):
       RunInUse: another process holds the folder.
     """
     run_dir = Path(out) if out is not None else _fresh_name(study_name)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"output folder {run_dir} is a file; choose a new --out folder")
+    # Checked again (the folder may have changed since the check before compiling), and before
+    # locking, so that no .lock is left in someone's folder.
+    check_new(run_dir)
     created = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
-    if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists() and any(run_dir.iterdir()):
-        raise ConfigError(  # checked before locking too, so that no .lock is left in someone's folder
-            f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}"
-        )
     with _locked(run_dir, created, fix="choose another --out folder"):
         if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-            raise ConfigError(
-                f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}"
-            )
+            raise _not_empty(run_dir)
         try:
             write_atomic(run_dir / "config.toml", lambda p: p.write_text(config_toml))
             write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(info, indent=2)))
@@ -123,8 +118,12 @@ def check_new(out) -> None:
     if out is not None and run_dir.is_dir():
         _try_lock(run_dir, fix)
         if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-            raise ConfigError(f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}")
+            raise _not_empty(run_dir)
     check_writable(run_dir, f"output folder {run_dir}", fix)
+
+
+def _not_empty(run_dir: Path) -> ConfigError:
+    return ConfigError(f"output folder {run_dir} is not empty; choose a new --out folder, or --resume {run_dir}")
 
 
 def check_existing(run_dir, info: dict) -> None:
@@ -137,7 +136,7 @@ def check_existing(run_dir, info: dict) -> None:
     run_dir = Path(run_dir)
     _try_lock(run_dir, "make it writable to resume it")
     check_writable(run_dir, f"output folder {run_dir}", "make it writable to resume it")
-    _check_resume(run_dir, info, warn=False)
+    _check_resume(run_dir, info)
 
 
 def _try_lock(run_dir: Path, fix: str) -> None:
@@ -161,7 +160,7 @@ def open_existing(run_dir, info: dict):
     """
     run_dir = Path(run_dir)
     with _locked(run_dir, [], fix="make it writable to resume it"):
-        _check_resume(run_dir, info)
+        _warn_changes(_check_resume(run_dir, info), info)
         yield run_dir
 
 
@@ -290,9 +289,8 @@ def _locked(run_dir: Path, created: list[Path], fix: str):
         lock.release()
 
 
-def _check_resume(run_dir: Path, current: dict, warn: bool = True) -> None:
-    """Refuse a resume that cannot continue bitwise; warn when versions or XLA settings changed
-    (``warn``: the check made before compiling stays quiet; the folder's opening says it)."""
+def _check_resume(run_dir: Path, current: dict) -> dict:
+    """Refuse a resume that cannot continue bitwise; return the saved ``run.json``."""
     try:
         saved = json.loads((run_dir / "run.json").read_text())
         saved["n_devices"], saved["platform"], saved["versions"]
@@ -314,8 +312,11 @@ def _check_resume(run_dir: Path, current: dict, warn: bool = True) -> None:
             f"{current.get('n_processes', 1)}; resume with the same process count and devices per process "
             f"(jaxdyn run --resume {run_dir} --distributed --num-processes {processes}"
             + (", or without --distributed" if processes == 1 else "") + ")")
-    if not warn:
-        return
+    return saved
+
+
+def _warn_changes(saved: dict, current: dict) -> None:
+    """Say when library versions or XLA settings differ from those a resumed run started with."""
     changed = {k: (v, current["versions"].get(k)) for k, v in saved["versions"].items()
                if current["versions"].get(k) != v}
     if changed:
