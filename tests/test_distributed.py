@@ -1,7 +1,8 @@
 """Several processes, one population (jax.distributed, CPU collectives through gloo).
 
-Each process here has one CPU device; the reference is one process with two, the same
-global devices and member layout, so the rows and the checkpoints must agree bit for bit."""
+Each process here has one CPU device (two in the federated test); the reference is one
+process with the same global devices and member layout, so the rows and the checkpoints must
+agree bit for bit."""
 
 import contextlib
 import os
@@ -144,6 +145,61 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path, one_process)
     assert info["n_processes"] == 2 and info["n_devices"] == 2
     assert not list(tmp_path.glob("run/parts/*process*"))
     _assert_same_run(one_process, tmp_path / "run")
+
+
+FEDERATED = """
+[study]
+name = "federated-processes"
+seeds = 1
+
+[data]
+name = "digits"
+
+[model]
+hidden = [16]
+
+[optim]
+name = "sgd"
+learning_rate = 0.05
+
+[train]
+steps = 40
+batch_size = 10
+chunk_steps = 20
+log_every = 10
+eval_every = 1
+
+[federated]
+clients = 12
+local_steps = 5
+client_fraction = 0.75
+partition = "dirichlet"
+"""
+
+
+def test_a_federation_across_processes_averages_as_one_process_does(tmp_path):
+    """2 processes of 2 devices each against one process of 4: the federation's 12 clients lie 3 on
+    each device, and the round's average adds the 4 devices' partial sums in the same order
+    whatever the layout (with ``psum``, whose order is the collective's, the rows differed in the
+    last bits from the second round on)."""
+    (tmp_path / "study.toml").write_text(FEDERATED)
+    alone = subprocess.run([sys.executable, "-m", "jaxdyn", "run", "study.toml", "--out", "one", "--no-progress",
+                            "--no-report"], cwd=tmp_path, env=_env(4), capture_output=True, text=True, timeout=WAIT)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "launch_local.sh"), "2", "study.toml", "--out", "two",
+                           "--no-progress", "--no-report"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(2, PYTHON=sys.executable, JAXDYN_LOG_DIR=str(tmp_path / "logs")), timeout=WAIT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    info = pd.read_json(tmp_path / "two" / "run.json", typ="series")
+    assert info["n_processes"] == 2 and info["n_devices"] == 4
+    members = pd.read_csv(tmp_path / "one" / "members.csv")
+    assert len(members) == 12 and (members.federation == 0).all()
+    for name in ("metrics.parquet", "members.csv", "partition.parquet"):
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        pd.testing.assert_frame_equal(read(tmp_path / "one" / name), read(tmp_path / "two" / name), check_exact=True,
+                                      obj=name)
+    for x, y in zip(jax.tree.leaves(load_state(tmp_path / "one", 0)), jax.tree.leaves(load_state(tmp_path / "two", 0))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_sigterm_then_resume_in_two_processes(tmp_path, one_process):

@@ -1,8 +1,8 @@
 """One FedAvg round's server side, as a pure function of the members on one device.
 
 Runs inside ``shard_map`` over the member axis (``population.AXIS``): every sum over a
-federation is a ``segment_sum`` over this device's members followed by a ``psum`` over
-the devices, so a federation may span devices, and a round needs no host. Leaves are
+federation is a ``segment_sum`` over this device's members, then a sum over the devices'
+partial sums, so a federation may span devices, and a round needs no host. Leaves are
 ``[n_local, ...]``; ``ids`` say which federation (0..F-1, F for a padding member) and
 which client each member is, and its weight in the average.
 """
@@ -64,8 +64,16 @@ def _per_member(w: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def federation_sum(x: jax.Array, federation: jax.Array, n_fed: int) -> jax.Array:
-    """Each member's federation's sum of ``x [n_local, ...]`` over all devices, ``[n_local, ...]``."""
-    total = lax.psum(jax.ops.segment_sum(x, federation, num_segments=n_fed + 1), AXIS)
+    """Each member's federation's sum of ``x [n_local, ...]`` over all devices, ``[n_local, ...]``.
+
+    The devices' partial sums are gathered (``[n_devices, F + 1, ...]`` on every device) and
+    added by one ``jnp.sum`` in device order, not by ``psum``: the order in which an all-reduce
+    adds depends on how the collective is carried out (within one process, or across processes
+    through gloo or NCCL), and floating-point addition is not associative, so with ``psum`` a
+    run as 2 processes of 2 devices differed from one process of 4 in the last bits. Gathered,
+    every layout of the same global devices adds in the same order, bitwise."""
+    partial = jax.ops.segment_sum(x, federation, num_segments=n_fed + 1)
+    total = jnp.sum(lax.all_gather(partial, AXIS), axis=0)
     return total[federation]
 
 
