@@ -17,7 +17,11 @@ every client taking part, and the server averages the clients' weights by exampl
 Both are timed best-of ``--repeats`` after a warm-up that compiles. Written as JSON under
 ``benchmarks/results/`` with the device.
 
-    python benchmarks/federated_scale.py [--clients 10,100,1000,10000] [--repeats 3]
+Partial participation (``--fractions``, default ``1.0,0.1``): jaxdyn is timed again
+with ``client_fraction`` C, where only the device's groups holding a sampled client compute; the
+loop's time at C is its full round scaled by m / K (m clients sampled: it steps only those).
+
+    python benchmarks/federated_scale.py [--clients 10,100,1000,10000] [--fractions 1.0,0.1] [--repeats 3]
 """
 
 import argparse
@@ -35,6 +39,7 @@ import optax
 from jaxdyn import population as pop
 from jaxdyn.config import load_config
 from jaxdyn.data import load_dataset
+from jaxdyn.federated.config import selected_per_round
 from jaxdyn.federated.setup import client_examples
 from jaxdyn.memory import member_state_bytes
 from jaxdyn.runner import CohortPrograms
@@ -44,13 +49,13 @@ from timing import environment, write_result  # noqa: E402  (benchmarks/timing.p
 E, BATCH, LR = 10, 10, 0.05
 
 
-def study(k: int, rounds_per_chunk: int, n_train: int) -> dict:
+def study(k: int, rounds_per_chunk: int, n_train: int, fraction: float = 1.0) -> dict:
     return {"study": {"seeds": 1}, "data": {"name": "mnist1d", "n_examples": n_train},
             "model": {"kind": "mlp", "hidden": [100, 100]}, "optim": {"name": "sgd", "learning_rate": LR},
             "train": {"batch_size": BATCH, "chunk_steps": E * rounds_per_chunk, "steps": E * rounds_per_chunk * 100,
                       "log_every": E, "eval_every": 1000},
             "probes": {"norms": {"every": 0}, "activations": {"every": 0}},
-            "federated": {"clients": k, "local_steps": E}}
+            "federated": {"clients": k, "local_steps": E, "client_fraction": fraction}}
 
 
 def jaxdyn_round(cohort, data, mesh, rounds_per_chunk: int, repeats: int) -> dict:
@@ -119,33 +124,42 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="10,100,1000,10000")
     parser.add_argument("--rounds-per-chunk", type=int, default=5)
+    parser.add_argument("--fractions", default="1.0,0.1", help="client_fraction values to time jaxdyn at")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-clients", type=int, default=1000,
                         help="the loop is timed on at most this many clients and scaled to K")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     mesh = pop.make_mesh()
+    fractions = [float(f) for f in args.fractions.split(",")]
     result = {"environment": environment(), "local_steps": E, "batch_size": BATCH, "learning_rate": LR,
-              "model": "MLP 40-100-100-10 (ReLU)", "partition": "iid", "client_fraction": 1.0, "results": []}
+              "model": "MLP 40-100-100-10 (ReLU)", "partition": "iid", "results": []}
     for k in map(int, args.clients.split(",")):
         n_train = max(4000, 2 * k)
-        (cohort,) = expand(load_config(study(k, args.rounds_per_chunk, n_train)))
-        data = load_dataset(cohort.config.data)
-        on_device = pop.replicate(data, mesh)
-        ours = jaxdyn_round(cohort, on_device, mesh, args.rounds_per_chunk, args.repeats)
-        examples = client_examples(cohort.config.data, cohort.config.federated)
-        weights = examples.count.astype(np.float32)
-        timed = min(k, args.loop_clients)
-        loop = loop_round(ours.pop("model"), ours.pop("params"), examples, weights, on_device, timed,
-                          1 if timed > 100 else args.repeats) * k / timed
-        row = {"clients": k, "n_train": n_train, **ours, "loop_seconds_per_round": loop, "loop_clients_timed": timed,
-               "jaxdyn_clients_per_second": k / ours["seconds_per_round"], "loop_clients_per_second": k / loop,
-               "speedup": loop / ours["seconds_per_round"]}
-        result["results"].append(row)
-        print(f"K = {k:>6}: jaxdyn {ours['seconds_per_round'] * 1e3:9.1f} ms/round "
-              f"({row['jaxdyn_clients_per_second']:9.0f} clients/s), loop {loop * 1e3:10.1f} ms/round "
-              f"({row['loop_clients_per_second']:7.0f} clients/s{'' if timed == k else f', timed on {timed}'}): "
-              f"{row['speedup']:.1f}x; state {ours['state_bytes_per_client'] / 1e3:.0f} kB per client")
+        loop = None
+        for fraction in fractions:
+            (cohort,) = expand(load_config(study(k, args.rounds_per_chunk, n_train, fraction)))
+            data = load_dataset(cohort.config.data)
+            on_device = pop.replicate(data, mesh)
+            ours = jaxdyn_round(cohort, on_device, mesh, args.rounds_per_chunk, args.repeats)
+            model, params = ours.pop("model"), ours.pop("params")
+            examples = client_examples(cohort.config.data, cohort.config.federated)
+            timed = min(k, args.loop_clients)
+            if loop is None:  # the loop's full round, once per K
+                weights = examples.count.astype(np.float32)
+                loop = loop_round(model, params, examples, weights, on_device, timed,
+                                  1 if timed > 100 else args.repeats) * k / timed
+            m = selected_per_round(cohort.config.federated)
+            loop_at = loop * m / k
+            row = {"clients": k, "client_fraction": fraction, "sampled": m, "n_train": n_train, **ours,
+                   "loop_seconds_per_round": loop_at, "loop_clients_timed": timed,
+                   "jaxdyn_clients_per_second": k / ours["seconds_per_round"], "loop_clients_per_second": k / loop_at,
+                   "speedup": loop_at / ours["seconds_per_round"]}
+            result["results"].append(row)
+            print(f"K = {k:>6}, C = {fraction:g} ({m} sampled): jaxdyn {ours['seconds_per_round'] * 1e3:9.1f} ms/round "
+                  f"({row['jaxdyn_clients_per_second']:9.0f} clients/s), loop {loop_at * 1e3:10.1f} ms/round "
+                  f"({row['loop_clients_per_second']:7.0f} clients/s{'' if timed == k else f', timed on {timed}'}): "
+                  f"{row['speedup']:.1f}x; state {ours['state_bytes_per_client'] / 1e3:.0f} kB per client")
     write_result(args.out, "federated_scale", result["environment"]["device"]["platform"], result)
     return result
 

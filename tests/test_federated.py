@@ -349,6 +349,30 @@ def test_a_diverging_federation_is_frozen_and_the_others_train_on_bitwise_unaffe
     jax.tree.map(np.testing.assert_array_equal, first("wild"), first("tame"))
 
 
+def test_a_client_left_out_of_a_round_takes_no_step_and_cannot_diverge_in_it(tmp_path):
+    """A linear model at learning rates 4 and 8 diverges, and 2 of 10 clients take part in each
+    round: a client diverges only in a round it took part in, so at most 2 of a federation in any
+    round (when every client computed its local steps and the left-out ones' were discarded, all
+    10 froze in the same round, 8 of them for steps they never took). The clients alive at the end
+    hold their federation's global model."""
+    cfg = _cfg({"steps": 40, "chunk_steps": 20, "batch_size": 10, "log_every": 5},
+               {"clients": 10, "local_steps": 5, "client_fraction": 0.2}, grid={"optim.learning_rate": [4.0, 8.0]})
+    cfg["model"], cfg["optim"] = {"hidden": [16], "activation": "identity"}, {"name": "sgd"}
+    res = jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    members = res.members
+    dead = members[members.diverged_at >= 0]
+    assert len(dead) >= 4 and set(dead.federation) == {0, 1}
+    per_round = dead.assign(round=dead.diverged_at // 5).groupby(["federation", "round"]).member.count()
+    assert per_round.max() <= 2, per_round
+    alive = members[members.diverged_at < 0]
+    assert len(alive) >= 2 and set(alive.federation) == {0, 1}
+    params = load_state(tmp_path / "run")["params"]
+    for _, clients in alive.groupby("federation"):
+        first, *rest = clients.member
+        for other in rest:
+            jax.tree.map(lambda a: np.testing.assert_array_equal(np.asarray(a)[other], np.asarray(a)[first]), params)
+
+
 def test_the_summary_counts_federations():
     from jaxdyn.results import summarize
 

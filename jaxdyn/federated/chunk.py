@@ -118,6 +118,41 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
         return lax.scan(lambda s, _: step(s, (data, examples, anchor)), state, None, length=E)
 
     group_round = jax.vmap(member_round, in_axes=(0, 0, None, None))
+    everyone = fed.per_round >= fed.clients
+
+    def local_steps(state, extra, taking, data, order):
+        """The round's local steps of the members taking part. With every client taking part, every
+        member steps (padding too: it is discarded). Otherwise the members taking part are moved to
+        the front of this device's groups (``where`` they are within their group does not change
+        their bits: ``test_member_independent_of_position_and_neighbours``) and only the groups
+        holding one of them compute; a member left out keeps its state (steps it took in a group
+        that stepped are undone), so it cannot diverge in a round it had no part in, and only its
+        step counter moves on (by E, as a stepping member's)."""
+        n_local = taking.shape[0]
+        size = min(group_size, n_local)
+        split = lambda x: x.reshape(n_local // size, size, *x.shape[1:])
+        merge = lambda x: x.reshape(n_local, *x.shape[2:])
+        step_group = lambda a: group_round(a[0], a[1], data, order)
+        if everyone and size == n_local:
+            return step_group((state, extra))
+        if everyone:
+            return jax.tree.map(merge, lax.map(step_group, jax.tree.map(split, (state, extra))))
+        shape = jax.eval_shape(step_group, jax.tree.map(lambda x: x[:size], (state, extra)))[1]
+        idle = lambda a: (a[0]._replace(step=a[0].step + E),
+                          jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), shape))
+        if size == n_local:  # one group: it steps if anyone takes part
+            new, metrics = lax.cond(jnp.any(taking), step_group, idle, (state, extra))
+        else:
+            front = jnp.argsort(~taking, stable=True)  # members taking part first, each part in member order
+            back = jnp.argsort(front)
+            busy = (jnp.sum(taking) + size - 1) // size  # groups holding a member taking part
+            groups = jax.tree.map(lambda x: split(x[front]), (state, extra))
+            new, metrics = lax.map(lambda ga: lax.cond(ga[0] < busy, step_group, idle, ga[1]),
+                                   (jnp.arange(n_local // size), groups))
+            new, metrics = jax.tree.map(lambda x: merge(x)[back], (new, metrics))
+        # a member left out but in a group that stepped: its steps are undone (alive and diverged_at too)
+        kept = jax.tree.map(lambda n, o: jnp.where(pop_mask(taking, n), n, o), new, state)
+        return kept._replace(step=new.step), metrics
 
     def device_chunk(state, ids, data, order, start, count):
         n_local = ids.federation.shape[0]
@@ -128,14 +163,7 @@ def make_federated_chunk(task: FederatedTask, chunk_steps: int, log_every: int, 
             round_index = state.step[0] // E
             taking = selected(ids, fed.root, round_index, fed.n_fed, fed.clients, fed.per_round)
             anchor, start_opt = state.params, state.opt_state.client
-            if group_size >= n_local:
-                state, metrics = group_round(state, extra, data, order)
-            else:
-                split = lambda x: x.reshape(n_local // group_size, group_size, *x.shape[1:])
-                merge = lambda x: x.reshape(n_local, *x.shape[2:])
-                state, metrics = lax.map(lambda a: group_round(a[0], a[1], data, order),
-                                         jax.tree.map(split, (state, extra)))
-                state, metrics = jax.tree.map(merge, state), jax.tree.map(merge, metrics)
+            state, metrics = local_steps(state, extra, taking, data, order)
             metrics = jax.tree.map(lambda m: jnp.where(pop_mask(taking, m), m, jnp.nan), metrics)
             shape = jax.eval_shape(own, state, extra, data, order)
             local = lax.cond(r == rounds - 1, lambda s: own(s, extra, data, order),

@@ -63,8 +63,8 @@ def _per_member(w: jax.Array, x: jax.Array) -> jax.Array:
     return w.reshape(w.shape + (1,) * (x.ndim - 1))
 
 
-def federation_sum(x: jax.Array, federation: jax.Array, n_fed: int) -> jax.Array:
-    """Each member's federation's sum of ``x [n_local, ...]`` over all devices, ``[n_local, ...]``.
+def federation_total(x: jax.Array, federation: jax.Array, n_fed: int) -> jax.Array:
+    """Each federation's sum of ``x [n_local, ...]`` over all devices, ``[F + 1, ...]`` (row F: padding).
 
     The devices' partial sums are gathered (``[n_devices, F + 1, ...]`` on every device) and
     added by one ``jnp.sum`` in device order, not by ``psum``: the order in which an all-reduce
@@ -73,8 +73,13 @@ def federation_sum(x: jax.Array, federation: jax.Array, n_fed: int) -> jax.Array
     run as 2 processes of 2 devices differed from one process of 4 in the last bits. Gathered,
     every layout of the same global devices adds in the same order, bitwise."""
     partial = jax.ops.segment_sum(x, federation, num_segments=n_fed + 1)
-    total = jnp.sum(lax.all_gather(partial, AXIS), axis=0)
-    return total[federation]
+    return jnp.sum(lax.all_gather(partial, AXIS), axis=0)
+
+
+def federation_sum(x: jax.Array, federation: jax.Array, n_fed: int) -> jax.Array:
+    """Each member's federation's sum of ``x [n_local, ...]`` over all devices, ``[n_local, ...]``
+    (``federation_total`` handed to each member)."""
+    return federation_total(x, federation, n_fed)[federation]
 
 
 def weighted_mean(tree, w: jax.Array, federation: jax.Array, n_fed: int):
@@ -105,16 +110,17 @@ def update_cosine(updates, taking: jax.Array, federation: jax.Array, n_fed: int)
     """The mean cosine over pairs of distinct clients that took part (``taking``) between their
     updates, per layer and whole, per member's federation: with unit updates û_k and n of them,
     the mean over pairs k != l of û_k · û_l is ``(||sum_k û_k||^2 - n) / (n (n - 1))``. NaN when
-    fewer than two took part."""
+    fewer than two took part. The sums and their norms are taken per federation (``[F + 1, ...]``)
+    and only the F + 1 values handed to the members."""
     n = federation_sum(taking.astype(jnp.float32), federation, n_fed)
     norms = _layer_norms(updates)
     out = {}
     for layer in norms:
         sub = updates if layer == "" else {layer: updates[layer]}
         inv = jnp.where(taking & (norms[layer] > 0), 1.0 / jnp.where(norms[layer] > 0, norms[layer], 1.0), 0.0)
-        summed = jax.tree.map(lambda u: federation_sum(_per_member(inv, u).astype(u.dtype) * u, federation, n_fed),
+        summed = jax.tree.map(lambda u: federation_total(_per_member(inv, u).astype(u.dtype) * u, federation, n_fed),
                               sub)
-        square = _layer_norms(summed)[""] ** 2
+        square = (_layer_norms(summed)[""] ** 2)[federation]
         out[layer] = jnp.where(n >= 2, (square - n) / jnp.where(n >= 2, n * (n - 1), 1.0), jnp.nan)
     return out
 
