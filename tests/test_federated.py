@@ -176,6 +176,35 @@ def test_one_round_of_one_local_step_is_large_batch_sgd_on_the_union(tmp_path):
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6), member.variables["params"], want)
 
 
+def test_two_rounds_with_half_the_clients_sampled_are_fedavg_over_those_clients(tmp_path):
+    """C = 0.5 of 4 clients, E = 1: each round, the sampled clients (the first 2 of the round's
+    permutation, from the documented key) take one SGD step from the global model and the server
+    averages them by example count; the clients left out add nothing, and every client ends on
+    the global model. The reference is plain jax over the sampled clients only."""
+    cfg = _cfg({"steps": 2, "chunk_steps": 2, "batch_size": 8}, {"clients": 4, "local_steps": 1, "client_fraction": 0.5,
+                                                                  "partition": "dirichlet", "alpha": 0.5})
+    w = _start_params(tmp_path, cfg)
+    jaxdyn.run(cfg, out=tmp_path / "run", progress=False, summary=False)
+    data = load_dataset("mnist1d", n_train=400)
+    examples = client_examples(load_config(cfg).data, load_config(cfg).federated)
+    model = jaxdyn.extract_member(tmp_path / "run", 0).model
+    root = jax.random.fold_in(jax.random.PRNGKey(0), 0)  # federated.seed 0, cohort 0
+    for step in range(2):
+        sampled = np.asarray(jax.random.permutation(jax.random.fold_in(key(root, Stream.CLIENTS, step), 0), 4))[:2]
+        total, weight = None, 0.0
+        for c in sampled:  # client c of seed 0 draws with data seed c
+            idx = _batch(examples.order, examples.start[c], examples.count[c], int(c), step, 8)
+            g = jax.grad(_ce, argnums=1)(model, w, data.x_train[idx], data.y_train[idx])
+            n = float(examples.count[c])
+            local = jax.tree.map(lambda a, b: n * (a - 0.1 * b), w, g)
+            total = local if total is None else jax.tree.map(np.add, total, local)
+            weight += n
+        w = jax.tree.map(lambda t: t / weight, total)
+    for member in range(4):
+        got = jaxdyn.extract_member(tmp_path / "run", member).variables["params"]
+        jax.tree.map(lambda g, v: np.testing.assert_allclose(g, v, rtol=1e-5, atol=1e-6), got, w)
+
+
 def test_fedprox_pulls_each_local_step_towards_the_round_start(tmp_path):
     """One client, E = 2: w1 = w0 - lr g(w0), w2 = w1 - lr (g(w1) + mu (w1 - w0)) (Li et al. 2020)."""
     cfg = _cfg({"steps": 2, "chunk_steps": 2, "batch_size": 8},
