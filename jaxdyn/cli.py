@@ -17,6 +17,7 @@ from jaxdyn.aggregate import AGGREGATES
 from jaxdyn.config import load_config
 from jaxdyn.axes import COHORT_AXES, MEMBER_HPARAMS
 from jaxdyn.data import COMMON_FIELDS, DATASETS, dataset_info
+from jaxdyn.errors import debug_enabled
 from jaxdyn.export import export_tensorboard
 from jaxdyn.losses import LOSSES
 from jaxdyn.models import ACTIVATIONS, INITIALIZERS, MODELS
@@ -135,11 +136,6 @@ def _list() -> None:
           "  [loss] name = \"pkg.mod:function\"    (outputs [B, n_out], targets [B, ...]) -> [B]\n"
           "  [probes.\"pkg.mod:function\"]         ProbeContext -> {metric: scalar or {layer: scalar}}\n"
           "  [task] kind = \"pkg.mod:NAME\"        a jaxdyn.TaskKind building a jaxdyn.Task (init, step, evaluate)")
-
-
-def debug_enabled() -> bool:
-    """``JAXDYN_DEBUG=1`` (or any value but empty/0): print full tracebacks and library logs."""
-    return os.environ.get("JAXDYN_DEBUG", "") not in ("", "0")
 
 
 def _quiet_libraries() -> None:

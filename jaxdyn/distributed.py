@@ -19,6 +19,7 @@ heartbeat timeout (``--heartbeat-timeout``), whichever comes first.
 """
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -72,14 +73,38 @@ class Settings:
         for name, value in (("--init-timeout", init), ("--heartbeat-timeout", beat)):
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} {value}: give seconds, more than 0")
-        if coordinator is not None and ":" not in coordinator:
-            raise ConfigError(f"--coordinator {coordinator!r}: give host:port of process 0, e.g. 10.0.0.1:12345")
+        if coordinator is not None:
+            check_coordinator(coordinator, "--coordinator" if self.coordinator else "JAX_COORDINATOR_ADDRESS")
         given = [x is not None for x in (coordinator, n, i)]
         if any(given) and not all(given):
             raise ConfigError("--distributed: give all of --coordinator, --num-processes and --process-id (or "
                               "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or none of them "
                               "under SLURM or on a TPU pod, where jax detects them")
         return Settings(coordinator, n, i, init or DEFAULT_INIT_TIMEOUT, beat or DEFAULT_HEARTBEAT_TIMEOUT)
+
+
+def check_coordinator(address: str, name: str = "--coordinator") -> None:
+    """Refuse a coordinator address that is not ``host:port`` with a port of 1 to 65535 and a host
+    this machine can resolve (``[v6 address]:port`` for IPv6): jax hands it to gRPC, which
+    crashes the process (a segfault) on a port that is not a number, and waits out
+    ``--init-timeout`` on one out of range (``ConfigError``)."""
+    given = f"{name} {address!r}"
+    example = "give host:port of process 0, e.g. 10.0.0.1:12345"
+    host, sep, port = address.rpartition(":")
+    if "://" in address:
+        raise ConfigError(f"{given}: {example}, without a scheme such as http://")
+    if not sep or not host:
+        raise ConfigError(f"{given}: {example}")
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{given}: the port {port!r} is not a number from 1 to 65535; {example}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in host and bare == host:
+        raise ConfigError(f"{given}: write an IPv6 host in brackets, e.g. [::1]:{port}")
+    try:
+        socket.getaddrinfo(bare, int(port))
+    except (OSError, UnicodeError) as e:
+        raise ConfigError(f"{given}: this machine cannot resolve the host {bare!r} "
+                          f"({getattr(e, 'strerror', None) or e}); give process 0's address or hostname") from None
 
 
 def _env_int(name: str, minimum: int) -> int | None:

@@ -13,6 +13,11 @@ from pathlib import Path
 BRIEF = 60  # characters of a value's repr that a message shows
 
 
+def debug_enabled() -> bool:
+    """``JAXDYN_DEBUG=1`` (or any value but empty/0): print full tracebacks and library logs."""
+    return os.environ.get("JAXDYN_DEBUG", "") not in ("", "0")
+
+
 def brief(value) -> str:
     """A value as a message shows it: an array as its kind, dtype and shape, anything else as its
     repr cut to ``BRIEF`` characters (a value passed in the wrong place can be megabytes)."""

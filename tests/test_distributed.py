@@ -261,6 +261,13 @@ def test_a_process_that_never_starts_ends_the_others(tmp_path):
     (Settings("127.0.0.1:1234", 2, 2), "--process-id 2: give this process's index, 0 to 1"),
     (Settings("127.0.0.1:1234", 0, 0), "--num-processes 0"),
     (Settings("localhost", 2, 0), "give host:port"),
+    # each of these crashed the process inside gRPC (port not a number) or waited out the timeout
+    (Settings("127.0.0.1:abc", 2, 0), "the port 'abc' is not a number from 1 to 65535"),
+    (Settings("127.0.0.1:99999", 2, 0), "the port '99999' is not a number from 1 to 65535"),
+    (Settings("http://127.0.0.1:1234", 2, 0), "without a scheme such as http://"),
+    (Settings(":1234", 2, 0), "--coordinator ':1234': give host:port"),
+    (Settings("::1:1234", 2, 0), r"write an IPv6 host in brackets, e.g. \[::1\]:1234"),
+    (Settings("no-such-host.invalid:1234", 2, 0), "cannot resolve the host 'no-such-host.invalid'"),
     (Settings("127.0.0.1:1234", 2, None), "give all of --coordinator, --num-processes and --process-id"),
     (Settings("127.0.0.1:1234", 2, 0, init_timeout=0), "--init-timeout 0: give seconds"),
 ])
@@ -278,6 +285,10 @@ def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("JAXDYN_INIT_TIMEOUT", "60")
     s = Settings().resolved()
     assert (s.coordinator, s.num_processes, s.process_id, s.init_timeout) == ("10.0.0.1:5000", 4, 3, 60)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:port")
+    with pytest.raises(ConfigError, match="JAX_COORDINATOR_ADDRESS '10.0.0.1:port': the port 'port'"):
+        Settings().resolved()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:5000")
     monkeypatch.setenv("JAX_PROCESS_ID", "four")
     with pytest.raises(ConfigError, match="JAX_PROCESS_ID='four'"):
         Settings().resolved()

@@ -146,6 +146,15 @@ def test_the_report_summary_shows_the_time_to_each_accuracy():
     caption, table = time_to_learn(report_data(r))
     assert [c for c in table.columns if c.startswith("test")] == []
     assert "Not shown: test accuracy, logged at only 1 step (train.eval_every" in caption
+    # One setting split into parts (train.max_members_per_program) with nothing varying: the summary
+    # groups by nothing, and the two accuracies' one-row tables stand side by side (a merge failed).
+    one = r.members.assign(learning_rate=0.1, part=[0, 0, 0, 1, 1, 1])
+    trained = Results(r.run_dir, one, pd.concat([r.metrics[r.metrics.metric != "test_accuracy"],
+                                                 metric_rows(TEST_ACCURACY, "test_accuracy")]))
+    caption, table = time_to_learn(ReportData(r.run_dir, trained, *[pd.DataFrame()] * 4, {}, None, True, "mean_std", []))
+    assert list(table.columns) == ["train accuracy ≥ 0.6: median step", "train: reached",
+                                   "test accuracy ≥ 0.545: median step", "test: reached"]
+    assert table["train: reached"].tolist() == ["6/6"] and table["test: reached"].tolist() == ["3/6"]
     # No accuracy (regression): no table at all.
     regression = r.members.assign(final_test_accuracy=NAN)
     assert time_to_learn(report_data(Results(r.run_dir, regression, r.metrics))) is None

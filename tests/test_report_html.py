@@ -253,3 +253,21 @@ def test_a_run_folder_that_cannot_be_written_is_said_before_drawing(run, monkeyp
         write_report(run)
     assert f"run folder {run} is not writable (Read-only file system)" in str(refused.value)
     assert "copy the run folder somewhere writable" in str(refused.value)
+
+
+def test_a_view_that_fails_shows_its_traceback_under_jaxdyn_debug(monkeypatch, capsys):
+    """The page keeps the error in the failed view's place; JAXDYN_DEBUG=1 also prints the traceback,
+    as it does for every other error the CLI reports."""
+    from jaxdyn.report.html import draw_sections
+
+    def broken():
+        raise KeyError("no such column")
+
+    entries = {"summary": ("Summary", broken)}
+    for debug, shown in (("0", False), ("1", True)):
+        monkeypatch.setenv("JAXDYN_DEBUG", debug)
+        failed, keys = {}, []
+        sections = draw_sections(entries, lambda key, make: make(), None, failed, keys, "view")
+        assert failed == {"summary": "KeyError: 'no such column'"} and keys == ["summary"]
+        assert 'class="failed"' in sections[0] and "Traceback" in sections[0]
+        assert ("Traceback (most recent call last)" in capsys.readouterr().err) is shown

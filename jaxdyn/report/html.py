@@ -10,6 +10,7 @@ import base64
 import datetime
 import html
 import io
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from jaxdyn.report import attention_view, federated_view, lineage_view, probe_views, views
 from jaxdyn.report.data import load_report_data
 from jaxdyn.atomic import check_writable, write_atomic
+from jaxdyn.errors import debug_enabled
 
 VIEWS = {  # key: (title when it fails, the view)
     "summary": ("Summary", views.summary),
@@ -114,6 +116,8 @@ def draw_sections(entries: dict, draw, progress, failed: dict, shown: list, noun
             sections.append(section)
         except Exception as e:  # noqa: BLE001 -- keep the rest of the page; show what went wrong here
             failed[key] = f"{type(e).__name__}: {e}"
+            if debug_enabled():  # as the CLI promises for every error: the traceback too
+                traceback.print_exception(e, file=sys.stderr)
             detail = html.escape("".join(traceback.format_exception(e)))
             sections.append(f'<section id="{key}" data-view="{key}" class="failed"><h2>{html.escape(title)}</h2>'
                             f"<p>This {noun} could not be drawn; please report it.</p><pre>{detail}</pre></section>")

@@ -17,8 +17,9 @@ import numpy as np
 WORDS = {
     "train_loss": "Training loss (window mean)", "test_loss": "Test loss", "train_accuracy": "Training accuracy",
     "test_accuracy": "Test accuracy", "test_loss_ema": "Test loss of the moving average",
-    "test_accuracy_ema": "Test accuracy of the moving average", "local_loss": "Clients' own test loss",
-    "local_accuracy": "Clients' own test accuracy", "client_drift": "Client drift from the global model",
+    "test_accuracy_ema": "Test accuracy of the moving average", "local_loss": "Clients' loss on their own training examples",
+    "local_accuracy": "Clients' accuracy on their own training examples",
+    "client_drift": "Client drift from the clients' average",
     "update_cosine": "Cosine between clients' updates",
     "weight_norm": "Weight norm", "grad_norm": "Gradient norm", "update_norm": "Update norm",
     "update_ratio": "Update / weight norm", "dist_from_init": "Distance from initialisation",

@@ -67,7 +67,11 @@ def time_to_learn(d: ReportData) -> tuple[str, pd.DataFrame | None] | None:
         times = d.results.time_to(metric, threshold, by=d.by or None)
         times = times.assign(step_median=[_step(s) for s in times.step_median]).rename(columns={
             "step_median": f"{short} accuracy ≥ {threshold:.3g}: median step", "reached": f"{short}: reached"})
-        table = times if table is None else table.merge(times)
+        if table is None:
+            table = times
+        else:  # joined on the setting's columns; with nothing varying, one row each, side by side
+            keys = [c for c in times.columns if c in table.columns]
+            table = table.merge(times, on=keys) if keys else table.join(times)
         shown.append(f"{short} accuracy every {_spacing(rows):,} steps"
                      + (" (each a mean over its logging window)" if short == "train" else ""))
     if not shown and not left:
