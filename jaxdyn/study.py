@@ -311,7 +311,7 @@ def fit_memory(cfg: Config, cohorts: list[Cohort], mesh, may_split: bool = True)
         fixed = cfg.train.max_members_per_program or cfg.pbt is not None or cfg.federated is not None
         if fixed or not may_split or e.members < 1:  # a resume keeps its run's cohorts
             raise
-        limit = e.members
+        limit = _real_members(e.members, mesh, cfg.train.member_group)
     # The limit is the unsplit estimate pro rata (within 0.3% of the parts' own compiled figures,
     # measured; tests/test_split.py holds it to 2%); the parts' compiled programs are checked again,
     # and a limit a little too high is lowered.
@@ -325,7 +325,18 @@ def fit_memory(cfg: Config, cohorts: list[Cohort], mesh, may_split: bool = True)
         except DoesNotFit as e:
             if attempt == 2 or limit == 1:
                 raise
-            limit = max(1, min(e.members, limit - 1))
+            limit = max(1, min(_real_members(e.members, mesh, cfg.train.member_group), limit - 1))
+
+
+def _real_members(fit: int, mesh, member_group: int) -> int:
+    """The most members of a program whose population, padded to whole member groups on every
+    device (``plan_layout``), is at most ``fit``: the memory estimate counts padded members, so a
+    limit of ``fit`` itself could pad past it (126 members padded to 128 where 126 fit)."""
+    platform = mesh.devices.flat[0].platform
+    n = fit
+    while n > 1 and plan_layout(n, mesh.size, member_group, platform).n_padded > fit:
+        n -= 1
+    return n
 
 
 def _id_range(ids: pd.Series) -> str:

@@ -19,7 +19,7 @@ from jaxdyn.cli import main
 from jaxdyn.config import load_config
 from jaxdyn.errors import ConfigError
 from jaxdyn import memory, study
-from jaxdyn.population import make_mesh
+from jaxdyn.population import make_mesh, plan_layout
 from jaxdyn.study import expand
 from jaxdyn.training import train
 
@@ -143,21 +143,27 @@ def test_members_that_fit_is_the_estimate_pro_rata():
     assert memory._members_that_fit(e, "total", fixed - 1) == 0
 
 
+def _padded(cohorts) -> int:
+    """The largest population of ``cohorts`` padded to its layout, as the memory check counts it."""
+    return max(plan_layout(len(c.members), 2, c.config.train.member_group).n_padded for c in cohorts)
+
+
 def test_a_study_that_does_not_fit_is_split_and_its_folder_keeps_the_split(monkeypatch, tmp_path, capsys, runs):
     real = study.check_memory
 
-    def three_fit(cohorts, mesh=None):  # as if the host had room for 3 members per program
-        if max(len(c.members) for c in cohorts) > 3:
-            raise memory.DoesNotFit("cohort 0 needs about ...", 3)
+    def four_fit(cohorts, mesh=None):  # as if the host had room for 4 (padded) members per program
+        if _padded(cohorts) > 4:
+            raise memory.DoesNotFit("cohort 0 needs about ...", 4)
         return real(cohorts, mesh)
 
-    monkeypatch.setattr(study, "check_memory", three_fit)
+    monkeypatch.setattr(study, "check_memory", four_fit)
     got = _train(tmp_path, "auto")
-    assert "splitting each into programs of at most 3 members" in capsys.readouterr().out
-    assert "max_members_per_program = 3" in (got.run_dir / "config.toml").read_text()
-    pd.testing.assert_frame_equal(got.metrics, runs["split"].metrics, check_exact=True)
+    assert "splitting each into programs of at most 4 members" in capsys.readouterr().out
+    assert "max_members_per_program = 4" in (got.run_dir / "config.toml").read_text()
+    forced = _train(tmp_path, "forced", ("train.max_members_per_program=4",))
+    pd.testing.assert_frame_equal(got.metrics, forced.metrics, check_exact=True)
     resumed = train(None, resume=got.run_dir, progress=False)  # the folder's split, not a new one
-    assert [len(c.members) for c in resumed.cohorts] == [3, 3, 2]
+    assert [len(c.members) for c in resumed.cohorts] == [4, 4]
     monkeypatch.setattr(study, "check_memory", lambda *a: (_ for _ in ()).throw(memory.DoesNotFit("no room", 0)))
     with pytest.raises(memory.DoesNotFit, match="no room"):
         _train(tmp_path, "none")
@@ -182,18 +188,39 @@ def test_the_pro_rata_split_is_within_5_percent_of_the_parts_compiled_figures():
 
 
 def test_a_split_that_still_does_not_fit_is_lowered(monkeypatch, tmp_path, capsys):
-    """The unsplit estimate says 4 fit, the parts' own programs say only 3 do: the split is lowered to 3."""
+    """The unsplit estimate says 6 (padded) members fit, the parts' own programs say only 4 do:
+    the split is lowered from 6 to 4."""
     real = study.check_memory
 
     def fits(cohorts, mesh=None):
-        largest = max(len(c.members) for c in cohorts)
-        if largest > 3:
-            raise memory.DoesNotFit("cohort 0 needs about ...", 4 if largest > 4 else 3)
+        padded = _padded(cohorts)
+        if padded > 4:
+            raise memory.DoesNotFit("cohort 0 needs about ...", 6 if padded > 6 else 4)
         return real(cohorts, mesh)
 
     monkeypatch.setattr(study, "check_memory", fits)
     got = _train(tmp_path, "lowered")
     out = capsys.readouterr().out
-    assert "programs of at most 4 members" in out and "programs of at most 3 members" in out
-    assert [len(c.members) for c in got.cohorts] == [3, 3, 2]
-    assert "max_members_per_program = 3" in (got.run_dir / "config.toml").read_text()
+    assert "programs of at most 6 members" in out and "programs of at most 4 members" in out
+    assert [len(c.members) for c in got.cohorts] == [4, 4]
+    assert "max_members_per_program = 4" in (got.run_dir / "config.toml").read_text()
+
+
+def test_the_split_counts_padding_as_the_memory_check_does(monkeypatch, tmp_path, capsys):
+    """The memory check counts padded members. Groups of 2 on each of 2 devices pad 5, 6 and 7
+    members to 8: with room for 7, a limit of 7, then 6, then 5 never fit (the run was refused after
+    three tries); the limit is the most members whose padded population fits: 4."""
+    real = study.check_memory
+    mesh = make_mesh()
+    assert mesh.size == 2 and [plan_layout(n, 2, 2).n_padded for n in (4, 5, 6, 7)] == [4, 8, 8, 8]
+
+    def seven_fit(cohorts, mesh=None):  # as check_memory counts: members padded to the layout
+        padded = _padded(cohorts)
+        if padded > 7:
+            raise memory.DoesNotFit(f"cohort 0 needs about ...: {padded} members", 7)
+        return real(cohorts, mesh)
+
+    monkeypatch.setattr(study, "check_memory", seven_fit)
+    got = _train(tmp_path, "padded", ("train.member_group=2",))
+    assert "programs of at most 4 members" in capsys.readouterr().out
+    assert [len(c.members) for c in got.cohorts] == [4, 4]
