@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         _report(debug, f"jaxdyn: error: {e}")
         return e.exit_code
     except jaxdyn.Interrupted as e:
-        _report(debug, f"jaxdyn: {e}; continue with: jaxdyn run --resume {e.run_dir}")
+        _report(debug, f"jaxdyn: {e}; continue with: {distributed.resume_command(e.run_dir)}")
         return e.exit_code
     except KeyboardInterrupt:
         _report(debug, "jaxdyn: aborted by Ctrl-C; committed checkpoints are kept, and if a run folder "
@@ -197,10 +197,11 @@ def main(argv=None) -> int:
             if debug:
                 traceback.print_exc()
             first_line = (str(e).splitlines() or [""])[0][:300]
+            run_dir = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
             distributed.exit_lost_peer(
                 f"jaxdyn: error: process {distributed.index()} of {distributed.count()}: another process of this "
                 f"run stopped or cannot be reached ({first_line}); every process stops. Committed checkpoints "
-                "are kept: start all processes again with --resume RUN_DIR to continue")
+                f"are kept; continue with: {distributed.resume_command(run_dir)}")
         first_line = (str(e).splitlines() or [""])[0][:300]
         _report(debug, f"jaxdyn: internal error: {type(e).__name__}: {first_line}{hint}; please report it")
         return 1

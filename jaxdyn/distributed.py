@@ -107,6 +107,18 @@ def check_coordinator(address: str, name: str = "--coordinator") -> None:
                           f"({getattr(e, 'strerror', None) or e}); give process 0's address or hostname") from None
 
 
+def resume_command(run_dir, processes: int | None = None) -> str:
+    """The command that continues ``run_dir``: ``jaxdyn run --resume RUN``, or for a run of
+    several processes (``processes``; default this run's count) the local launcher's form and
+    the form to start in each process, since a resume needs them all again."""
+    n = count() if processes is None else processes
+    if n <= 1:
+        return f"jaxdyn run --resume {run_dir}"
+    return (f"scripts/launch_local.sh {n} --resume {run_dir} (on one machine), or in each of the {n} processes: "
+            f"jaxdyn run --resume {run_dir} --distributed --coordinator HOST:PORT --num-processes {n} "
+            f"--process-id I (or under SLURM: srun jaxdyn run --resume {run_dir} --distributed)")
+
+
 def _env_int(name: str, minimum: int) -> int | None:
     text = os.environ.get(name, "")
     if not text:

@@ -299,19 +299,19 @@ def _check_resume(run_dir: Path, current: dict) -> dict:
             f"--resume {run_dir}: run.json is missing or damaged ({type(e).__name__}: {e}); "
             "is it a jaxdyn run folder?"
         ) from None
-    if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
-        raise ConfigError(
-            f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
-            f"device(s), this process has {current['n_devices']} {current['platform']}; resume on the "
-            "same devices (JAXDYN_CPU_DEVICES sets the CPU device count)"
-        )
     processes = saved.get("n_processes", 1)
-    if processes != current.get("n_processes", 1):
+    if processes != current.get("n_processes", 1):  # first: a process count says more than a device count
         raise ConfigError(
             f"cannot resume {run_dir} bitwise: it ran as {processes} process(es) and this run has "
-            f"{current.get('n_processes', 1)}; resume with the same process count and devices per process "
-            f"(jaxdyn run --resume {run_dir} --distributed --num-processes {processes}"
-            + (", or without --distributed" if processes == 1 else "") + ")")
+            f"{current.get('n_processes', 1)}; resume with the same process count and devices per process: "
+            + distributed.resume_command(run_dir, processes))
+    if saved["n_devices"] != current["n_devices"] or saved["platform"] != current["platform"]:
+        where = "this process has" if processes == 1 else f"these {processes} processes have"
+        raise ConfigError(
+            f"cannot resume {run_dir} bitwise: it ran on {saved['n_devices']} {saved['platform']} "
+            f"device(s), {where} {current['n_devices']} {current['platform']}; resume on the "
+            "same devices (JAXDYN_CPU_DEVICES sets the CPU device count of each process)"
+        )
     return saved
 
 

@@ -215,6 +215,7 @@ def test_sigterm_then_resume_in_two_processes(tmp_path, one_process):
     outs = _finish([first, second])
     assert [first.returncode, second.returncode] == [143, 143], "".join(lines) + "\n".join(outs)
     assert "stopped after chunk" in outs[0]
+    assert "continue with: scripts/launch_local.sh 2 --resume run" in outs[0]  # all processes, not one
     assert not (tmp_path / "run" / "members.csv").exists()
     port = _free_port()
     resumed = [_process(i, 2, port, ["--resume", "run"], tmp_path) for i in range(2)]
@@ -230,7 +231,8 @@ def test_sigterm_then_resume_in_two_processes(tmp_path, one_process):
     assert alone.returncode == ConfigError.exit_code, alone.stdout + alone.stderr
     assert "ran as 2 process(es) and this run has 1" in alone.stderr
     assert "memory:" not in alone.stderr  # refused before the memory check compiles anything
-    assert "--num-processes 2" in alone.stderr
+    assert f"scripts/launch_local.sh 2 --resume run (on one machine)" in alone.stderr
+    assert "jaxdyn run --resume run --distributed --coordinator HOST:PORT --num-processes 2 --process-id I" in alone.stderr
 
 
 def test_a_lost_process_ends_the_others_with_a_message(tmp_path):
@@ -245,7 +247,7 @@ def test_a_lost_process_ends_the_others_with_a_message(tmp_path):
     out = "".join(lines) + first.communicate(timeout=WAIT)[0]
     assert first.returncode == LOST_PEER_EXIT, out
     assert "another process of this run stopped or cannot be reached" in out
-    assert "--resume" in out
+    assert "continue with: scripts/launch_local.sh 2 --resume run (on one machine)" in out
 
 
 def test_a_process_that_never_starts_ends_the_others(tmp_path):
