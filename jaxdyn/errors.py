@@ -7,6 +7,7 @@ the cause, the file or field, and the fix. The CLI prints the message alone;
 
 import difflib
 import errno
+import math
 import os
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def choice(where: str, value, options) -> None:
     """Raise ``ConfigError`` unless ``value`` is one of ``options``, naming the closest one."""
     if value not in options:
         raise ConfigError(f"{where} = {brief(value)} is not known{closest(value, options)}")
+
+
+def chunk_steps_fix(steps: int, chunk_steps: int, log_every: int, rounds: int = 1) -> str:
+    """The fix for a ``train.chunk_steps`` that breaks the rule it must keep with every other
+    setting at once: a divisor of ``train.steps`` and a multiple of ``train.log_every`` and of
+    ``rounds`` (a federated round's local steps). The one nearest ``chunk_steps``, or, when no
+    divisor of the steps is such a multiple, the steps and chunk that would be."""
+    unit = math.lcm(log_every, rounds)
+    fits = [d for d in range(unit, steps + 1, unit) if steps % d == 0]
+    if fits:
+        best = min(fits, key=lambda d: (abs(d - chunk_steps), d))
+        return f"set train.chunk_steps = {best}"
+    longer = math.ceil(steps / unit) * unit
+    return (f"no divisor of train.steps = {steps} is a multiple of {unit}; set train.steps = {longer} "
+            f"and train.chunk_steps = {unit} (or a multiple of {unit} that divides it)")
 
 
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'")

@@ -14,7 +14,7 @@ from jaxdyn.axes import MEMBER_HPARAMS
 from jaxdyn.config import MAX_MEMBERS, Config, StudyConfig
 from jaxdyn.data import COMMON_FIELDS, DATASETS, DataConfig, check_token_inputs, dataset_info, dataset_spec
 from jaxdyn import extension
-from jaxdyn.errors import ConfigError, choice, closest
+from jaxdyn.errors import ConfigError, choice, chunk_steps_fix, closest
 from jaxdyn.hparams import changed_later, may_be_positive
 from jaxdyn.losses import LOSSES, REGRESSION_LOSSES
 from jaxdyn.losses import check_user_loss
@@ -109,15 +109,17 @@ def validate(cfg: Config) -> None:
             f"train.batch_size = {t.batch_size} is larger than the {cfg.data.name} training set "
             f"({n_train} examples); use at most {n_train}"
         )
+    rounds = cfg.federated.local_steps if cfg.federated is not None else 1
     if t.steps % t.chunk_steps:
         raise ConfigError(
             f"train.steps = {t.steps} is not a multiple of train.chunk_steps = {t.chunk_steps}; "
-            f"set chunk_steps to a divisor of steps, e.g. {math.gcd(t.steps, t.chunk_steps)}"
+            f"{chunk_steps_fix(t.steps, t.chunk_steps, t.log_every, rounds)}"
         )
     if t.chunk_steps % t.log_every:
         raise ConfigError(
             f"train.chunk_steps = {t.chunk_steps} is not a multiple of train.log_every = {t.log_every}; "
-            f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}"
+            f"set log_every to a divisor of chunk_steps, e.g. {math.gcd(t.chunk_steps, t.log_every)}, or "
+            f"{chunk_steps_fix(t.steps, t.chunk_steps, t.log_every, rounds)}"
         )
 
 

@@ -288,3 +288,26 @@ def test_cka_refuses_a_probe_batch_it_is_undefined_on(options, least):
 
     with pytest.raises(ConfigError, match=f"probes.cka needs probes.batch_size >= {least}"):
         expand(load_config(None, [f"probes.batch_size={least - 1}", *options]))
+
+
+@pytest.mark.parametrize("steps, chunk, log_every, rounds", [
+    (200, 49, 10, 7), (200, 49, 1, 1), (200, 49, 10, 1), (6000, 500, 100, 1), (12, 5, 1, 1), (40, 20, 10, 5),
+    (1000, 300, 20, 25), (7, 3, 1, 2)])
+def test_a_chunk_steps_fix_keeps_every_rule_at_once(steps, chunk, log_every, rounds):
+    """The suggested chunk divides the steps and is a multiple of log_every and of a federated round's
+    local steps (a fix for one rule used to break another: 49 for local_steps 7 with 200 steps, or 1
+    for log_every 10); where no divisor can be, the suggested steps and chunk keep them all."""
+    import re
+
+    from jaxdyn.errors import chunk_steps_fix
+
+    text = chunk_steps_fix(steps, chunk, log_every, rounds)
+    ok = lambda s, c: s % c == 0 and c % log_every == 0 and c % rounds == 0
+    if (m := re.fullmatch(r"set train.chunk_steps = (\d+)", text)):
+        c = int(m[1])
+        assert ok(steps, c)
+        assert all(abs(d - chunk) >= abs(c - chunk) for d in range(1, steps + 1) if ok(steps, d))  # the nearest
+    else:
+        assert not any(ok(steps, d) for d in range(1, steps + 1))
+        s, c = map(int, re.search(r"set train.steps = (\d+) and train.chunk_steps = (\d+)", text).groups())
+        assert ok(s, c) and s >= steps

@@ -231,7 +231,7 @@ def test_sigterm_then_resume_in_two_processes(tmp_path, one_process):
     assert alone.returncode == ConfigError.exit_code, alone.stdout + alone.stderr
     assert "ran as 2 process(es) and this run has 1" in alone.stderr
     assert "memory:" not in alone.stderr  # refused before the memory check compiles anything
-    assert f"scripts/launch_local.sh 2 --resume run (on one machine)" in alone.stderr
+    assert "scripts/launch_local.sh 2 --resume run (on one machine)" in alone.stderr
     assert "jaxdyn run --resume run --distributed --coordinator HOST:PORT --num-processes 2 --process-id I" in alone.stderr
 
 

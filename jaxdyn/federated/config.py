@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 
 from jaxdyn.data.arrays import is_user_data
-from jaxdyn.errors import ConfigError, choice, closest
+from jaxdyn.errors import ConfigError, choice, chunk_steps_fix, closest
 from jaxdyn.hparams import HParam
 from jaxdyn.parsing import check_type
 
@@ -140,8 +140,8 @@ def check_federated(cfg: FederatedConfig, train, data, info, kind: str) -> None:
         source = (f" (from local_epochs = {cfg.local_epochs:g}: {cfg.local_epochs:g} x {n_per_client(cfg, data, info):g} "
                   f"examples per client / batch_size {train.batch_size})" if cfg.local_epochs else "")
         raise ConfigError(f"train.chunk_steps = {train.chunk_steps} is not a multiple of federated.local_steps = "
-                          f"{cfg.local_steps}{source}: rounds run inside the compiled chunks; set chunk_steps to a "
-                          f"multiple, e.g. {cfg.local_steps * max(1, train.chunk_steps // cfg.local_steps)}")
+                          f"{cfg.local_steps}{source}: rounds run inside the compiled chunks; "
+                          f"{chunk_steps_fix(train.steps, train.chunk_steps, train.log_every, cfg.local_steps)}")
     if train.full_batch:
         raise ConfigError("train.full_batch = true with [federated]: each client draws minibatches from its own "
                           "examples; remove train.full_batch (a batch_size of at least a client's examples is close)")
