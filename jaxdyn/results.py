@@ -345,9 +345,9 @@ def print_summary(members: pd.DataFrame, console=None, metrics=None, metric: str
     rows = []
     for _, row in table.iterrows():
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-        std = 0.0 if np.isnan(std) else std
+        spread = "" if np.isnan(std) else f" ± {std:.2g}"  # one seed has no spread to show (not ± 0)
         rows.append([*(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in keys),
-                     str(int(row.members)), f"{mean:.4g} ± {std:.2g}", str(int(row.diverged))])
+                     str(int(row.members)), f"{mean:.4g}{spread}", str(int(row.diverged))])
     headers = [*keys, unit, name, "diverged"]
     widths = [max((len(r[i]) for r in rows), default=1) for i in range(len(headers))]
     # A value keeps its line (its width is the column's least) and a header wraps, when the values and

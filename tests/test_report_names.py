@@ -98,6 +98,19 @@ def test_end_of_run_table_fits_80_columns_without_cutting_names():
     assert "logged no whole-model 'modes'" in out.getvalue() and "final test accuracy" in out.getvalue()
 
 
+def test_one_seed_shows_its_value_without_a_spread():
+    """The standard deviation of one seed does not exist (pandas: NaN); the table shows the value
+    alone rather than "± 0", which reads as seeds that agreed."""
+    out = io.StringIO()
+    one = _members(seeds=1)
+    print_summary(one, Console(file=out, width=100, force_terminal=False, color_system=None))
+    text = out.getvalue()
+    assert "±" not in text and "0.5 " in text and "0.6 " in text
+    out = io.StringIO()
+    print_summary(_members(), Console(file=out, width=100, force_terminal=False, color_system=None))
+    assert "0.5 ± 0" in out.getvalue()  # two seeds that agree: a spread of 0, shown
+
+
 def test_one_evaluation_is_a_point_with_its_spread_and_its_own_tick():
     from matplotlib.figure import Figure
 

@@ -161,8 +161,9 @@ def check_federated(cfg: FederatedConfig, train, data, info, kind: str) -> None:
         raise ConfigError(f"federated.clients = {cfg.clients}: the training set has {n} examples, fewer than one "
                           "per client; use fewer clients or more data (data.n_train)")
     if cfg.partition == "shards" and cfg.shards_per_client * cfg.clients > n:
-        raise ConfigError(f"federated.shards_per_client = {cfg.shards_per_client} × clients = {cfg.clients} "
-                          f"shards of {n} examples: fewer than one example per shard; lower either")
+        raise ConfigError(f"federated.shards_per_client = {cfg.shards_per_client} × federated.clients = "
+                          f"{cfg.clients} makes {cfg.shards_per_client * cfg.clients} shards of {n} training "
+                          f"examples: fewer than one example per shard; lower either")
 
 
 def federated_plan(cfg, n_members: int, info) -> str:
