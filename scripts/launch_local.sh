@@ -3,7 +3,8 @@
 # the multi-process path: process 0 writes the run folder, every process's devices hold members.
 # Options after STUDY go to every `jaxdyn run`.
 #
-#   scripts/launch_local.sh N STUDY.toml [--out RUN_DIR | --resume RUN_DIR] [--set KEY=VALUE ...]
+#   scripts/launch_local.sh N STUDY.toml [--out RUN_DIR] [--set KEY=VALUE ...]
+#   scripts/launch_local.sh N --resume RUN_DIR [--set train.steps=MORE ...]     (continue a run of N processes)
 #
 # Environment: JAXDYN_CPU_DEVICES (CPU devices per process; default 1), JAXDYN_PORT (the
 # coordinator's port; default a free one), JAXDYN_LOG_DIR (where processes 1..N-1 log; default
@@ -14,7 +15,7 @@
 # The exit status is the first non-zero status of any process, else 0.
 set -u
 if [ $# -lt 2 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
-  echo "usage: $0 N STUDY.toml [jaxdyn run options...]   (N: the number of processes, 1 or more)" >&2
+  echo "usage: $0 N STUDY.toml [jaxdyn run options...], or $0 N --resume RUN_DIR   (N: the number of processes, 1 or more)" >&2
   exit 2
 fi
 n=$1
