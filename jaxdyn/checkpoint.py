@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from jaxdyn import distributed
 from jaxdyn.atomic import write_atomic
-from jaxdyn.errors import RunError, causes
+from jaxdyn.errors import RunError, causes, debug_enabled
 
 
 def cohort_checkpoint_dir(run_dir, cohort_index: int) -> Path:
@@ -362,7 +362,7 @@ def _quiet_reader():
     """Orbax warns (through absl) on every read-only manager that it is read only: true, and
     nothing a user can act on, so ``extract_member``, ``ensemble`` and the report stay as quiet
     through the Python API as the CLI is. ``JAXDYN_DEBUG=1`` keeps the libraries' logs."""
-    if os.environ.get("JAXDYN_DEBUG", "") not in ("", "0"):
+    if debug_enabled():
         yield
         return
     loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
